@@ -1,0 +1,5 @@
+import sys
+
+from realitycheck.cli import main
+
+sys.exit(main())

