@@ -179,7 +179,7 @@ def cmd_train(args) -> int:
                       crop=args.crop, seed=args.seed, extra_real=args.extra_real or [],
                       init_weights=args.init_weights, resume=args.resume, patience=args.patience,
                       precision=args.precision, limit=args.limit, max_steps=args.max_steps,
-                      workers=args.workers)
+                      workers=args.workers, teacher=args.teacher)
     if args.progress:
         os.environ["REALITYCHECK_PROGRESS"] = "1"
     try:
@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--extra-real", action="append", help="real-only folder added to training (repeatable)")
+    p.add_argument("--teacher", help="distil from this checkpoint's soft labels (e.g. train resnet50 from the default)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--limit", type=int, help="at most N images per class (quick tries)")
     p.add_argument("--max-steps", type=int, help="at most N steps per epoch (smoke tests)")

@@ -60,6 +60,9 @@ class TrainConfig:
     resume: bool = False
     workers: int = 1
     half: bool = True  # store the shipped weights in fp16 (half the size, same predictions)
+    teacher: str | None = None  # distil from this checkpoint's soft labels (e.g. ResNet50 from the default)
+    distill_weight: float = 0.7  # share of the loss from the teacher's soft labels
+    distill_temperature: float = 2.0
 
 
 class JpegRecompress:
@@ -282,6 +285,19 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total_steps)))))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    teacher = teacher_pre = None
+    if cfg.teacher:
+        teacher, teacher_card = checkpoints.load_checkpoint(cfg.teacher)
+        teacher = teacher.to(memory_format=torch.channels_last).eval()
+        teacher_pre = teacher_card.preprocessing
+        if (teacher_pre.mean, teacher_pre.std) != (pre.mean, pre.std):
+            # same crop, the teacher's normalisation: x_teacher = (x * std + mean - mean_t) / std_t
+            s_std, s_mean = torch.tensor(pre.std).view(1, 3, 1, 1), torch.tensor(pre.mean).view(1, 3, 1, 1)
+            t_std, t_mean = torch.tensor(teacher_pre.std).view(1, 3, 1, 1), torch.tensor(teacher_pre.mean).view(1, 3, 1, 1)
+            renorm = lambda x: (x * s_std + s_mean - t_mean) / t_std  # noqa: E731
+        else:
+            renorm = lambda x: x  # noqa: E731
+        log(f"distilling from {cfg.teacher} (weight {cfg.distill_weight}, T={cfg.distill_temperature})")
 
     start_epoch, best_auc, best_epoch, log_rows, train_seconds = 1, -1.0, 0, [], 0.0
     if cfg.resume and state_path.exists():
@@ -318,6 +334,13 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
+            if teacher is not None:
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    t_logits = teacher(renorm(x)).float()
+                T = cfg.distill_temperature
+                soft = nn.functional.kl_div(nn.functional.log_softmax(logits.float() / T, 1),
+                                            nn.functional.softmax(t_logits.clone() / T, 1), reduction="batchmean") * T * T
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * soft
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -370,6 +393,7 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         "mode": cfg.mode, "epochs_run": len(log_rows), "best_epoch": best_epoch,
         "settings": {k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "resume", "extra_real")},
         "precision": precision, "train_seconds": round(train_seconds),
+        "teacher": str(cfg.teacher) if cfg.teacher else None,
         "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
         "command": "realitycheck train " + " ".join(_cli_args(cfg)),
         "test_files": sorted(Path(pth).name for pth, _ in splits["test"]),
@@ -395,4 +419,8 @@ def _cli_args(cfg: TrainConfig) -> list[str]:
         args += ["--extra-real", str(e)]
     if cfg.init_weights:
         args += ["--init-weights", str(cfg.init_weights)]
+    if cfg.teacher:
+        args += ["--teacher", str(cfg.teacher)]
+    if cfg.mode == "feature-extract" or cfg.patience != 4:
+        args += ["--patience", str(cfg.patience)]
     return args

@@ -1,0 +1,338 @@
+#!/usr/bin/env python
+"""RealityCheck benchmark: speed, agreement and memory of the original way vs ours, in one run.
+
+    python benchmarks/run.py [--images DIR] [--limit N] [--json FILE] [--weights FILE]
+
+For ResNet50 (the original architecture, with IMAGENET1K_V2 preprocessing) and for the shipped
+default model it measures, on the same images:
+  * baseline: one image at a time, PIL decode -> card transforms -> fp32 forward at batch 1
+  * ours:     the folder-evaluation path (Classifier.iter_predict: batched, decoding in worker
+              processes, channels_last, bf16 autocast where the CPU has native bf16)
+and reports images/s, their ratio (`speedup`), label agreement and max |delta p_fake| between
+the two, peak RSS of each path (each runs in its own process), warm single-image latency in the
+app's path (decode + face check + forward), cold start, Grad-CAM time / forward time, ScoreCAM
+time for one image, and achieved GFLOP/s against a matmul peak measured on the same machine.
+Results are ratios from one run on one machine: compare them, not absolute times across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "faces-140k-sample"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _list_images(folder: Path, limit: int) -> list[str]:
+    from realitycheck.data import _walk_images
+
+    files = [str(p) for p in _walk_images(folder)]
+    if len(files) > limit:  # spread over both classes of a real/fake folder
+        step = len(files) / limit
+        files = [files[int(i * step)] for i in range(limit)]
+    return files
+
+
+def _make_images(folder: Path, n: int) -> None:
+    """Synthetic 256x256 JPEGs, for machines without the shared data."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        arr = (rng.random((256, 256, 3)) * 255).astype("uint8")
+        Image.fromarray(arr).save(folder / f"img_{i:04d}.jpg", quality=85)
+
+
+def _classifier(spec: str, **kw):
+    """spec: 'resnet50-original' (untrained ResNet50 with the original card) or a checkpoint path."""
+    from realitycheck import checkpoints, models
+    from realitycheck.inference import Classifier
+
+    if spec == "resnet50-original":
+        import torch
+
+        torch.manual_seed(0)
+        model = models.build_model("resnet50").eval()
+        return Classifier(model, checkpoints.original_card("resnet50-untrained"), **kw)
+    return Classifier.from_file(spec, **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# Worker modes (each in its own process, so peak RSS belongs to one path)
+# ------------------------------------------------------------------------------------------------
+
+def worker_baseline(spec: str, files: list[str]) -> dict:
+    """The original project's loop: one image at a time, fp32, batch 1, no face check."""
+    import torch
+    from PIL import Image
+
+    clf = _classifier(spec, face_check=False, precision="fp32")
+    model, transform, fi = clf.model.to(memory_format=torch.contiguous_format), clf.transform, clf.fake_index
+    with torch.inference_mode():
+        model(transform(Image.open(files[0]).convert("RGB"))[None])  # warm-up
+    t0 = time.perf_counter()
+    p = []
+    with torch.inference_mode():
+        for f in files:
+            x = transform(Image.open(f).convert("RGB"))[None]
+            p.append(float(model(x).softmax(1)[0, fi]))
+    dt = time.perf_counter() - t0
+    return {"images_per_second": len(files) / dt, "seconds": dt, "p_fake": p, "peak_rss_mb": peak_rss_mb()}
+
+
+def worker_ours(spec: str, files: list[str], precision: str) -> dict:
+    clf = _classifier(spec, face_check=False, precision=precision, batch_size=16)
+    list(clf.iter_predict(files[:16], workers=0))  # warm-up (also the one-time channels_last)
+    t0 = time.perf_counter()
+    preds = list(clf.iter_predict(files))
+    dt = time.perf_counter() - t0
+    from realitycheck.inference import resolve_precision
+
+    return {"images_per_second": len(files) / dt, "seconds": dt, "p_fake": [p.p_fake for p in preds],
+            "precision": resolve_precision(precision, 16), "peak_rss_mb": peak_rss_mb()}
+
+
+def worker_latency(spec: str, files: list[str]) -> dict:
+    """The app's path for one uploaded image: bytes -> decode -> face check -> forward."""
+    clf = _classifier(spec)
+    blobs = [Path(f).read_bytes() for f in files[:25]]
+    clf.predict_one(blobs[0])
+    times = []
+    for b in blobs:
+        t0 = time.perf_counter()
+        clf.predict_one(b)
+        times.append(time.perf_counter() - t0)
+    from realitycheck.inference import resolve_precision
+
+    return {"median_ms": statistics.median(times) * 1000,
+            "p90_ms": sorted(times)[max(0, int(0.9 * len(times)) - 1)] * 1000,
+            "precision_single": resolve_precision(clf.precision, 1)}
+
+
+def worker_explain(spec: str, files: list[str], scorecam: bool) -> dict:
+    import torch
+    from PIL import Image
+
+    from realitycheck import explain
+
+    clf = _classifier(spec, face_check=False, precision="fp32")
+    imgs = [Image.open(f).convert("RGB") for f in files[:10]]
+    x = clf.transform(imgs[0])[None]
+    with torch.inference_mode():
+        for _ in range(2):
+            clf.model(x)
+        t0 = time.perf_counter()
+        for im in imgs:
+            clf.model(clf.transform(im)[None])
+        forward = (time.perf_counter() - t0) / len(imgs)
+    explain.explain(clf.model, clf.card, imgs[:1], faithfulness=False, progress=False)  # warm-up (copy, hooks)
+    t0 = time.perf_counter()
+    for im in imgs:
+        explain.explain(clf.model, clf.card, [im], faithfulness=False, progress=False)
+    cam = (time.perf_counter() - t0) / len(imgs)
+    out = {"forward_ms": forward * 1000, "gradcam_ms": cam * 1000, "gradcam_over_forward": cam / forward}
+    if scorecam:
+        t0 = time.perf_counter()
+        explain.explain(clf.model, clf.card, imgs[:1], method="scorecam", faithfulness=False, progress=False,
+                        batch_size=64)
+        out["scorecam_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def worker_flops(spec: str, files: list[str], ours_ips: float, base_ips: float) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    clf = _classifier(spec, face_check=False)
+    x = torch.zeros(1, 3, clf.card.preprocessing.crop, clf.card.preprocessing.crop)
+    with FlopCounterMode(display=False) as fc, torch.inference_mode():
+        clf.model(x)
+    gflop = fc.get_total_flops() / 1e9
+    return {"gflop_per_image": gflop, "ours_gflops": gflop * ours_ips, "baseline_gflops": gflop * base_ips}
+
+
+def matmul_peak() -> dict:
+    import torch
+
+    out = {}
+    n = 2048
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        t0, reps = time.perf_counter(), 0
+        while time.perf_counter() - t0 < 1.5:
+            a @ b
+            reps += 1
+        out[f"matmul_{name}_gflops"] = 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+    return out
+
+
+def _worker_main(args) -> None:
+    files = json.loads(Path(args.files).read_text())
+    mode = args.worker
+    if mode == "baseline":
+        res = worker_baseline(args.spec, files)
+    elif mode == "ours":
+        res = worker_ours(args.spec, files, args.precision)
+    elif mode == "latency":
+        res = worker_latency(args.spec, files)
+    elif mode == "explain":
+        res = worker_explain(args.spec, files, args.scorecam)
+    elif mode == "flops":
+        res = worker_flops(args.spec, files, args.ours_ips, args.base_ips)
+    elif mode == "matmul":
+        res = matmul_peak()
+    else:
+        raise SystemExit(f"unknown worker {mode}")
+    print("RESULT " + json.dumps(res))
+
+
+def run_worker(mode: str, spec: str, files_json: str, **extra) -> dict:
+    cmd = [sys.executable, __file__, "--worker", mode, "--spec", spec, "--files", files_json]
+    for k, v in extra.items():
+        if isinstance(v, bool):
+            if v:
+                cmd.append(f"--{k}")
+        else:
+            cmd += [f"--{k}", str(v)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"benchmark worker {mode} failed:\n{proc.stderr[-3000:]}")
+
+
+def cold_start(spec: str, image: str) -> float:
+    """Process start -> first prediction printed, through the CLI."""
+    if spec == "resnet50-original":
+        return float("nan")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "realitycheck", "predict", image, "--weights", spec, "--json",
+                    "--no-progress"], capture_output=True, check=True, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
+def bench_model(label: str, spec: str, files_json: str, n: int, scorecam: bool, log) -> dict:
+    log(f"[{label}] baseline (batch 1, fp32) on {n} images ...")
+    base = run_worker("baseline", spec, files_json)
+    log(f"[{label}] ours (batched, workers, channels_last, auto precision) ...")
+    ours = run_worker("ours", spec, files_json, precision="auto")
+    diffs = [abs(a - b) for a, b in zip(base["p_fake"], ours["p_fake"])]
+    agree = sum((a >= 0.5) == (b >= 0.5) for a, b in zip(base["p_fake"], ours["p_fake"])) / len(diffs)
+    log(f"[{label}] single-image latency, Grad-CAM{' and ScoreCAM' if scorecam else ''} ...")
+    lat = run_worker("latency", spec, files_json)
+    exp = run_worker("explain", spec, files_json, scorecam=scorecam)
+    flops = run_worker("flops", spec, files_json, ours_ips=ours["images_per_second"], base_ips=base["images_per_second"])
+    first = json.loads(Path(files_json).read_text())[0]
+    return {
+        "model": label, "images": n,
+        "baseline_images_per_second": base["images_per_second"], "ours_images_per_second": ours["images_per_second"],
+        "speedup": ours["images_per_second"] / base["images_per_second"], "ours_precision": ours["precision"],
+        "agreement": agree, "max_abs_delta_p_fake": max(diffs),
+        "baseline_peak_rss_mb": base["peak_rss_mb"], "ours_peak_rss_mb": ours["peak_rss_mb"],
+        "warm_single_image_ms": lat["median_ms"], "warm_single_image_p90_ms": lat["p90_ms"],
+        "cold_start_seconds": cold_start(spec, first),
+        "forward_ms": exp["forward_ms"], "gradcam_ms": exp["gradcam_ms"], "gradcam_over_forward": exp["gradcam_over_forward"],
+        "scorecam_seconds": exp.get("scorecam_seconds"),
+        **flops,
+    }
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"Machine: {m['cpu']} ({m['cores']} cores), torch {m['torch']}; matmul peak fp32 "
+             f"{m['matmul_fp32_gflops']:.0f} GFLOP/s, bf16 {m['matmul_bf16_gflops']:.0f} GFLOP/s; {result['date']}",
+             "",
+             "| model | images | baseline img/s | ours img/s | speedup | agreement | max abs dp | RSS base/ours MB "
+             "| warm 1-image ms | cold start s | Grad-CAM / forward | ScoreCAM s | ours GFLOP/s (% of peak) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["models"]:
+        peak = m["matmul_bf16_gflops"] if r["ours_precision"] == "bf16" else m["matmul_fp32_gflops"]
+        sc = f"{r['scorecam_seconds']:.0f}" if r.get("scorecam_seconds") else "-"
+        lines.append(
+            f"| {r['model']} | {r['images']} | {r['baseline_images_per_second']:.1f} | {r['ours_images_per_second']:.1f}"
+            f" ({r['ours_precision']}) | {r['speedup']:.2f}x | {r['agreement']:.2%} | {r['max_abs_delta_p_fake']:.4f}"
+            f" | {r['baseline_peak_rss_mb']:.0f}/{r['ours_peak_rss_mb']:.0f} | {r['warm_single_image_ms']:.0f}"
+            f" | {r['cold_start_seconds']:.1f} | {r['gradcam_over_forward']:.2f}x | {sc}"
+            f" | {r['ours_gflops']:.0f} ({r['ours_gflops'] / peak:.0%}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    ap.add_argument("--limit", type=int, default=500)
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results.json")
+    ap.add_argument("--markdown", type=Path, default=None, help="default: the --json path with .md")
+    ap.add_argument("--weights", help="default model checkpoint (default: the shipped one)")
+    ap.add_argument("--skip-resnet50", action="store_true")
+    ap.add_argument("--skip-scorecam", action="store_true")
+    # worker plumbing
+    ap.add_argument("--worker"); ap.add_argument("--spec"); ap.add_argument("--files")
+    ap.add_argument("--precision", default="auto"); ap.add_argument("--scorecam", action="store_true")
+    ap.add_argument("--ours_ips", type=float); ap.add_argument("--base_ips", type=float)
+    args = ap.parse_args()
+    if args.worker:
+        return _worker_main(args)
+
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    import torch
+
+    from realitycheck.inference import default_weights_path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.images
+        if not folder.is_dir():
+            log(f"{folder} not found: using {args.limit} synthetic 256 px images")
+            folder = Path(tmp) / "images"
+            _make_images(folder, args.limit)
+        files = _list_images(folder, args.limit)
+        files_json = str(Path(tmp) / "files.json")
+        Path(files_json).write_text(json.dumps(files))
+        cpu = platform.processor() or platform.machine()
+        try:
+            cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        log("matmul peak ...")
+        machine = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, **run_worker("matmul", "-", files_json)}
+        result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
+                  "images": str(args.images), "models": []}
+        weights = args.weights or str(default_weights_path())
+        if not args.skip_resnet50:
+            result["models"].append(bench_model("resnet50 (original head, untrained)", "resnet50-original",
+                                                files_json, len(files), not args.skip_scorecam, log))
+        if Path(weights).exists():
+            from realitycheck.checkpoints import read_card
+
+            result["models"].append(bench_model(f"{read_card(weights).name} (default)", weights, files_json,
+                                                len(files), not args.skip_scorecam, log))
+        else:
+            log(f"no default weights at {weights}: skipped")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    md = markdown(result)
+    (args.markdown or args.json.with_suffix(".md")).write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

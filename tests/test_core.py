@@ -1,0 +1,293 @@
+"""Core: architectures, checkpoints (incl. the original RealityCheck.pth layout), image intake, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from realitycheck import checkpoints, models
+from realitycheck.checkpoints import CheckpointError, ModelCard, Preprocessing
+from realitycheck.images import ImageError, load_image
+from realitycheck.inference import Classifier
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent (shared images are not in the repo)")
+
+
+@pytest.fixture(scope="module")
+def lite0_checkpoint(tmp_path_factory):
+    """A real (ImageNet-initialised, untrained) checkpoint: small input so tests stay fast."""
+    path = tmp_path_factory.mktemp("ckpt") / "lite0.pt"
+    model = models.build_model("efficientnet_lite0", pretrained=True)
+    card = ModelCard(name="test-lite0", arch="efficientnet_lite0",
+                     preprocessing=Preprocessing(resize=96, crop=80, mean=(0.5,) * 3, std=(0.5,) * 3))
+    return checkpoints.save_checkpoint(path, model, card)
+
+
+def _jpeg(size=(64, 64), color=(200, 150, 120)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+# --- architectures -------------------------------------------------------------------------------
+
+def test_efficientnet_lite0_loads_packaged_imagenet_weights_strictly():
+    model = models.build_model("efficientnet_lite0", num_classes=1000, pretrained=True)
+    ref = torch.load(models.efficientnet_lite0_imagenet_file(), map_location="cpu", weights_only=True)
+    assert set(model.state_dict()) == set(ref)
+    assert torch.equal(model.state_dict()["_conv_stem.weight"], ref["_conv_stem.weight"])
+
+
+def test_lite0_imagenet_weights_recognise_a_real_photo():
+    """The strict key match is not enough: the forward pass must be right too."""
+    model = models.build_model("efficientnet_lite0", num_classes=1000, pretrained=True).eval()
+    pre = Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3)
+    x = pre.transform()(Image.open(ROOT / "sample_images" / "grace_hopper.jpg").convert("RGB"))[None]
+    with torch.no_grad():
+        top5 = model(x).softmax(1).topk(5).indices[0].tolist()
+    # ImageNet: 457 bow tie, 400 academic gown, 652 military uniform, 667 mortarboard, 834 suit, 906 Windsor tie
+    assert {457, 400, 652, 667, 834, 906} & set(top5)
+
+
+def test_resnet50_has_the_original_head():
+    model = models.build_model("resnet50")
+    assert [type(m).__name__ for m in model.fc] == ["Linear", "ReLU", "Linear", "Dropout", "Linear"]
+    assert model.fc[0].in_features == 2048 and model.fc[4].out_features == 2
+    assert models.target_layer(model, "resnet50") is model.layer4[-1]
+
+
+def test_resnet50_imagenet_download_fails_clearly_offline(monkeypatch):
+    import torchvision.models as tvm
+
+    def no_network(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(tvm.ResNet50_Weights.IMAGENET1K_V2, "get_state_dict", no_network)
+    with pytest.raises(models.WeightsUnavailable, match="--init-weights"):
+        models.build_model("resnet50", pretrained=True)
+
+
+def test_unknown_architecture_is_named():
+    with pytest.raises(ValueError, match="unknown architecture 'vgg'"):
+        models.build_model("vgg")
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+def test_original_realitycheck_state_dict_loads_unchanged_and_index0_is_fake(tmp_path):
+    """A bare state_dict exactly as the original project saved it (torch.save(model.state_dict()))."""
+    model = models.resnet50(num_classes=2)
+    with torch.no_grad():
+        model.fc[4].bias.copy_(torch.tensor([8.0, -8.0]))  # class index 0 dominates
+    sd = model.state_dict()
+    assert {"fc.0.weight", "fc.2.weight", "fc.4.weight"} <= set(sd)
+    path = tmp_path / "RealityCheck.pth"
+    torch.save(sd, path)
+
+    clf = Classifier.from_file(path, face_check=False)
+    assert clf.card.source == "original-reality-check"
+    assert clf.card.arch == "resnet50" and clf.card.classes == ["fake", "real"]
+    assert (clf.card.preprocessing.resize, clf.card.preprocessing.crop) == (232, 224)
+    pred = clf.predict([_jpeg((300, 260))])[0]
+    assert pred.ok and pred.label == "fake" and pred.p_fake > 0.99
+
+
+def test_checkpoint_round_trip_keeps_card_and_predictions(tmp_path):
+    model = models.build_model("efficientnet_lite0", pretrained=True).eval()
+    card = ModelCard(name="rt", arch="efficientnet_lite0", preprocessing=Preprocessing(resize=96, crop=80),
+                     metrics={"test": {"accuracy": 0.9, "n": 10}})
+    path = checkpoints.save_checkpoint(tmp_path / "rt.pt", model, card)
+    assert (tmp_path / "rt.md").read_text().startswith("# Model card: rt")
+    clf = Classifier.from_file(path, face_check=False)
+    assert clf.card.preprocessing.crop == 80 and clf.card.metrics["test"]["accuracy"] == 0.9
+    x = clf.card.preprocessing.transform()(Image.open(io.BytesIO(_jpeg((120, 100)))).convert("RGB"))[None]
+    with torch.no_grad():
+        ref = model(x).softmax(1)[0, 0].item()
+    assert clf.predict([_jpeg((120, 100))], precision="fp32")[0].p_fake == pytest.approx(ref, abs=1e-5)
+
+
+def test_half_precision_checkpoint_is_smaller_and_agrees(tmp_path):
+    model = models.build_model("efficientnet_lite0", pretrained=True).eval()
+    card = ModelCard(name="h", arch="efficientnet_lite0")
+    full = checkpoints.save_checkpoint(tmp_path / "full.pt", model, card)
+    half = checkpoints.save_checkpoint(tmp_path / "half.pt", model, card, half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    a = Classifier.from_file(full, face_check=False).predict([_jpeg((256, 256))], precision="fp32")[0].p_fake
+    b = Classifier.from_file(half, face_check=False).predict([_jpeg((256, 256))], precision="fp32")[0].p_fake
+    assert abs(a - b) < 1e-2
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p.write_bytes(b""), "empty"),
+    (lambda p: p.write_text("hello"), "not a PyTorch weights file"),
+    (lambda p: p.write_bytes(b"PK\x03\x04" + b"\0" * 100), "not a readable PyTorch weights file"),
+    (lambda p: torch.save({"fc.weight": torch.zeros(1000, 2048), "conv1.weight": torch.zeros(64, 3, 7, 7)}, p),
+     "expected a ResNet50 state_dict with the original head"),
+    (lambda p: torch.save({"x": torch.zeros(3)}, p), "matches no known model"),
+    (lambda p: torch.save([1, 2, 3], p), "holds a list"),
+])
+def test_bad_weight_files_give_one_clear_line(tmp_path, make, expected):
+    path = tmp_path / "w.pt"
+    make(path)
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.load_checkpoint(path)
+    msg = str(info.value)
+    assert expected in msg and str(path) in msg and "\n" not in msg
+
+
+def test_state_dict_of_wrong_class_count_is_refused(tmp_path):
+    model = models.resnet50(num_classes=3)
+    torch.save(model.state_dict(), tmp_path / "three.pth")
+    with pytest.raises(CheckpointError, match="three.pth"):
+        checkpoints.load_checkpoint(tmp_path / "three.pth")
+
+
+def test_pickle_that_would_run_code_is_refused_and_code_does_not_run(tmp_path):
+    sentinel = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(sentinel), "w"))
+
+    torch.save({"state_dict": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refused"):
+        checkpoints.load_checkpoint(tmp_path / "evil.pt")
+    assert not sentinel.exists()
+
+
+def test_preprocessing_crop_box_is_the_region_the_model_sees():
+    pre = Preprocessing(resize=256, crop=224)
+    assert pre.crop_box((256, 256)) == (16, 16, 240, 240)
+    left, top, right, bottom = pre.crop_box((512, 1024))  # portrait: crop is centred vertically
+    assert (right - left) == (bottom - top) == 448 and top == 288
+
+
+# --- image intake --------------------------------------------------------------------------------
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif.tobytes())
+    loaded = load_image(buf.getvalue(), name="rotated.jpg")
+    assert loaded.image.size == (20, 40)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "1"])
+def test_every_mode_becomes_rgb(mode):
+    img = Image.new(mode, (33, 35))
+    fmt = "JPEG" if mode in ("CMYK",) else "TIFF" if mode in ("I", "F") else "PNG"
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    loaded = load_image(buf.getvalue(), name=f"x.{fmt.lower()}")
+    assert loaded.image.mode == "RGB" and loaded.image.size == (33, 35)
+
+
+def test_16_bit_png_keeps_its_contrast():
+    arr = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (8, 1))
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    rgb = np.asarray(load_image(buf.getvalue()).image)
+    assert rgb[..., 0].min() == 0 and rgb[..., 0].max() == 255
+
+
+def test_animated_gif_uses_first_frame_and_says_so():
+    frames = [Image.new("RGB", (20, 20), c) for c in [(255, 0, 0), (0, 255, 0)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    loaded = load_image(buf.getvalue(), name="a.gif")
+    assert any("first frame" in n for n in loaded.notes)
+    assert loaded.image.getpixel((5, 5))[0] > 200
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"", "empty"),
+    (b"\x00\x01garbage" * 10, "not an image"),
+    (b"%PDF-1.4 ...", "PDF"),
+    (b"<html><body>404</body></html>", "HTML"),
+    (b'<svg xmlns="http://www.w3.org/2000/svg"></svg>', "SVG"),
+])
+def test_non_images_are_refused_clearly(data, expected):
+    with pytest.raises(ImageError, match=expected):
+        load_image(data, name="upload.png")
+
+
+def test_truncated_jpeg_is_refused():
+    data = _jpeg((200, 200))
+    with pytest.raises(ImageError, match="truncated|corrupt"):
+        load_image(data[: len(data) // 2], name="cut.jpg")
+
+
+def test_decompression_bomb_is_refused_from_the_header():
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 3, 0, 0, 0)  # 900 MP palette image
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"PLTE", b"\0\0\0") + \
+        chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    with pytest.raises(ImageError, match="too large|bomb"):
+        load_image(png, name="bomb.png")
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def test_discover_maps_aliases_and_kaggle_layout(tmp_path):
+    from realitycheck.data import discover, split_of
+
+    for folder in ["flat/Real", "flat/AI", "kag/real_vs_fake/real-vs-fake/test/real",
+                   "kag/real_vs_fake/real-vs-fake/test/fake", "kag/real_vs_fake/real-vs-fake/train/real"]:
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "a.jpg").write_bytes(_jpeg())
+    src = discover(tmp_path / "flat")
+    assert src.mapping == {"Real": "real", "AI": "fake"} and len(list(src)) == 2
+    kag = discover(tmp_path / "kag", split="test")
+    assert sorted(lab for _, lab in kag) == ["fake", "real"]
+    assert split_of("x/00001.jpg") == split_of("elsewhere/00001.jpg")  # by name: stable when moved
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "realitycheck", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_exit_codes_and_json(tmp_path, lite0_checkpoint):
+    good = tmp_path / "good.jpg"
+    good.write_bytes(_jpeg((90, 90)))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    ok = _cli("predict", str(good), "--weights", str(lite0_checkpoint), "--json")
+    assert ok.returncode == 0, ok.stderr
+    rows = json.loads(ok.stdout)
+    assert rows[0]["label"] in ("real", "fake") and 0 <= rows[0]["p_fake"] <= 1
+    some = _cli("predict", str(good), str(bad), "--weights", str(lite0_checkpoint), "--json")
+    assert some.returncode == 1 and "Traceback" not in some.stderr
+    rows = json.loads(some.stdout)
+    assert rows[0]["error"] is None and "bad.jpg" in rows[1]["error"]
+    noweights = _cli("predict", str(good), "--weights", str(tmp_path / "missing.pt"))
+    assert noweights.returncode == 2 and "missing.pt" in noweights.stderr and "Traceback" not in noweights.stderr
+    usage = _cli("predict")
+    assert usage.returncode == 2
+
+
+@needs_shared
+def test_cli_predict_seed_examples(lite0_checkpoint):
+    out = _cli("predict", str(SHARED / "seed-examples"), "--weights", str(lite0_checkpoint), "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert len(rows) == 5 and all(r["label"] in ("real", "fake") for r in rows)
