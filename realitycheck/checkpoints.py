@@ -63,11 +63,11 @@ class Preprocessing:
         """The (left, top, right, bottom) region of an image of `size` that the model actually sees."""
         w, h = size
         scale = self.resize / min(w, h)
-        rw, rh = w * scale, h * scale
-        side = self.crop / scale
-        left = max(0.0, (rw - self.crop) / 2 / scale)
-        top = max(0.0, (rh - self.crop) / 2 / scale)
-        return (round(left), round(top), round(min(w, left + side)), round(min(h, top + side)))
+        side_w = min(w, round(self.crop / scale))  # square unless the crop is larger than the image
+        side_h = min(h, round(self.crop / scale))
+        left = max(0, (w - side_w) // 2)
+        top = max(0, (h - side_h) // 2)
+        return (left, top, left + side_w, top + side_h)
 
 
 @dataclass
