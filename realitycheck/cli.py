@@ -113,9 +113,9 @@ def cmd_explain(args) -> int:
         pred = clf.predict([loaded])[0]
         exp = explain.explain(clf.model, clf.card, [loaded.image], method=args.method,
                               target_class=args.target_class, batch_size=args.batch_size,
-                              progress=args.progress)[0]
-        panel = explain.side_by_side(loaded.image.crop(exp.crop_box),
-                                     explain.overlay(loaded.image.crop(exp.crop_box), exp.heatmap, opacity=args.opacity))
+                              progress=None if args.progress else False)[0]
+        region = loaded.image.crop(exp.crop_box)
+        panel = explain.render_panel(region, exp.heatmap, opacity=args.opacity)  # original | overlay + colour bar
         png = out / f"{Path(src).stem}.{args.method}.png"
         panel.save(png)
         f = exp.faithfulness

@@ -767,7 +767,7 @@ def side_by_side(original: Image.Image, overlay_img: Image.Image, gap: int = 8,
 
 
 def colorbar_image(length: int, thickness: int = 12, colormap: str = "jet", vertical: bool = False,
-                   label: str = "low → high evidence") -> Image.Image:
+                   label: str = "low  to  high evidence") -> Image.Image:
     """A colour bar with its label; horizontal (label below) or vertical (high at the top)."""
     length = max(16, int(length))
     ramp = np.linspace(0, 1, length, dtype=np.float32)

@@ -291,3 +291,19 @@ def test_cli_predict_seed_examples(lite0_checkpoint):
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert len(rows) == 5 and all(r["label"] in ("real", "fake") for r in rows)
+
+
+def test_cli_explain_writes_overlays_and_reports_faithfulness(tmp_path, lite0_checkpoint):
+    img = tmp_path / "face.png"
+    Image.open(ROOT / "sample_images" / "grace_hopper.jpg").resize((120, 140)).save(img)
+    out = _cli("explain", str(img), str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "maps"),
+               "--weights", str(lite0_checkpoint), "--class", "real", "--json")
+    assert out.returncode == 1 and "Traceback" not in out.stderr  # one input missing
+    rec = json.loads(out.stdout)
+    assert rec[0]["explained_class"] == "real" and rec[0]["method"] == "gradcam"
+    assert Path(rec[0]["overlay"]).stat().st_size > 1000
+    f = rec[0]["faithfulness"]
+    assert f["score"] == pytest.approx(f["drop_hot"] - f["drop_random"]) and f["meaning"]
+    assert "missing.jpg" in rec[1]["error"]
+    bad = _cli("explain", str(img), "--out", str(tmp_path), "--weights", str(lite0_checkpoint), "--method", "nope")
+    assert bad.returncode == 2 and "unknown method" in bad.stderr
