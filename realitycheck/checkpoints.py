@@ -160,7 +160,7 @@ def _read(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        found = re.search(r"(?:Unsupported global|GLOBAL|Unsupported class)[^\n]*?([\w.]+\.[\w]+)", text)
+        found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported (?:global|class)[: ]+([\w.]+)", text)
         what = f" (it references {found.group(1)})" if found else ""
         raise CheckpointError(
             f"{path}: refused: the file contains pickled Python objects, not just weights{what}. "
@@ -216,13 +216,19 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCar
     path = Path(path)
     obj = _read(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        if int(obj.get("format_version", 0)) > FORMAT_VERSION:
-            raise CheckpointError(f"{path}: written by a newer RealityCheck (format {obj['format_version']})")
+        version = obj.get("format_version", 0)
+        if not isinstance(version, int):
+            raise CheckpointError(f"{path}: RealityCheck checkpoint with a damaged header (format_version {version!r})")
+        if version > FORMAT_VERSION:
+            raise CheckpointError(f"{path}: written by a newer RealityCheck (format {version}); upgrade RealityCheck")
         try:
             card = ModelCard.from_dict(json.loads(obj["card"]))
             sd = _clean_state_dict(obj["state_dict"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{path}: RealityCheck checkpoint with a damaged card or weights ({exc})") from None
+        problem = card_problem(card)
+        if problem:
+            raise CheckpointError(f"{path}: RealityCheck checkpoint with a damaged card: {problem}")
         return sd, card
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]  # common {"state_dict": ..., "epoch": ...} training dumps
@@ -237,6 +243,33 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCar
     raise CheckpointError(f"{path}: holds a {type(obj).__name__}, expected a state_dict or a RealityCheck checkpoint")
 
 
+def card_problem(card: ModelCard) -> str | None:
+    """What is wrong with a card read from an untrusted file, or None: checked before any use."""
+    if not isinstance(card.arch, str) or card.arch not in models.ARCHITECTURES:
+        return f"unknown architecture {card.arch!r}; known: {sorted(models.ARCHITECTURES)}"
+    if not isinstance(card.classes, (list, tuple)) or sorted(map(str, card.classes)) != ["fake", "real"] \
+            or len(card.classes) != 2:
+        return f"classes {card.classes!r}; expected the two classes 'fake' and 'real'"
+    p = card.preprocessing
+    for name in ("resize", "crop"):
+        v = getattr(p, name)
+        if not isinstance(v, int) or isinstance(v, bool) or not 8 <= v <= 4096:
+            return f"preprocessing {name}={v!r}; expected a whole number of pixels between 8 and 4096"
+    if p.crop > p.resize:
+        return f"preprocessing crop {p.crop} is larger than resize {p.resize}"
+    for name in ("mean", "std"):
+        v = getattr(p, name)
+        if not (isinstance(v, tuple) and len(v) == 3 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+            return f"preprocessing {name}={v!r}; expected three numbers"
+    if any(x <= 0 for x in p.std):
+        return f"preprocessing std={p.std!r} must be positive"
+    if p.interpolation not in ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming", "nearest-exact"):
+        return f"preprocessing interpolation {p.interpolation!r} is not known"
+    if not isinstance(card.name, str):
+        return f"name {card.name!r} is not text"
+    return None
+
+
 def read_card(path: str | Path) -> ModelCard:
     return read_checkpoint(path)[1]
 
@@ -245,10 +278,9 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelCard]:
     """Build the architecture the card names and load the weights strictly; model in eval mode."""
     path = Path(path)
     sd, card = read_checkpoint(path)
-    if card.arch not in models.ARCHITECTURES:
-        raise CheckpointError(f"{path}: card names unknown architecture {card.arch!r}; known: {sorted(models.ARCHITECTURES)}")
-    if len(card.classes) != 2 or set(card.classes) != {"real", "fake"}:
-        raise CheckpointError(f"{path}: classes {card.classes}; expected the two classes 'fake' and 'real'")
+    problem = card_problem(card)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     model = models.build_model(card.arch, num_classes=len(card.classes), pretrained=False)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     expected = model.state_dict()

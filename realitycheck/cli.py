@@ -149,7 +149,7 @@ def cmd_evaluate(args) -> int:
         result = evaluate.evaluate_folder(
             clf, args.folder, split=args.split, csv_path=args.csv, resume=args.resume,
             progress=args.progress, workers=args.workers, log=lambda m: print(m, file=sys.stderr))
-    except DataError as exc:
+    except (DataError, evaluate.ResumeError) as exc:
         raise UserError(str(exc)) from None
     if result.interrupted:
         print(f"realitycheck: interrupted after {len(result.table)} images; partial results in {args.csv}; "

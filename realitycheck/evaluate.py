@@ -71,15 +71,29 @@ def prediction_row(pred: Prediction, true_label: str) -> dict:
     }
 
 
+class ResumeError(ValueError):
+    """A results CSV that cannot be resumed from; the message says why."""
+
+
 def _read_partial(csv_path: Path) -> pd.DataFrame:
+    """Finished rows of an earlier run. A torn last line (a kill mid-write) is dropped, so redone."""
     try:
-        df = pd.read_csv(csv_path, dtype={"error": str}, keep_default_na=True)
+        df = pd.read_csv(csv_path, dtype={"error": str, "path": str}, keep_default_na=True, on_bad_lines="skip",
+                         engine="python")
     except (pd.errors.EmptyDataError, FileNotFoundError):
         return pd.DataFrame(columns=TABLE_COLUMNS)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise ResumeError(f"{csv_path}: cannot resume from this CSV ({str(exc).splitlines()[0]}); "
+                          "delete it or choose another --csv") from None
     missing = [c for c in TABLE_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"{csv_path}: not a RealityCheck results CSV (missing {missing}); cannot resume from it")
-    return df[TABLE_COLUMNS]
+        raise ResumeError(f"{csv_path}: not a RealityCheck results CSV (missing columns {missing}); "
+                          "delete it or choose another --csv")
+    df = df[TABLE_COLUMNS]
+    df["error"] = df["error"].fillna("").astype(str)
+    p = pd.to_numeric(df["p_fake"], errors="coerce")
+    finished = (df["error"] != "") | (p.notna() & df["predicted"].isin(["real", "fake"]))
+    return df[finished].drop_duplicates("path", keep="last").reset_index(drop=True)
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
@@ -106,11 +120,16 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     writer = fh = None
     if csv_file:
         csv_file.parent.mkdir(parents=True, exist_ok=True)
-        append = resume and csv_file.exists() and len(done) > 0
-        fh = open(csv_file, "a" if append else "w", newline="")
+        # Rewrite what is kept (dropping a torn last line) atomically, then append: the CSV stays
+        # well-formed and an interrupt at any moment loses no finished row.
+        tmp = csv_file.with_name(csv_file.name + ".tmp")
+        with open(tmp, "w", newline="") as out:
+            w = csv.DictWriter(out, fieldnames=TABLE_COLUMNS)
+            w.writeheader()
+            w.writerows(done.to_dict("records"))
+        os.replace(tmp, csv_file)
+        fh = open(csv_file, "a", newline="")
         writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS)
-        if not append:
-            writer.writeheader()
     bar = None
     if progress is True:
         from tqdm import tqdm
@@ -128,13 +147,16 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
             rows.append(row)
             pending.append(row)
             if writer and len(pending) >= clf.batch_size:
-                writer.writerows(pending); fh.flush(); pending = []
+                batch, pending = pending, []  # cleared first: an interrupt mid-write never writes twice
+                writer.writerows(batch); fh.flush()
         if writer and pending:
-            writer.writerows(pending); fh.flush()
+            batch, pending = pending, []
+            writer.writerows(batch); fh.flush()
     except KeyboardInterrupt:
         interrupted = True
         if writer and pending:
-            writer.writerows(pending); fh.flush()
+            batch, pending = pending, []
+            writer.writerows(batch); fh.flush()
     finally:
         if fh:
             fh.close()

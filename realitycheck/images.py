@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Caps that keep a hostile or accidental file from taking the machine down.
-MAX_FILE_BYTES = 50 * 1024 * 1024  # 50 MB per image
+MAX_FILE_BYTES = 50_000_000  # 50 MB per image
 MAX_PIXELS = 40_000_000  # 40 megapixels (checked from the header, before decoding)
 MIN_SIDE_WARN = 32  # smaller than this: classified, but with a warning
 
@@ -45,7 +45,9 @@ class LoadedImage:
 
 
 def _describe(name: str) -> str:
-    return name or "image"
+    """A name safe to put in a one-line message: control characters (newlines) escaped."""
+    name = str(name or "image")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _read_bytes(source: Source, name: str | None) -> tuple[bytes, str]:
@@ -55,7 +57,7 @@ def _read_bytes(source: Source, name: str | None) -> tuple[bytes, str]:
         data = source.read(MAX_FILE_BYTES + 1)
         return data, name or getattr(source, "name", "uploaded image")
     path = Path(source)
-    label = name or str(path)
+    label = _describe(name or str(path))
     if not path.exists():
         raise ImageError(f"{label}: no such file")
     if path.is_dir():
@@ -80,9 +82,11 @@ def _sniff_non_image(data: bytes) -> str | None:
         return "an SVG drawing (vector images are not supported; export it as PNG or JPEG)"
     if head.startswith((b"<!doctype html", b"<html")):
         return "an HTML page (was a web page saved instead of the image?)"
-    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1", b"ftypavif", b"ftyphevc"):
-        return "a HEIC/AVIF photo, which this installation cannot decode; convert it to JPEG or PNG"
     return None
+
+
+def _is_heif(data: bytes) -> bool:
+    return data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1", b"ftypavif", b"ftyphevc", b"ftypavis")
 
 
 def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
@@ -155,11 +159,16 @@ def load_image(source: Source, name: str | None = None, *, draft_size: int | Non
     except ImageError:
         raise
     except UnidentifiedImageError:
+        if _is_heif(data):
+            raise ImageError(f"{label}: a HEIC/AVIF photo, which this installation cannot decode; "
+                             "convert it to JPEG or PNG") from None
         raise ImageError(f"{label}: not an image Pillow can read (unknown or unsupported format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{label}: refused as a possible decompression bomb (too many pixels)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, MemoryError) as exc:
         msg = str(exc) or type(exc).__name__
+        if "too large" in msg.lower() and "chunk" in msg.lower():
+            raise ImageError(f"{label}: refused: the image carries oversized metadata (a text chunk too large to read safely)") from None
         if "truncated" in msg.lower() or isinstance(exc, EOFError):
             raise ImageError(f"{label}: file is truncated or incomplete (the download may have been cut off)") from None
         raise ImageError(f"{label}: the image data is corrupt ({msg})") from None

@@ -21,6 +21,7 @@ from realitycheck import checkpoints
 from realitycheck.checkpoints import CheckpointError, ModelCard
 from realitycheck.faces import FaceReport, crop_to_face, find_faces
 from realitycheck.images import ImageError, LoadedImage, load_image
+from realitycheck.images import _describe as describe_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = Path(os.environ.get("REALITYCHECK_WEIGHTS_DIR", REPO_ROOT / "weights"))
@@ -104,7 +105,7 @@ def prepare(source, name: str | None, transform: Callable, *, face_check: bool =
             draft_size: int | None = None, keep_image: bool = False) -> _Prepared:
     """Decode + face check + preprocess one input, never raising for a bad image."""
     t0 = time.perf_counter()
-    label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "image")
+    label = describe_name(name or (str(source) if isinstance(source, (str, os.PathLike)) else "image"))
     try:
         if isinstance(source, LoadedImage):
             loaded = source

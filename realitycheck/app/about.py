@@ -1,0 +1,96 @@
+"""About page: how RealityCheck works, what the numbers mean, and what it cannot do."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from realitycheck import plots
+from realitycheck.app import common
+
+REAL, FAKE = plots.COLORS["real"], plots.COLORS["fake"]
+
+FLOW = """
+1. **Image intake.** The file is decoded safely (`realitycheck.images.load_image`): EXIF rotation is
+   applied, transparency is put on white, animated GIFs use their first frame, and broken, truncated,
+   oversized (over 50 MB or 40 megapixels) or non-image files are refused with a clear message.
+2. **Face check.** OpenCV's face detector counts the faces. It does not decide anything; it warns you
+   when the photo does not look like what the model was trained on (one clear, frontal face).
+3. **Preprocessing from the model card.** Every checkpoint carries a card that says exactly how images
+   must be prepared for it: the shorter side is resized, the **centre square** is cropped, and the
+   colours are normalised. Parts of the photo outside that square are not seen by the model.
+4. **Classifier.** A convolutional network (EfficientNet-Lite0 or the original project's ResNet50)
+   outputs **p(fake)**, the probability that the photo is AI-generated.
+5. **Decision.** The verdict is **FAKE** when p(fake) is at or above the threshold (0.50 unless you move
+   the slider), otherwise **REAL**.
+6. **Grad-CAM.** A heatmap shows which parts of the centre square pushed the model towards its verdict,
+   and a faithfulness check tests whether those parts really matter to it.
+"""
+
+NUMBERS = """
+- **p(fake) / p(real)**: the model's probability (in %) that the photo is AI-generated / real; they add
+  up to 100%. They are the model's confidence, not a guarantee: check the calibration chart on the
+  Evaluate page to see how far they can be taken at face value.
+- **Threshold**: p(fake) at or above it means FAKE. Raising it gives fewer false alarms on real photos
+  but lets more fakes through; lowering it does the opposite.
+- **Time (ms)**: decoding, face check and the model's forward pass for that image.
+- **Faithfulness (points)**: how much more the model's confidence drops when the hottest 20% of pixels
+  of the heatmap are removed than when a random 20% are removed. Positive: the heatmap points at
+  evidence the model uses; near zero: treat the heatmap with caution.
+- **Accuracy**: share of photos given the right verdict. **Balanced accuracy**: the average of the hit
+  rates on real and on fake photos (not flattered by an unbalanced test set).
+- **ROC-AUC**: the chance that a random fake photo gets a higher p(fake) than a random real photo; 0.5 is
+  guessing, 1.0 is perfect. It does not depend on the threshold.
+- **Precision (fake)**: of the photos flagged as fake, the share that really are. **Recall (fake)**: of the
+  fake photos, the share caught. **F1** balances the two.
+- **False-alarm rate (real)**: the share of real photos wrongly flagged as fake.
+"""
+
+LIMITS = """
+- The shipped training data are **FFHQ** real faces and **StyleGAN** fakes (the "140k Real and Fake
+  Faces" set): aligned, centred, 256-pixel face crops. The model learns the traces of that generator.
+- Images from **other generators** (newer GANs, diffusion models such as Stable Diffusion or Midjourney,
+  face-swap deepfakes) **may not be detected**: a REAL verdict is not proof that a photo is real.
+- **Real photos far from the training distribution** (phone snapshots, group photos, profile views,
+  heavy filters, strong JPEG compression, screenshots, scans) **may raise false alarms**.
+- Only the centre square of the image is analysed; a face near the edge may be cut off.
+- Grad-CAM heatmaps are coarse (7x7 cells upsampled) and show where the model looked, not why in
+  human terms.
+- Never use a verdict on its own to accuse anyone of anything.
+"""
+
+LICENCES = """
+- **FFHQ** (Flickr-Faces-HQ, NVIDIA) images and the **StyleGAN**-generated faces used for training and
+  evaluation are licensed **CC BY-NC-SA 4.0** (non-commercial, share-alike); models trained on them
+  inherit that restriction in practice: research, education and demos.
+- The example photos in `sample_images/` are public-domain portraits (NASA, US Navy).
+- The original project's examples, when shown, come from its public repository.
+- RealityCheck itself is MIT-licensed; Grad-CAM comes from pytorch-grad-cam (MIT).
+"""
+
+
+def render() -> None:
+    st.title("How RealityCheck works")
+    st.markdown(
+        f"RealityCheck tells whether a face photo is a real photograph "
+        f'(<b style="color:{REAL}">REAL</b>) or AI-generated (<b style="color:{FAKE}">FAKE</b>), '
+        "shows which parts of the face the decision rests on, and measures how well a model does on "
+        "labelled photos. Real is always green and fake always red, in every chart.",
+        unsafe_allow_html=True,
+    )
+    st.header("From photo to verdict")
+    st.markdown(FLOW)
+    st.header("What the numbers mean")
+    st.markdown(NUMBERS)
+    st.header("Limitations")
+    st.warning("A detector trained on one family of generators is not a general fake detector.", icon=":material/warning:")
+    st.markdown(LIMITS)
+    st.header("Data and licences")
+    st.markdown(LICENCES)
+    st.header("Privacy")
+    st.markdown("Uploaded photos stay in the memory of this server for your browser session only and are "
+                "not written to the shared model folder; evaluation uploads are unpacked into a temporary "
+                "folder that is deleted with the session. Session history is private to your tab.")
+
+
+if __name__ == "__main__":  # run by st.navigation (Streamlit executes page files as __main__)
+    common.run_page(render, "the About page")

@@ -1,0 +1,366 @@
+"""What every page shares: the cached model, the sidebar, error display, verdict rendering.
+
+Pages only render; every computation is a call into the `realitycheck` package. The few helpers
+here are glue: turning package objects into Streamlit elements and caching them per session.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+import html
+import io
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+from PIL import Image
+
+from realitycheck import inference, plots
+from realitycheck.app import state
+from realitycheck.checkpoints import CheckpointError, ModelCard
+
+log = logging.getLogger("realitycheck.app")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_DIR = REPO_ROOT / "sample_images"
+SEED_EXAMPLES_DIR = (REPO_ROOT / ".." / "shared" / "data" / "seed-examples").resolve()
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+COLORS = plots.COLORS
+THUMB_PX = 96
+
+PAGE_CLASSIFY = "realitycheck/app/classify.py"
+PAGE_EVALUATE = "realitycheck/app/evaluate_page.py"
+PAGE_SESSION = "realitycheck/app/session.py"
+PAGE_MODELS = "realitycheck/app/models_page.py"
+PAGE_ABOUT = "realitycheck/app/about.py"
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: one clear line, details folded away, never a traceback
+# ---------------------------------------------------------------------------------------------
+
+def one_line(exc: BaseException | str) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:400]
+
+
+def show_error(message: str, details: str | None = None) -> None:
+    """`st.error` with one line, plus an expander with the details when there are any."""
+    st.error(one_line(message), icon=":material/error:")
+    if details and details.strip() and details.strip() != one_line(message):
+        with st.expander("Details"):
+            st.text(details)
+
+
+def show_unexpected(exc: BaseException, where: str) -> None:
+    """An unexpected failure: logged with its traceback on the server, shown as one line here."""
+    log.exception("unexpected error in %s", where)
+    show_error(
+        f"Something went wrong in {where}: {one_line(exc)}",
+        details=f"{type(exc).__name__}: {exc}\n\nThe full report is in the server log. "
+                "Reload the page to start over; your session history is kept.",
+    )
+
+
+def run_page(body: Callable[[], None], where: str) -> None:
+    """Run a page body; an unexpected exception becomes `show_unexpected` instead of a traceback.
+
+    Streamlit's own control flow (st.rerun, st.stop, st.switch_page) derives from BaseException and
+    passes through.
+    """
+    try:
+        body()
+    except Exception as exc:  # noqa: BLE001 - the point is to catch everything a page may raise
+        show_unexpected(exc, where)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: which checkpoint is active, and one cached Classifier per (path, mtime) per process
+# ---------------------------------------------------------------------------------------------
+
+def weights_dir() -> Path:
+    """The weights folder; REALITYCHECK_WEIGHTS_DIR is read now, not only at import time."""
+    env = os.environ.get("REALITYCHECK_WEIGHTS_DIR")
+    return Path(env) if env else inference.WEIGHTS_DIR
+
+
+def available_models() -> list[Path]:
+    """Checkpoints in the weights folder, the default path, and those loaded in this session."""
+    found: list[Path] = list(inference.list_weights(weights_dir()))
+    default = inference.default_weights_path()
+    extra = [Path(p) for p in state.get(state.EXTRA_MODELS)]
+    for p in [default, *extra]:
+        if p.is_file() and all(p.resolve() != q.resolve() for q in found):
+            found.append(p)
+    return found
+
+
+def active_model_path() -> Path | None:
+    """The session's choice if it still exists, else the default weights, else the first listed."""
+    chosen = state.get(state.ACTIVE_MODEL)
+    if chosen and Path(chosen).is_file():
+        return Path(chosen)
+    default = inference.default_weights_path()
+    if default.is_file():
+        return default
+    listed = inference.list_weights(weights_dir())
+    return listed[0] if listed else None
+
+
+def model_key(path: Path) -> str:
+    """Identifies a checkpoint version: path + modification time (a retrained file is a new key)."""
+    p = Path(path).resolve()
+    return f"{p}@{p.stat().st_mtime_ns}"
+
+
+@st.cache_resource(show_spinner="Loading the model (first use only)…", max_entries=4)
+def _load_classifier(path: str, mtime_ns: int) -> inference.Classifier:
+    # mtime_ns is part of the cache key only: a checkpoint rewritten in place is loaded afresh.
+    # The Classifier holds no per-request state, so one instance serves every session.
+    return inference.load_classifier(path)
+
+
+def get_classifier(path: Path) -> inference.Classifier:
+    """The cached Classifier of `path`; raises CheckpointError (not cached) for a bad file."""
+    p = Path(path).resolve()
+    if not p.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    return _load_classifier(str(p), p.stat().st_mtime_ns)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _card_of(path: str, mtime_ns: int) -> ModelCard:
+    from realitycheck import checkpoints
+
+    return checkpoints.read_card(path)
+
+
+def card_of(path: Path) -> ModelCard:
+    p = Path(path).resolve()
+    return _card_of(str(p), p.stat().st_mtime_ns)
+
+
+def no_weights_message() -> None:
+    st.warning(
+        "**No trained weights are present**, so nothing can be classified yet (RealityCheck never "
+        "guesses with an untrained model).",
+        icon=":material/warning:",
+    )
+    st.info(
+        "How to get weights:\n"
+        "1. **Train** one: `realitycheck train ../shared/data/faces-140k-sample --out "
+        f"weights/{Path(inference.DEFAULT_WEIGHTS_NAME).stem}` (any `.pt` in `{weights_dir()}` is picked up); or\n"
+        "2. **Load** a checkpoint on the **Models** page: your own RealityCheck `.pt`, or the original "
+        "project's `RealityCheck.pth` (by server path; it is about 100 MB, above the 50 MB upload limit).",
+    )
+    st.page_link(PAGE_MODELS, label="Go to the Models page", icon=":material/neurology:")
+
+
+def current_classifier(show_message: bool = True) -> inference.Classifier | None:
+    """The active model, or None after telling the user why (no weights / unusable file)."""
+    path = active_model_path()
+    if path is None:
+        if show_message:
+            no_weights_message()
+        return None
+    try:
+        return get_classifier(path)
+    except CheckpointError as exc:
+        if show_message:
+            show_error(f"The active model cannot be used: {one_line(exc)}", details=str(exc))
+            st.page_link(PAGE_MODELS, label="Choose another model on the Models page", icon=":material/neurology:")
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Sidebar
+# ---------------------------------------------------------------------------------------------
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None else f"{float(v):.1%}"
+
+
+def sidebar() -> None:
+    """Active model and its card, the decision threshold, demo mode."""
+    with st.sidebar:
+        st.toggle("Demo mode", key=state.DEMO,
+                  help="Large verdicts and plain-language explanations; hides the settings.")
+        path = active_model_path()
+        st.subheader("Active model")
+        if path is None:
+            st.warning("No trained weights: see the Models page.", icon=":material/warning:")
+        else:
+            try:
+                card = card_of(path)
+            except CheckpointError as exc:
+                st.error(f"{path.name}: cannot be read ({one_line(exc)})")
+                card = None
+            if card is not None:
+                st.markdown(f"**{card.name}**  \n`{path.name}`")
+                if not state.get(state.DEMO):
+                    st.caption(f"Architecture: {card.arch}")
+                    data = (card.training or {}).get("data") or "not recorded"
+                    st.caption(f"Training data: {data}")
+                    test = (card.metrics or {}).get("test") or {}
+                    if test:
+                        c1, c2 = st.columns(2)
+                        c1.metric("Test accuracy", _pct(test.get("accuracy")))
+                        auc = test.get("roc_auc")
+                        c2.metric("Test ROC-AUC", "n/a" if auc is None else f"{auc:.3f}")
+                        if test.get("n"):
+                            st.caption(f"on {int(test['n'])} test images")
+                    else:
+                        st.caption("Test metrics: none recorded in the model card")
+        if not state.get(state.DEMO):
+            st.subheader("Decision")
+            st.slider("Threshold: p(fake) at or above this is FAKE", min_value=0.01, max_value=0.99,
+                      step=0.01, key=state.THRESHOLD,
+                      help="Raise it for fewer false alarms on real photos, lower it to catch more fakes.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering helpers
+# ---------------------------------------------------------------------------------------------
+
+def verdict_of(p_fake: float, threshold: float) -> str:
+    """The package's decision rule (`inference.Prediction.label`): fake iff p_fake >= threshold."""
+    return "fake" if p_fake >= threshold else "real"
+
+
+def verdict_html(label: str, p_fake: float, size: str = "normal") -> str:
+    color = COLORS.get(label, plots.NEUTRAL)
+    word = html.escape(label.upper())
+    if size == "large":
+        return (f'<div style="font-size:3.2rem;font-weight:800;color:{color};line-height:1.1">{word}</div>'
+                f'<div style="font-size:1.3rem;color:#444">{p_fake:.0%} likely AI-generated · '
+                f'{1 - p_fake:.0%} likely real</div>')
+    return (f'<span style="font-size:1.6rem;font-weight:700;color:{color}">{word}</span>'
+            f'<span style="color:#555"> &nbsp;p(fake) {p_fake:.1%} · p(real) {1 - p_fake:.1%}</span>')
+
+
+def thumbnail_data_url(img: Image.Image, px: int = THUMB_PX) -> str:
+    thumb = img.convert("RGB").copy()
+    thumb.thumbnail((px, px))
+    buf = io.BytesIO()
+    thumb.save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def accept_upload(data: bytes, name: str) -> str | None:
+    """Count an upload against the per-session budget; the one-line refusal when it is over.
+
+    The same bytes uploaded again are not counted twice. The rule itself is the package's
+    (`uploads.check_upload_size`).
+    """
+    h = sha256(data)
+    seen = state.get(state.SEEN_UPLOADS)
+    if h in seen:
+        return None
+    used = state.get(state.UPLOADED_BYTES)
+    per_file = int(st.get_option("server.maxUploadSize")) * 1024 * 1024
+    try:
+        from realitycheck import uploads
+    except ImportError:  # pragma: no cover - the module ships with the package
+        uploads = None
+    if uploads is not None:
+        try:
+            total = uploads.check_upload_size(len(data), used, per_file, state.MAX_SESSION_UPLOAD_BYTES, name=name)
+        except uploads.UploadError as exc:
+            return str(exc)
+    else:
+        total = used + len(data)
+        if total > state.MAX_SESSION_UPLOAD_BYTES:
+            return f"{name}: this session has reached its upload limit of {state.MAX_SESSION_UPLOAD_BYTES >> 20} MB"
+    seen.add(h)
+    state.put(state.UPLOADED_BYTES, total)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification glue (package calls + per-session caching)
+# ---------------------------------------------------------------------------------------------
+
+def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: str) -> list[tuple[str, str]]:
+    """Predict each (name, bytes), cached per session by (model, file hash); log to the history.
+
+    Returns the keys of the records in order. Bad inputs get a record with `error` set.
+    """
+    mkey = model_key(clf.path) if clf.path else clf.name
+    preds = state.get(state.PREDICTIONS)
+    keys, todo = [], []
+    for name, data in items:
+        key = (mkey, sha256(data))
+        keys.append(key)
+        if key not in preds:
+            todo.append((key, name, data))
+    if todo:
+        results = clf.predict([d for _, _, d in todo], [n for _, n, _ in todo], keep_images=True)
+        for (key, name, data), pred in zip(todo, results):
+            state.remember(state.PREDICTIONS, key, {"name": name, "pred": pred, "source": source,
+                                                    "bytes": len(data)}, state.MAX_CACHED_PREDICTIONS)
+    threshold = float(state.get(state.THRESHOLD))
+    history = state.get(state.HISTORY)
+    for key, (name, _data) in zip(keys, items):
+        rec = preds[key]
+        pred = rec["pred"]
+        rec["name"] = name  # the same bytes may arrive under another name
+        if not pred.ok:
+            continue
+        history.append({
+            "time": _dt.datetime.now(),
+            "name": name,
+            "label": verdict_of(pred.p_fake, threshold),
+            "p_fake": float(pred.p_fake),
+            "faces": pred.faces,
+            "seconds": float(pred.seconds),
+            "threshold": threshold,
+            "model": clf.name,
+            "source": source,
+            "thumbnail": thumbnail_data_url(pred.image) if pred.image is not None else None,
+        })
+    return keys
+
+
+def prediction_at(pred: inference.Prediction, threshold: float) -> inference.Prediction:
+    """The same prediction read at another threshold (no model run)."""
+    if not pred.ok:
+        return pred
+    return replace(pred, threshold=threshold, label=verdict_of(pred.p_fake, threshold))
+
+
+def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method: str,
+                progress: Callable[[int, int], None] | None = None):
+    """Grad-CAM (or another method) of one image, cached per session by (key, method)."""
+    from realitycheck import explain as X
+
+    mkey = model_key(clf.path) if clf.path else clf.name
+    ekey = (mkey, key, method)
+    cache = state.get(state.EXPLANATIONS)
+    if ekey in cache:
+        return cache[ekey]
+    result = X.explain(clf.model, clf.card, [image], method=method, progress=progress or False)[0]
+    state.remember(state.EXPLANATIONS, ekey, result, state.MAX_CACHED_EXPLANATIONS)
+    return result
+
+
+def examples() -> list[tuple[Path, str | None]]:
+    """Example images: sample_images/ (real public-domain photos) and the seed examples if present."""
+    out: list[tuple[Path, str | None]] = []
+    from realitycheck.images import is_image_path
+
+    if SAMPLE_DIR.is_dir():
+        out += [(p, "real") for p in sorted(SAMPLE_DIR.iterdir()) if is_image_path(p)]
+    for label in ("real", "fake"):
+        d = SEED_EXAMPLES_DIR / label
+        if d.is_dir():
+            out += [(p, label) for p in sorted(d.iterdir()) if is_image_path(p)]
+    return out

@@ -1,0 +1,220 @@
+"""Models page: the checkpoints available, their cards, which one is active, loading and comparing.
+
+A checkpoint loaded here (uploaded or by server path) is validated by actually loading it
+(`checkpoints.load_checkpoint` through the cached `inference.load_classifier`); it is added to this
+session's list only, never to the shared weights folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from realitycheck import checkpoints, plots
+from realitycheck.app import common, state
+from realitycheck.checkpoints import CheckpointError
+
+RADIO_KEY = "models_active_radio"
+COMPARE_COLUMNS = [
+    ("accuracy", "accuracy", True), ("balanced_accuracy", "balanced accuracy", True),
+    ("roc_auc", "ROC-AUC", False), ("average_precision", "average precision", False),
+    ("precision_fake", "precision (fake)", True), ("recall_fake", "recall (fake)", True),
+    ("f1_fake", "F1 (fake)", True), ("fpr", "false-alarm rate (real)", True), ("eer", "equal error rate", True),
+]
+
+
+def _label(path: Path) -> str:
+    try:
+        card = common.card_of(path)
+        return f"{card.name} ({path.name})"
+    except CheckpointError:
+        return f"{path.name} (unreadable)"
+
+
+def _select_active() -> None:
+    st.session_state[state.ACTIVE_MODEL] = st.session_state[RADIO_KEY]
+
+
+def _list(paths: list[Path]) -> None:
+    st.subheader("Available models")
+    if not paths:
+        st.warning("No checkpoints found. Train one (`realitycheck train`) or load one below.", icon=":material/warning:")
+        st.caption(f"Weights folder: `{common.weights_dir()}`")
+        return
+    active = common.active_model_path()
+    options = [str(p) for p in paths]
+    current = str(active) if active is not None and str(active) in options else options[0]
+    if st.session_state.get(RADIO_KEY) != current:
+        st.session_state[RADIO_KEY] = current
+    st.radio("Active model (used by every page of this session)", options, key=RADIO_KEY,
+             format_func=lambda p: _label(Path(p)), on_change=_select_active)
+    for p in paths:
+        mark = " · active" if str(p) == current else ""
+        with st.expander(f"Model card: {_label(p)}{mark}"):
+            try:
+                card = common.card_of(p)
+            except CheckpointError as exc:
+                common.show_error(str(exc))
+                continue
+            st.markdown(checkpoints.card_markdown(card, p.name))
+            st.caption(f"Path: `{p}`")
+
+
+def _adopt(path: Path, what: str) -> None:
+    """Validate by loading; on success add to this session's models and make it active."""
+    try:
+        with st.spinner(f"Loading and checking {what}…"):
+            clf = common.get_classifier(path)
+    except CheckpointError as exc:
+        common.show_error(str(exc), details="Expected a RealityCheck checkpoint (.pt) or the original "
+                                            "project's RealityCheck.pth (a ResNet50 state_dict).")
+        return
+    except Exception as exc:  # noqa: BLE001 - a user's file must never end the page
+        common.show_error(f"{path.name}: could not be loaded ({common.one_line(exc)})",
+                          details=f"{type(exc).__name__}: {exc}")
+        return
+    extra = state.get(state.EXTRA_MODELS)
+    if str(path) not in extra:
+        extra.append(str(path))
+    state.put(state.ACTIVE_MODEL, str(path))
+    # Rerun so the sidebar and the list show the new model; the message survives the rerun.
+    state.get(state.FLASH).append(f"Loaded **{clf.name}** ({clf.arch}) and made it the active model.")
+    st.rerun()
+
+
+def _load() -> None:
+    st.subheader("Load a checkpoint")
+    tab_up, tab_path = st.tabs(["Upload a file", "Path on the server"])
+    with tab_up:
+        st.caption("A RealityCheck `.pt` checkpoint or a bare state_dict (`.pt`/`.pth`), up to 50 MB. "
+                   "The original project's RealityCheck.pth is about 100 MB: load it by server path.")
+        with st.form("model_upload_form", border=False):
+            up = st.file_uploader("Checkpoint file", type=["pt", "pth"], key="model_upload")
+            go = st.form_submit_button("Load uploaded checkpoint")
+        if go:
+            if up is None:
+                st.warning("Choose a checkpoint file first.")
+            else:
+                data = up.getvalue()
+                over = common.accept_upload(data, up.name)
+                if over:
+                    common.show_error(over)
+                else:
+                    tmp = state.session_temp_dir("realitycheck-model-")
+                    name = re.sub(r"[^\w.\-]", "_", Path(up.name).name) or "checkpoint.pt"
+                    target = Path(tmp.name) / name
+                    target.write_bytes(data)
+                    _adopt(target, up.name)  # reruns on success
+                    state.drop_temp_dir(tmp)
+    with tab_path:
+        with st.form("model_path_form", border=False):
+            path = st.text_input("Checkpoint path on the server", key="model_path",
+                                 placeholder="/data/models/RealityCheck.pth")
+            go = st.form_submit_button("Load from path")
+        if go:
+            if not path.strip():
+                st.warning("Enter a path first.")
+            else:
+                p = Path(path.strip()).expanduser()
+                if not p.is_file():
+                    common.show_error(f"{p}: no such file" if not p.exists() else
+                                      f"{p}: is a folder; expected a .pt/.pth weights file")
+                else:
+                    _adopt(p.resolve(), p.name)
+
+
+def _compare(paths: list[Path]) -> None:
+    st.subheader("Compare two models")
+    if len(paths) < 2:
+        st.info("Comparing needs two models: load another checkpoint above.", icon=":material/balance:")
+        _show_comparison()
+        return
+    options = [str(p) for p in paths]
+    with st.form("compare_form", border=False):
+        c1, c2 = st.columns(2)
+        a = c1.selectbox("Model A", options, index=0, format_func=lambda p: _label(Path(p)), key="compare_a")
+        b = c2.selectbox("Model B", options, index=1, format_func=lambda p: _label(Path(p)), key="compare_b")
+        folder = st.text_input("Labelled folder or CSV on the server", key="compare_folder",
+                               placeholder="../shared/data/faces-140k-sample")
+        go = st.form_submit_button("Compare", type="primary")
+    if go:
+        if a == b:
+            st.warning("Choose two different models.")
+        elif not folder.strip():
+            st.warning("Enter a labelled folder or CSV path first.")
+        else:
+            _run_comparison([Path(a), Path(b)], folder.strip())
+    _show_comparison()
+
+
+def _run_comparison(paths: list[Path], folder: str) -> None:
+    from realitycheck import evaluate
+    from realitycheck import metrics as M
+    from realitycheck.data import DataError
+
+    rows, curves = [], {}
+    bar = st.progress(0.0, text="Starting…")
+    for i, p in enumerate(paths):
+        name = _label(p)
+        try:
+            clf = common.get_classifier(p)
+        except CheckpointError as exc:
+            bar.empty()
+            common.show_error(str(exc))
+            return
+
+        def tick(done, total, i=i, name=name):
+            frac = (i + (done / total if total else 0)) / len(paths)
+            bar.progress(min(1.0, frac), text=f"{name}: {done} of {total} images")
+
+        try:
+            result = evaluate.evaluate_folder(clf, folder, progress=tick, workers=0)
+        except DataError as exc:
+            bar.empty()
+            common.show_error(str(exc))
+            return
+        s = result.summary(float(state.get(state.THRESHOLD)))
+        rows.append({"model": name, **{k: s.get(k) for k, _, _ in COMPARE_COLUMNS},
+                     "images": s.get("n"), "failed": s.get("n_failed"), "seconds": round(result.seconds, 1)})
+        ok = M.valid_rows(result.table)
+        curves[name] = M.curves(result.table.loc[ok, "true_label"].tolist(),
+                                result.table.loc[ok, "p_fake"].astype(float).tolist())
+    bar.empty()
+    state.put(state.COMPARISON, {"rows": rows, "curves": curves, "folder": folder,
+                                 "threshold": float(state.get(state.THRESHOLD))})
+
+
+def _show_comparison() -> None:
+    comp = state.get(state.COMPARISON)
+    if not comp:
+        return
+    st.caption(f"On {comp['folder']} at threshold {comp['threshold']:.2f}")
+    df = pd.DataFrame(comp["rows"])
+    config = {k: st.column_config.NumberColumn(label, format="percent" if pct else "%.3f")
+              for k, label, pct in COMPARE_COLUMNS}
+    config["images"] = st.column_config.NumberColumn("images scored", format="%d")
+    config["seconds"] = st.column_config.NumberColumn("time", format="%.1f s")
+    st.dataframe(df, hide_index=True, width="stretch", column_config=config)
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(plots.roc_fig(comp["curves"]), key="compare_roc")
+    c2.plotly_chart(plots.pr_fig(comp["curves"]), key="compare_pr")
+
+
+def render() -> None:
+    st.title("Models")
+    st.caption("Choose the model this session uses, read its model card, load your own checkpoint, "
+               "or compare two models on the same labelled images.")
+    for msg in state.get(state.FLASH):
+        st.success(msg)
+    state.get(state.FLASH).clear()
+    paths = common.available_models()
+    _list(paths)
+    _load()
+    _compare(common.available_models())
+
+
+if __name__ == "__main__":  # run by st.navigation (Streamlit executes page files as __main__)
+    common.run_page(render, "the Models page")

@@ -1,0 +1,76 @@
+"""Session history page: every image classified in this browser session, in order.
+
+The history lives only in `st.session_state` (see `state.HISTORY`), so two users never see each
+other's images, and it is gone when the tab is closed.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from realitycheck import plots
+from realitycheck.app import common, state
+
+COLUMNS = ["time", "name", "label", "p_fake", "faces", "seconds", "threshold", "model", "source"]
+
+
+def history_frame() -> pd.DataFrame:
+    rows = state.get(state.HISTORY)
+    df = pd.DataFrame(rows, columns=COLUMNS + ["thumbnail"])
+    return df
+
+
+def _clear() -> None:
+    state.reset_history()
+
+
+def render() -> None:
+    st.title("Session history")
+    st.caption("Every image classified in this browser session, oldest first. It is private to this "
+               "tab and disappears when you close it.")
+    df = history_frame()
+    if df.empty:
+        st.info("Nothing classified yet in this session. Classify a photo (or click an example) on the "
+                "Classify page and it will be listed here.", icon=":material/history:")
+        st.page_link(common.PAGE_CLASSIFY, label="Go to the Classify page", icon=":material/search:")
+        return
+    threshold = float(state.get(state.THRESHOLD))
+    n_fake = int((df["label"] == "fake").sum())
+    c = st.columns(4)
+    c[0].metric("Images checked", f"{len(df)} images")
+    c[1].metric("Verdict FAKE", f"{n_fake} images")
+    c[2].metric("Verdict REAL", f"{len(df) - n_fake} images")
+    c[3].metric("Median time", f"{df['seconds'].median() * 1000:.0f} ms")
+    st.plotly_chart(plots.confidence_timeline(df, threshold), key="history_timeline")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(plots.verdict_counts_fig(df), key="history_counts")
+    hist = plots.p_fake_histogram(df[["p_fake"]], threshold)
+    hist.update_layout(title="p(fake) of the checked photos")
+    hist.for_each_trace(lambda t: t.update(name=f"checked photos ({len(df)})"))
+    c2.plotly_chart(hist, key="history_hist")
+    st.caption("Verdicts are those given at the time, with the threshold shown in the table.")
+    view = df[["thumbnail", "time", "name", "label", "p_fake", "faces", "seconds", "threshold", "model"]].copy()
+    view["seconds"] = pd.to_numeric(view["seconds"], errors="coerce") * 1000
+    st.dataframe(
+        view,
+        hide_index=True, width="stretch",
+        column_config={
+            "thumbnail": st.column_config.ImageColumn("image", width="small"),
+            "time": st.column_config.DatetimeColumn("time", format="HH:mm:ss"),
+            "label": st.column_config.TextColumn("verdict"),
+            "p_fake": st.column_config.ProgressColumn("p(fake)", min_value=0.0, max_value=1.0, format="percent"),
+            "faces": st.column_config.NumberColumn("faces found", format="%d"),
+            "seconds": st.column_config.NumberColumn("time (ms)", format="%.0f ms"),
+            "threshold": st.column_config.NumberColumn("threshold", format="%.2f"),
+        },
+    )
+    c1, c2 = st.columns(2)
+    csv = df[COLUMNS].to_csv(index=False).encode("utf-8")
+    c1.download_button("Download history (CSV)", data=csv, file_name="realitycheck-session.csv",
+                       mime="text/csv", key="history_csv")
+    c2.button("Clear session history", on_click=_clear, key="history_clear", type="secondary")
+
+
+if __name__ == "__main__":  # run by st.navigation (Streamlit executes page files as __main__)
+    common.run_page(render, "the Session history page")

@@ -1,0 +1,451 @@
+"""The Streamlit dashboard, driven headlessly with `streamlit.testing.v1.AppTest`.
+
+No trained weights ship with the repository, so the tests build a small real checkpoint
+(ImageNet-initialised EfficientNet-Lite0 with an untrained 2-class head, 80 px input) and point the
+app at it with REALITYCHECK_WEIGHTS / REALITYCHECK_WEIGHTS_DIR, which the app reads at run time.
+Verdicts are therefore arbitrary; the tests check behaviour, not accuracy.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit.testing.v1")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from realitycheck import checkpoints, models  # noqa: E402
+from realitycheck.checkpoints import ModelCard, Preprocessing  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "streamlit_app.py")
+PAGES = {
+    "classify": "realitycheck/app/classify.py",
+    "evaluate": "realitycheck/app/evaluate_page.py",
+    "session": "realitycheck/app/session.py",
+    "models": "realitycheck/app/models_page.py",
+    "about": "realitycheck/app/about.py",
+}
+TIMEOUT = 120  # the first run imports torch; Grad-CAM + faithfulness on 2 shared cores
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("weights")
+    model = models.build_model("efficientnet_lite0", pretrained=True)
+    card = ModelCard(name="test-lite0", arch="efficientnet_lite0",
+                     preprocessing=Preprocessing(resize=96, crop=80, mean=(0.5,) * 3, std=(0.5,) * 3),
+                     training={"data": "none (test checkpoint)"},
+                     metrics={"test": {"accuracy": 0.5, "roc_auc": 0.5, "n": 6}})
+    return checkpoints.save_checkpoint(folder / "test-lite0.pt", model, card)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def weights_env(ckpt):
+    """Point the app at the test checkpoint for the whole module (restored afterwards)."""
+    saved = {k: os.environ.get(k) for k in ("REALITYCHECK_WEIGHTS", "REALITYCHECK_WEIGHTS_DIR")}
+    os.environ["REALITYCHECK_WEIGHTS"] = str(ckpt)
+    os.environ["REALITYCHECK_WEIGHTS_DIR"] = str(ckpt.parent)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(tmp_path / "absent.pt"))
+
+
+def _jpeg(seed: int, size: int = 96, noisy: bool = False) -> bytes:
+    rng = np.random.default_rng(seed)
+    if noisy:
+        arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    else:
+        y, x = np.mgrid[0:size, 0:size]
+        base = rng.integers(60, 200, 3)
+        arr = np.stack([(base[c] + 40 * np.sin((x + y * (c + 1)) / (8 + seed % 5))) for c in range(3)], -1)
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def labelled_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("labelled")
+    for label, noisy in (("real", False), ("fake", True)):
+        (root / label).mkdir()
+        for i in range(3):
+            (root / label / f"{label}{i}.jpg").write_bytes(_jpeg(i + (10 if noisy else 0), noisy=noisy))
+    (root / "fake" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")  # listed as failed
+    return root
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+def _classify(at: AppTest, files) -> AppTest:
+    at.file_uploader(key="classify_files").set_value(files)
+    at.button(key="FormSubmitter:classify_form-Classify").click()
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _heatmaps(at: AppTest, method: str = "gradcam") -> list:
+    """The original | heatmap panels on screen (example thumbnails are images too)."""
+    return [im for im in at.image if any(f"{method} evidence for" in c for c in im.captions)]
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+# ---------------------------------------------------------------------------------------------
+# empty states
+# ---------------------------------------------------------------------------------------------
+
+def test_no_weights_clear_message_and_every_page_renders(no_weights):
+    at = _app()
+    assert "No trained weights are present" in _texts(at)
+    assert not at.file_uploader  # nothing to classify with: no uploader offered
+    for page in PAGES.values():
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        assert not _errors(at), (page, _errors(at))
+        assert at.title, page
+
+
+def test_every_page_renders_empty_with_weights():
+    at = _app()
+    assert "test-lite0" in _texts(at)  # sidebar: active model from the card
+    for name, page in PAGES.items():
+        at.switch_page(page).run()
+        assert not at.exception, (name, at.exception)
+        assert not _errors(at), (name, _errors(at))
+    at.switch_page(PAGES["session"]).run()
+    assert "Nothing classified yet" in _texts(at)
+    at.switch_page(PAGES["evaluate"]).run()
+    assert "No evaluation yet" in _texts(at)
+
+
+def test_about_page():
+    at = _app()
+    at.switch_page(PAGES["about"]).run()
+    text = _texts(at)
+    assert "CC BY-NC-SA 4.0" in text and "diffusion" in text
+    assert [h.value for h in at.header][:2] == ["From photo to verdict", "What the numbers mean"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Classify
+# ---------------------------------------------------------------------------------------------
+
+def test_upload_gives_verdict_heatmap_and_cached_rerenders():
+    at = _app()
+    photo = (ROOT / "sample_images" / "grace_hopper.jpg").read_bytes()
+    _classify(at, ("grace_hopper.jpg", photo, "image/jpeg"))
+    assert not _errors(at), _errors(at)
+    text = _texts(at)
+    assert "REAL" in text or "FAKE" in text
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["p(fake)"].endswith("%") and labels["p(real)"].endswith("%")
+    assert labels["Time"].endswith(" ms")
+    assert "Faithfulness" in labels
+    assert len(_heatmaps(at)) == 1  # the original | heatmap panel
+    assert any("face" in c.value for c in at.caption) or any("face" in w.value.lower() for w in at.warning)
+    assert len(at.session_state["history"]) == 1
+    pred_before = next(iter(at.session_state["predictions"].values()))["pred"]
+
+    at.selectbox(key="cam_method").set_value("gradcam++").run()
+    assert not at.exception and not _errors(at)
+    assert len(_heatmaps(at, "gradcam++")) == 1
+    methods = {k[2] for k in at.session_state["explanations"]}
+    assert {"gradcam", "gradcam++"} <= methods
+    at.slider(key="cam_opacity").set_value(0.8).run()
+    assert not at.exception and len(_heatmaps(at, "gradcam++")) == 1
+    # neither change re-ran the classifier nor logged a new classification
+    assert next(iter(at.session_state["predictions"].values()))["pred"] is pred_before
+    assert len(at.session_state["history"]) == 1
+    assert "scorecam" not in at.selectbox(key="cam_method").options  # slow methods need the opt-in
+
+
+def test_slow_methods_need_opt_in_and_warn_before_running():
+    at = _app()
+    _classify(at, ("a.jpg", _jpeg(7), "image/jpeg"))
+    at.checkbox(key="allow_slow_methods").check().run()
+    assert "scorecam" in at.selectbox(key="cam_method").options
+    at.selectbox(key="cam_method").set_value("scorecam").run()
+    assert not at.exception and not _errors(at)
+    assert any("scorecam is slow" in w.value for w in at.warning)
+    assert not _heatmaps(at, "scorecam")  # nothing computed until the user asks
+    assert any(b.label == "Compute the scorecam heatmap" for b in at.button)
+    at.checkbox(key="allow_slow_methods").uncheck().run()
+    assert at.selectbox(key="cam_method").value == "gradcam"
+
+
+def test_compare_methods_grid():
+    at = _app()
+    _classify(at, ("a.jpg", _jpeg(8), "image/jpeg"))
+    at.button(key="compare_run").click().run()
+    assert not at.exception and not _errors(at)
+    grid = [c for im in at.image for c in im.captions if c in ("gradcam++", "hirescam", "eigencam")]
+    assert len(grid) == 3
+
+
+def test_garbage_upload_shows_clear_error():
+    at = _app()
+    _classify(at, [("garbage.jpg", b"this is not an image at all", "image/jpeg"),
+                   ("cut.png", b"\x89PNG\r\n\x1a\n\x00\x00", "image/png")])
+    errs = _errors(at)
+    assert any("garbage.jpg" in e and "not an image" in e for e in errs), errs
+    assert any("cut.png" in e for e in errs), errs
+    assert all("Traceback" not in e for e in errs)
+    assert at.session_state["history"] == []
+
+
+def test_example_click_and_demo_mode():
+    at = _app()
+    at.toggle(key="demo_mode").set_value(True).run()
+    assert not at.exception
+    assert not at.sidebar.slider  # settings hidden in demo mode
+    at.button(key="example_0").click().run()
+    assert not at.exception and not _errors(at)
+    text = _texts(at)
+    assert len(_heatmaps(at)) == 1
+    assert "What the model looked at" in text
+    assert "font-size:3.2rem" in text  # the large verdict
+    at.toggle(key="demo_mode").set_value(False).run()
+    assert at.sidebar.slider(key="threshold").value == 0.5  # kept while hidden
+
+
+def test_threshold_slider_changes_verdict_without_rerunning():
+    at = _app()
+    _classify(at, ("a.jpg", _jpeg(1), "image/jpeg"))
+    pred = next(iter(at.session_state["predictions"].values()))["pred"]
+    at.sidebar.slider(key="threshold").set_value(0.01).run()
+    assert "Verdict: FAKE" in _texts(at)
+    at.sidebar.slider(key="threshold").set_value(0.99).run()
+    assert "Verdict: REAL" in _texts(at)
+    assert next(iter(at.session_state["predictions"].values()))["pred"] is pred
+
+
+# ---------------------------------------------------------------------------------------------
+# Session history
+# ---------------------------------------------------------------------------------------------
+
+def test_session_history_two_rows_chart_and_clear():
+    at = _app()
+    _classify(at, [("one.jpg", _jpeg(2), "image/jpeg"), ("two.jpg", _jpeg(3), "image/jpeg")])
+    at.switch_page(PAGES["session"]).run()
+    assert not at.exception and not _errors(at)
+    df = at.dataframe[0].value
+    assert len(df) == 2 and list(df["name"]) == ["one.jpg", "two.jpg"]
+    assert str(df["thumbnail"].iloc[0]).startswith("data:image/jpeg;base64,")
+    assert len(at.get("plotly_chart")) >= 3
+    assert at.get("download_button")
+    at.button(key="history_clear").click().run()
+    assert "Nothing classified yet" in _texts(at)
+
+
+def test_unexpected_failure_shows_one_line_not_a_traceback(monkeypatch):
+    from realitycheck import plots
+
+    def broken(*a, **k):
+        raise RuntimeError("chart backend exploded\nsecond line of detail")
+
+    at = _app()
+    _classify(at, ("a.jpg", _jpeg(11), "image/jpeg"))
+    monkeypatch.setattr(plots, "confidence_timeline", broken)
+    at.switch_page(PAGES["session"]).run()
+    assert not at.exception
+    errs = _errors(at)
+    assert errs == ["Something went wrong in the Session history page: chart backend exploded"], errs
+    assert any(e.label == "Details" for e in at.expander)
+    at.switch_page(PAGES["classify"]).run()  # the rest of the app still works
+    assert not at.exception and not _errors(at)
+
+
+def test_two_sessions_keep_separate_histories():
+    a, b = _app(), _app()
+    _classify(a, ("a.jpg", _jpeg(4), "image/jpeg"))
+    _classify(b, [("b1.jpg", _jpeg(5), "image/jpeg"), ("b2.jpg", _jpeg(6), "image/jpeg")])
+    assert [h["name"] for h in a.session_state["history"]] == ["a.jpg"]
+    assert [h["name"] for h in b.session_state["history"]] == ["b1.jpg", "b2.jpg"]
+    a.switch_page(PAGES["session"]).run()
+    assert len(a.dataframe[0].value) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluate
+# ---------------------------------------------------------------------------------------------
+
+def test_evaluate_folder_metrics_charts_and_live_threshold(labelled_folder, monkeypatch):
+    at = _app()
+    at.switch_page(PAGES["evaluate"]).run()
+    at.text_input(key="eval_path").set_value(str(labelled_folder))
+    at.button(key="FormSubmitter:eval_folder_form-Evaluate").click().run()
+    assert not at.exception, at.exception
+    labels = {m.label: m.value for m in at.metric}
+    for name in ("Accuracy", "ROC-AUC", "Precision (fake)", "Recall (fake)", "F1 (fake)",
+                 "False-alarm rate (real)", "Images scored"):
+        assert name in labels, labels
+    assert labels["Images scored"] == "6 images"
+    assert labels["Accuracy"].endswith("%")
+    assert len(at.get("plotly_chart")) >= 5
+    assert "Best threshold for balanced accuracy" in _texts(at)
+    assert any("could not be scored" in e.label for e in at.expander)  # broken.jpg
+    assert len(at.get("download_button")) >= 2
+    run_id = at.session_state["evaluation"]["id"]
+
+    from realitycheck.inference import Classifier
+
+    def boom(*a, **k):
+        raise AssertionError("the model must not run again when the threshold moves")
+
+    monkeypatch.setattr(Classifier, "iter_predict", boom)
+    at.slider(key="eval_threshold").set_value(0.01).run()
+    assert not at.exception and not _errors(at)
+    low = {m.label: m.value for m in at.metric}
+    assert low["Recall (fake)"] == "100.0%" and low["False-alarm rate (real)"] == "100.0%"
+    at.slider(key="eval_threshold").set_value(0.99).run()
+    high = {m.label: m.value for m in at.metric}
+    assert high["False-alarm rate (real)"] == "0.0%"
+    assert at.session_state["evaluation"]["id"] == run_id
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_evaluate_zip_upload_and_refused_zip(labelled_folder):
+    pytest.importorskip("realitycheck.uploads")
+    members = {f"set/{p.parent.name}/{p.name}": p.read_bytes()
+               for p in sorted(labelled_folder.rglob("*.jpg")) if p.name != "broken.jpg"}
+    members["set/readme.txt"] = b"not an image"
+    at = _app()
+    at.switch_page(PAGES["evaluate"]).run()
+    at.radio(key="eval_source").set_value("Zip file upload").run()
+    at.file_uploader(key="eval_zip").set_value(("set.zip", _zip(members), "application/zip"))
+    at.button(key="FormSubmitter:eval_zip_form-Evaluate").click().run()
+    assert not at.exception and not _errors(at), _errors(at)
+    assert {m.label: m.value for m in at.metric}["Images scored"] == "6 images"
+    assert any("skipped" in e.label for e in at.expander)  # readme.txt
+    tmp = at.session_state["evaluation"]["tmp"]
+    assert Path(tmp.name).is_dir()
+
+    at.file_uploader(key="eval_zip").set_value(("evil.zip", _zip({"../evil.jpg": _jpeg(1)}), "application/zip"))
+    at.button(key="FormSubmitter:eval_zip_form-Evaluate").click().run()
+    assert not at.exception
+    assert any("climbs out" in e for e in _errors(at)), _errors(at)
+    assert at.session_state["evaluation"]["tmp"] is tmp  # the earlier results stay
+
+
+def test_evaluate_uploaded_files_labelled_by_box():
+    at = _app()
+    at.switch_page(PAGES["evaluate"]).run()
+    at.radio(key="eval_source").set_value("Image files upload").run()
+    at.file_uploader(key="eval_files_real").set_value([(f"r{i}.jpg", _jpeg(20 + i), "image/jpeg") for i in range(2)])
+    at.file_uploader(key="eval_files_fake").set_value([(f"f{i}.jpg", _jpeg(30 + i, noisy=True), "image/jpeg")
+                                                       for i in range(2)])
+    at.button(key="FormSubmitter:eval_files_form-Evaluate").click().run()
+    assert not at.exception and not _errors(at), _errors(at)
+    table = at.session_state["evaluation"]["result"].table
+    assert sorted(table["true_label"]) == ["fake", "fake", "real", "real"]
+
+
+def test_session_upload_budget_is_enforced():
+    at = _app()
+    at.session_state["uploaded_bytes"] = 200 * 1024 * 1024 - 100
+    _classify(at, ("big.jpg", _jpeg(9), "image/jpeg"))
+    assert any("per session" in e for e in _errors(at)), _errors(at)
+    assert at.session_state["history"] == []
+
+
+def test_evaluate_bad_folder_clear_error(tmp_path):
+    at = _app()
+    at.switch_page(PAGES["evaluate"]).run()
+    at.text_input(key="eval_path").set_value(str(tmp_path))
+    at.button(key="FormSubmitter:eval_folder_form-Evaluate").click().run()
+    assert not at.exception
+    assert any("found no class folders" in e for e in _errors(at)), _errors(at)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+def test_models_page_lists_checkpoint_and_rejects_bad_files(ckpt, tmp_path):
+    at = _app()
+    at.switch_page(PAGES["models"]).run()
+    assert not at.exception
+    radio = at.radio(key="models_active_radio")
+    assert "test-lite0 (test-lite0.pt)" in radio.options  # options are shown by card name (file)
+    assert Path(radio.value).resolve() == ckpt.resolve()
+    assert any("test-lite0" in e.label for e in at.expander)
+    assert any("# Model card: test-lite0" in m.value for m in at.markdown)
+
+    at.file_uploader(key="model_upload").set_value(("bad.pt", b"hello, not weights", "application/octet-stream"))
+    at.button(key="FormSubmitter:model_upload_form-Load uploaded checkpoint").click().run()
+    assert not at.exception
+    assert any("not a PyTorch weights file" in e for e in _errors(at)), _errors(at)
+
+    at.text_input(key="model_path").set_value(str(tmp_path / "missing.pt"))
+    at.button(key="FormSubmitter:model_path_form-Load from path").click().run()
+    assert not at.exception
+    assert any("no such file" in e for e in _errors(at)), _errors(at)
+    assert at.session_state["extra_models"] == []
+
+
+def test_models_page_load_by_path_and_compare(ckpt, labelled_folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy.pt"
+    shutil.copy(ckpt, copy)
+    at = _app()
+    _classify(at, ("a.jpg", _jpeg(12), "image/jpeg"))
+    at.switch_page(PAGES["models"]).run()
+    at.text_input(key="model_path").set_value(str(copy))
+    at.button(key="FormSubmitter:model_path_form-Load from path").click().run()
+    assert not at.exception and not _errors(at)
+    assert "made it the active model" in " ".join(s.value for s in at.success)
+    assert at.session_state["active_model"] == str(copy.resolve())
+    assert "copy.pt" in " ".join(m.value for m in at.sidebar.markdown)  # the sidebar follows
+    at.switch_page(PAGES["classify"]).run()
+    assert "active model has changed" in _texts(at)  # no stale verdicts from the previous model
+    assert not _heatmaps(at)
+    at.switch_page(PAGES["models"]).run()
+    at.text_input(key="compare_folder").set_value(str(labelled_folder))
+    at.button(key="FormSubmitter:compare_form-Compare").click().run()
+    assert not at.exception and not _errors(at)
+    assert len(at.dataframe[-1].value) == 2
+    assert len(at.get("plotly_chart")) >= 2

@@ -1,0 +1,155 @@
+"""End-to-end: the real app in a real browser (Playwright driving Debian's Chromium).
+
+Run alone with `pytest -m e2e`. Screenshots go to $REALITYCHECK_SCREENSHOTS (the README's come
+from `REALITYCHECK_SCREENSHOTS=docs/screenshots pytest -m e2e`), else to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """The shipped default model when present (real verdicts in the screenshots), else a small real checkpoint."""
+    from realitycheck.inference import default_weights_path
+
+    shipped = default_weights_path()
+    if shipped.exists():
+        return shipped
+    from realitycheck import checkpoints, models
+    from realitycheck.checkpoints import ModelCard, Preprocessing
+
+    path = tmp_path_factory.mktemp("w") / "e2e.pt"
+    model = models.build_model("efficientnet_lite0", pretrained=True)
+    card = ModelCard(name="e2e-untrained", arch="efficientnet_lite0",
+                     preprocessing=Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3))
+    return checkpoints.save_checkpoint(path, model, card)
+
+
+@pytest.fixture(scope="module")
+def server(weights):
+    port = _free_port()
+    env = {**os.environ, "REALITYCHECK_WEIGHTS": str(weights), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not answer /_stcore/health within 90 s:\n" + (proc.stdout.read() or "")[-3000:])
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    d = Path(os.environ.get("REALITYCHECK_SCREENSHOTS") or tmp_path_factory.mktemp("shots"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _idle(page, timeout=180_000):
+    """Wait until Streamlit has finished its script run (the status widget disappears)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+
+
+def _no_exception(page):
+    assert page.locator("[data-testid='stException']").count() == 0, page.locator("[data-testid='stException']").first.inner_text()
+
+
+def test_classify_upload_shows_verdict_and_heatmap(server, page, shots):
+    page.goto(server)
+    page.get_by_text("Classify face photos").first.wait_for(timeout=90_000)
+    _idle(page)
+    page.locator("input[type=file]").first.set_input_files(str(ROOT / "sample_images" / "grace_hopper.jpg"))
+    page.get_by_role("button", name="Classify", exact=True).click()
+    page.get_by_text("evidence for").first.wait_for(timeout=180_000)  # the heatmap caption
+    _idle(page)
+    body = page.locator("section.main, [data-testid='stMain']").first.inner_text()
+    assert "REAL" in body.upper() and ("FAKE" in body.upper())  # verdict + probabilities of both classes
+    assert page.locator("[data-testid='stImage'] img, [data-testid='stImage']").count() >= 1
+    _no_exception(page)
+    page.screenshot(path=str(shots / "classify.png"), full_page=True)
+
+
+def test_evaluate_page_runs_on_a_labelled_folder(server, page, shots, tmp_path):
+    src = Image.open(ROOT / "sample_images" / "grace_hopper.jpg").convert("RGB")
+    for label in ("real", "fake"):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            src.rotate(5 * i + (20 if label == "fake" else 0)).resize((256, 256)).save(tmp_path / label / f"{label}{i}.jpg")
+    (tmp_path / "fake" / "broken.jpg").write_bytes(b"not an image")
+    page.goto(server + "/evaluate")
+    page.get_by_text("Evaluate on labelled images").first.wait_for(timeout=90_000)
+    _idle(page)
+    box = page.get_by_label("Folder or CSV path on the server")
+    box.fill(str(tmp_path))
+    box.press("Enter")
+    _idle(page)
+    page.get_by_role("button", name="Evaluate", exact=True).first.click()
+    page.locator("[data-testid='stMetric']").first.wait_for(timeout=180_000)
+    _idle(page)
+    labels = " ".join(page.locator("[data-testid='stMetricLabel']").all_inner_texts()).lower()
+    assert "accuracy" in labels
+    assert page.locator(".js-plotly-plot").count() >= 2  # confusion matrix, curves, histogram ...
+    assert "broken.jpg" in page.locator("[data-testid='stMain']").first.inner_text()  # failed file listed
+    _no_exception(page)
+    page.screenshot(path=str(shots / "evaluate.png"), full_page=True)
