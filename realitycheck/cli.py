@@ -179,7 +179,7 @@ def cmd_train(args) -> int:
                       crop=args.crop, seed=args.seed, extra_real=args.extra_real or [],
                       init_weights=args.init_weights, resume=args.resume, patience=args.patience,
                       precision=args.precision, limit=args.limit, max_steps=args.max_steps,
-                      workers=args.workers, teacher=args.teacher)
+                      workers=args.workers, teacher=args.teacher, ema=args.ema)
     if args.progress:
         os.environ["REALITYCHECK_PROGRESS"] = "1"
     try:
@@ -268,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-weights", help="resnet50: local ImageNet file or RealityCheck.pth to start from")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--augment", choices=["none", "flip", "full"], default="full")
+    p.add_argument("--augment", choices=["none", "flip", "crop", "full"], default="full",
+                   help="crop: flip + random crop (no resampling); full: + JPEG re-compression, blur, colour jitter")
+    p.add_argument("--ema", type=float, default=0.0, help="keep an exponential moving average of the weights (e.g. 0.998)")
     p.add_argument("--resize", type=int, default=256)
     p.add_argument("--crop", type=int, default=224)
     p.add_argument("--seed", type=int, default=0)

@@ -51,7 +51,8 @@ class TrainConfig:
     seed: int = 0
     resize: int = 256  # shorter side; 256 keeps the 140k images at native resolution
     crop: int = 224  # random crop in training, centre crop at test time
-    augment: str = "full"  # "none" | "flip" | "full" (flip, crop, JPEG, blur, colour jitter)
+    augment: str = "full"  # "none" | "flip" | "crop" (flip + random crop, no resampling) | "full" (+ JPEG, blur, colour)
+    ema: float = 0.0  # exponential moving average of the weights (e.g. 0.998); 0 = off
     extra_real: list[str] = field(default_factory=list)  # real-only folders added to training
     init_weights: str | None = None  # resnet50: a local ImageNet / RealityCheck.pth file
     precision: str = "auto"  # "bf16" autocast where the CPU supports it, else fp32
@@ -94,9 +95,13 @@ def train_transform(pre: Preprocessing, augment: str) -> Callable:
     from torchvision import transforms as T
 
     steps: list = [T.Resize(pre.resize, antialias=True)]
+    # Random crops move the image by whole pixels and never resample it, so the high-frequency traces
+    # a generator leaves survive; with crop == resize the crop pads by reflection to still shift.
+    crop = T.RandomCrop(pre.crop, padding=pre.crop // 16 if pre.crop >= pre.resize else None, padding_mode="reflect")
     if augment == "full":
-        steps += [JpegRecompress(), RandomBlur(), T.RandomCrop(pre.crop), T.RandomHorizontalFlip(),
-                  T.ColorJitter(0.1, 0.1, 0.05, 0.0)]
+        steps += [JpegRecompress(), RandomBlur(), crop, T.RandomHorizontalFlip(), T.ColorJitter(0.1, 0.1, 0.05, 0.0)]
+    elif augment == "crop":
+        steps += [crop, T.RandomHorizontalFlip()]
     elif augment == "flip":
         steps += [T.CenterCrop(pre.crop), T.RandomHorizontalFlip()]
     else:
@@ -299,10 +304,17 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             renorm = lambda x: x  # noqa: E731
         log(f"distilling from {cfg.teacher} (weight {cfg.distill_weight}, T={cfg.distill_temperature})")
 
+    ema = None
+    if cfg.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
     start_epoch, best_auc, best_epoch, log_rows, train_seconds = 1, -1.0, 0, [], 0.0
     if cfg.resume and state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(st["model"]); opt.load_state_dict(st["optimizer"]); sched.load_state_dict(st["scheduler"])
+        if ema is not None and st.get("ema"):
+            ema.load_state_dict(st["ema"])
         start_epoch, best_auc, best_epoch = st["epoch"] + 1, st["best_auc"], st["best_epoch"]
         train_seconds = st.get("train_seconds", 0.0)
         torch.set_rng_state(st["torch_rng"])
@@ -345,10 +357,13 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             losses.append(loss.item())
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-        p, yv, _, _ = predict_loader(model, val_dl, precision)
+        scored = ema.module if ema is not None else model  # the weights that would be shipped
+        p, yv, _, _ = predict_loader(scored, val_dl, precision)
         stats = _val_stats(p, yv)
         epoch_s = time.time() - t0
         train_seconds += epoch_s
@@ -359,7 +374,7 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         improved = stats["val_auc"] > best_auc
         if improved:
             best_auc, best_epoch = stats["val_auc"], epoch
-            torch.save(model.state_dict(), best_path)
+            torch.save(scored.state_dict(), best_path)
         log(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
             f"val loss {stats['val_loss']:.4f} acc {stats['val_accuracy']:.3f} AUC {stats['val_auc']:.4f}"
             f"{' *' if improved else ''} | {epoch_s:.0f}s ({row['images_per_second']} img/s)")
@@ -367,6 +382,7 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             w = csv.DictWriter(fh, fieldnames=list(log_rows[0]))
             w.writeheader(); w.writerows(log_rows)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else {},
                     "epoch": epoch, "best_auc": best_auc, "best_epoch": best_epoch, "train_seconds": train_seconds,
                     "torch_rng": torch.get_rng_state(), "log_rows": json.dumps(log_rows)}, state_path)
         if epoch - best_epoch >= cfg.patience:
@@ -421,6 +437,8 @@ def _cli_args(cfg: TrainConfig) -> list[str]:
         args += ["--init-weights", str(cfg.init_weights)]
     if cfg.teacher:
         args += ["--teacher", str(cfg.teacher)]
+    if cfg.ema:
+        args += ["--ema", str(cfg.ema)]
     if cfg.mode == "feature-extract" or cfg.patience != 4:
         args += ["--patience", str(cfg.patience)]
     return args

@@ -94,3 +94,13 @@ def test_cli_train_writes_what_evaluate_accepts(toy_folder, tmp_path):
     assert ev.returncode == 0, ev.stderr
     summary = json.loads(ev.stdout)
     assert summary["n"] == 80 and summary["failed"] == []
+
+
+def test_ema_and_whole_image_crop_augmentation(toy_folder, tmp_path):
+    """crop == resize: the model sees the whole image; training shifts it by reflection-padded crops."""
+    path = fit(_cfg(toy_folder, tmp_path / "ema", epochs=2, augment="crop", resize=64, crop=64, ema=0.9),
+               log=lambda m: None)
+    card = checkpoints.read_card(path)
+    assert card.training["settings"]["ema"] == 0.9 and "--ema 0.9" in card.training["command"]
+    assert card.preprocessing.crop == card.preprocessing.resize == 64
+    assert card.metrics["test"]["n"] > 0
