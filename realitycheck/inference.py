@@ -139,8 +139,13 @@ class _PathDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i):
-        return prepare(self.items[i], None, self.transform, face_check=self.face_check,
-                       crop_face=self.crop_face, draft_size=self.draft_size)
+        pr = prepare(self.items[i], None, self.transform, face_check=self.face_check,
+                     crop_face=self.crop_face, draft_size=self.draft_size)
+        if pr.tensor is not None:
+            # Plain bytes through the pipe, not a shared-memory tensor: torch's fd sharing runs a
+            # resource-sharer thread that prints tracebacks when a run is interrupted mid-transfer.
+            pr.tensor = pr.tensor.numpy()
+        return pr
 
 
 def _identity_collate(batch):
@@ -223,7 +228,7 @@ class Classifier:
         return out
 
     def _run_batch(self, prepared: list[_Prepared], precision: str | None = None) -> list[Prediction]:
-        good = [pr.tensor for pr in prepared if pr.error is None]
+        good = [torch.as_tensor(pr.tensor) for pr in prepared if pr.error is None]
         if not good:
             return self._finish(prepared, None, 0.0)
         t0 = time.perf_counter()
