@@ -140,7 +140,7 @@ def test_evaluate_page_runs_on_a_labelled_folder(server, page, shots, tmp_path):
     page.goto(server + "/evaluate")
     page.get_by_text("Evaluate on labelled images").first.wait_for(timeout=90_000)
     _idle(page)
-    box = page.get_by_label("Folder or CSV path on the server")
+    box = page.get_by_label("Folder or CSV path on the server", exact=True).and_(page.locator("input"))
     box.fill(str(tmp_path))
     box.press("Enter")
     _idle(page)
@@ -150,6 +150,7 @@ def test_evaluate_page_runs_on_a_labelled_folder(server, page, shots, tmp_path):
     labels = " ".join(page.locator("[data-testid='stMetricLabel']").all_inner_texts()).lower()
     assert "accuracy" in labels
     assert page.locator(".js-plotly-plot").count() >= 2  # confusion matrix, curves, histogram ...
-    assert "broken.jpg" in page.locator("[data-testid='stMain']").first.inner_text()  # failed file listed
+    main = page.locator("[data-testid='stMain']").first
+    assert "1 file could not be scored" in main.inner_text()  # the broken file is listed, not fatal
     _no_exception(page)
     page.screenshot(path=str(shots / "evaluate.png"), full_page=True)

@@ -216,7 +216,8 @@ def _failed(ev: dict, s: dict) -> None:
     reasons = s.get("failed_reasons") or {}
     skipped = ev.get("skipped") or []
     if reasons:
-        with st.expander(f"{len(reasons)} files could not be scored (left out of the metrics)"):
+        n = len(reasons)
+        with st.expander(f"{n} file{'s' if n != 1 else ''} could not be scored (left out of the metrics)"):
             st.dataframe(pd.DataFrame({"file": list(reasons), "reason": list(reasons.values())}),
                          hide_index=True, width="stretch")
     if skipped:
