@@ -26,7 +26,7 @@ from torch import nn
 
 from realitycheck import checkpoints, models
 from realitycheck.checkpoints import ModelCard, Preprocessing
-from realitycheck.data import ImageDataset, collate_skip_errors, discover, split_items
+from realitycheck.data import ImageDataset, collate_skip_errors, discover, split_items, split_of
 
 # Normalisation each architecture was pretrained with.
 ARCH_NORMALISATION = {
@@ -170,7 +170,9 @@ def _collect_items(cfg: TrainConfig):
     splits = split_items(items, seed=cfg.seed)
     extra = []
     for folder in cfg.extra_real:
-        extra += [(p, "real") for p, lab in discover(folder) if lab == "real"]
+        # Only the train share of an extra folder (same hash split): its val/test share stays unseen,
+        # so false alarms on that kind of photo can be measured honestly afterwards.
+        extra += [(p, "real") for p, lab in discover(folder) if lab == "real" and split_of(p, seed=cfg.seed) == "train"]
     if cfg.limit:
         extra = extra[: cfg.limit]
     splits["train"] = splits["train"] + extra
