@@ -104,3 +104,13 @@ def test_ema_and_whole_image_crop_augmentation(toy_folder, tmp_path):
     assert card.training["settings"]["ema"] == 0.9 and "--ema 0.9" in card.training["command"]
     assert card.preprocessing.crop == card.preprocessing.resize == 64
     assert card.metrics["test"]["n"] > 0
+
+
+def test_distillation_from_a_teacher_checkpoint(toy_folder, tmp_path):
+    teacher = fit(_cfg(toy_folder, tmp_path / "teacher", epochs=1, max_steps=2), log=lambda m: None)
+    messages = []
+    path = fit(_cfg(toy_folder, tmp_path / "student", epochs=1, max_steps=2, teacher=str(teacher)),
+               log=messages.append)
+    assert any("distilling from" in m for m in messages)
+    card = checkpoints.read_card(path)
+    assert card.training["teacher"] == str(teacher) and "--teacher" in card.training["command"]
