@@ -449,18 +449,3 @@ def test_models_page_load_by_path_and_compare(ckpt, labelled_folder, tmp_path):
     assert not at.exception and not _errors(at)
     assert len(at.dataframe[-1].value) == 2
     assert len(at.get("plotly_chart")) >= 2
-
-
-def test_app_starts_on_the_shipped_default_model(monkeypatch):
-    """`make run` on a fresh clone: the sidebar names the shipped model and its test metrics."""
-    from realitycheck.inference import WEIGHTS_DIR, DEFAULT_WEIGHTS_NAME
-
-    shipped = WEIGHTS_DIR / DEFAULT_WEIGHTS_NAME
-    if not shipped.exists():
-        pytest.skip("no shipped default model in weights/")
-    monkeypatch.delenv("REALITYCHECK_WEIGHTS", raising=False)
-    monkeypatch.delenv("REALITYCHECK_WEIGHTS_DIR", raising=False)
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
-    assert not at.exception
-    sidebar = " ".join(m.value for m in at.sidebar.markdown) + " ".join(c.value for c in at.sidebar.caption)
-    assert "realitycheck-lite0" in sidebar and "accuracy" in sidebar.lower()
