@@ -20,7 +20,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 run: install
-	$(BIN)/streamlit run streamlit_app.py --server.port $(PORT) --browser.gatherUsageStats false
+	@echo "RealityCheck dashboard: http://localhost:$(PORT)"
+	$(BIN)/streamlit run streamlit_app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -307,3 +307,19 @@ def test_cli_explain_writes_overlays_and_reports_faithfulness(tmp_path, lite0_ch
     assert "missing.jpg" in rec[1]["error"]
     bad = _cli("explain", str(img), "--out", str(tmp_path), "--weights", str(lite0_checkpoint), "--method", "nope")
     assert bad.returncode == 2 and "unknown method" in bad.stderr
+
+
+def test_robustness_sweep_reports_every_perturbation(tmp_path, lite0_checkpoint):
+    for label, color in (("real", (200, 150, 120)), ("fake", (90, 120, 200))):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            (tmp_path / label / f"{label}{i}.jpg").write_bytes(_jpeg((100 + 10 * i, 100), color))
+    out = _cli("evaluate", str(tmp_path), "--weights", str(lite0_checkpoint), "--robustness", "--json",
+               "--report", str(tmp_path / "r.html"))
+    assert out.returncode == 0, out.stderr
+    rob = json.loads(out.stdout)["robustness"]
+    from realitycheck.evaluate import PERTURBATIONS
+
+    assert {(r["perturbation"], r["metric"]) for r in rob} == {(p, m) for p in PERTURBATIONS for m in ("accuracy", "roc_auc")}
+    assert all(0.0 <= r["value"] <= 1.0 for r in rob if r["value"] is not None)
+    assert "jpeg q50" in (tmp_path / "r.html").read_text()
