@@ -39,9 +39,9 @@ def peak_rss_mb() -> float:
 
 
 def _list_images(folder: Path, limit: int) -> list[str]:
-    from realitycheck.data import _walk_images
+    from realitycheck.data import walk_images
 
-    files = [str(p) for p in _walk_images(folder)]
+    files = [str(p) for p in walk_images(folder)]
     if len(files) > limit:  # spread over both classes of a real/fake folder
         step = len(files) / limit
         files = [files[int(i * step)] for i in range(limit)]

@@ -46,13 +46,13 @@ def _load(args, **kwargs):
 
 def _expand_inputs(paths: list[str]) -> list[str]:
     """Files as given; folders expanded to the images inside (recursively, sorted)."""
-    from realitycheck.data import _walk_images
+    from realitycheck.data import walk_images
 
     out: list[str] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found = [str(x) for x in _walk_images(path)]
+            found = [str(x) for x in walk_images(path)]
             if not found:
                 print(f"realitycheck: warning: {p}: folder holds no images", file=sys.stderr)
             out += found
@@ -93,6 +93,7 @@ def cmd_predict(args) -> int:
 def cmd_explain(args) -> int:
     from realitycheck import explain
     from realitycheck.images import ImageError, load_image
+    from realitycheck.inference import verdict
 
     if args.method not in explain.METHODS:
         raise UserError(f"unknown method {args.method!r}; choose from {', '.join(explain.METHODS)}")
@@ -110,17 +111,16 @@ def cmd_explain(args) -> int:
             records.append({"path": src, "error": str(exc)})
             failed += 1
             continue
-        pred = clf.predict([loaded])[0]
         exp = explain.explain(clf.model, clf.card, [loaded.image], method=args.method,
                               target_class=args.target_class, batch_size=args.batch_size,
                               progress=None if args.progress else False)[0]
-        region = loaded.image.crop(exp.crop_box)
-        panel = explain.render_panel(region, exp.heatmap, opacity=args.opacity)  # original | overlay + colour bar
+        # explain's own forward pass gives p_fake: no second run of the model for the verdict
+        panel = explain.render_panel(exp.region_image, exp.heatmap, opacity=args.opacity)  # original | overlay + bar
         png = out / f"{Path(src).stem}.{args.method}.png"
         panel.save(png)
         f = exp.faithfulness
         records.append({
-            "path": src, "label": pred.label, "p_fake": pred.p_fake, "method": args.method,
+            "path": src, "label": verdict(exp.p_fake, clf.threshold), "p_fake": exp.p_fake, "method": args.method,
             "explained_class": exp.target_class, "region": exp.region, "overlay": str(png),
             "faithfulness": None if f is None else {"drop_hot": f.drop_hot, "drop_random": f.drop_random,
                                                     "score": f.score, "meaning": f.meaning},

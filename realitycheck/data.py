@@ -52,10 +52,10 @@ class LabelledSource:
             return
         for label in ("real", "fake"):
             for d in self.class_dirs.get(label, []):
-                yield from ((p, label) for p in _walk_images(d))
+                yield from ((p, label) for p in walk_images(d))
 
 
-def _walk_images(folder: Path) -> Iterator[Path]:
+def walk_images(folder: Path) -> Iterator[Path]:
     """Image files under `folder`, sorted per directory, following no directory symlink loops."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
@@ -66,7 +66,7 @@ def _walk_images(folder: Path) -> Iterator[Path]:
             continue
         try:
             if e.is_dir(follow_symlinks=False):
-                yield from _walk_images(Path(e.path))
+                yield from walk_images(Path(e.path))
             elif is_image_path(e.name):
                 yield Path(e.path)
         except OSError:

@@ -45,18 +45,16 @@ class EvaluationResult:
     def summary(self, threshold: float = 0.5) -> dict:
         """Metrics plus what a reader needs to trust them (data, model, failures, speed)."""
         m = self.metrics(threshold)
-        ok = M.valid_rows(self.table) if len(self.table) else pd.Series([], dtype=bool)
-        y = self.table.loc[ok, "true_label"].tolist() if len(self.table) else []
-        p = self.table.loc[ok, "p_fake"].astype(float).tolist() if len(self.table) else []
+        y, p = M.scored_pairs(self.table)
         extra = {}
         if len(set(y)) == 2:
             t_bal, bal = M.best_threshold_balanced_accuracy(y, p)
             t_fpr, fpr, tpr = M.threshold_for_fpr(y, p, 0.05)
             extra = {"best_threshold_balanced_accuracy": {"threshold": t_bal, "balanced_accuracy": bal},
                      "threshold_for_fpr_5pct": {"threshold": t_fpr, "fpr": fpr, "recall_fake": tpr}}
-        n_scored = int(ok.sum()) if len(self.table) else 0
-        errs = self.table.loc[~ok, ["path", "error"]] if len(self.table) else pd.DataFrame(columns=["path", "error"])
-        extra["failed_reasons"] = {str(p): str(e) for p, e in zip(errs["path"], errs["error"])}
+        failed = self.table.loc[~M.valid_rows(self.table).to_numpy(dtype=bool)] if len(self.table) else self.table
+        extra["failed_reasons"] = {str(path): str(err) for path, err in zip(failed["path"], failed["error"])}
+        n_scored = len(p)
         return {**m, **extra, "model": self.model, "data": self.source, "label_mapping": self.mapping,
                 "seconds": round(self.seconds, 2),
                 "images_per_second": round(n_scored / self.seconds, 2) if self.seconds > 0 else None}
@@ -261,7 +259,7 @@ def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: 
 
     table = M.rethreshold(result.table, threshold)
     ok = M.valid_rows(table)
-    curves = M.curves(table.loc[ok, "true_label"].tolist(), table.loc[ok, "p_fake"].astype(float).tolist())
+    curves = M.curves_from_table(table)
     counts = table.loc[ok, "true_label"].value_counts().to_dict()
     dataset = {"source": result.source, "label mapping": result.mapping, "images": len(table),
                "scored": int(ok.sum()), "real": counts.get("real", 0), "fake": counts.get("fake", 0),

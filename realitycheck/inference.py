@@ -6,9 +6,10 @@ load_image -> find_faces -> (optional face crop) -> card preprocessing -> batche
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -24,7 +25,6 @@ from realitycheck.images import ImageError, LoadedImage, load_image
 from realitycheck.images import _describe as describe_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WEIGHTS_DIR = Path(os.environ.get("REALITYCHECK_WEIGHTS_DIR", REPO_ROOT / "weights"))
 DEFAULT_WEIGHTS_NAME = "realitycheck-lite0.pt"
 
 
@@ -32,16 +32,27 @@ class NoWeightsError(FileNotFoundError):
     """No trained weights are available; the app and CLI say so instead of guessing."""
 
 
+def weights_dir() -> Path:
+    """The weights folder: $REALITYCHECK_WEIGHTS_DIR, read at each call (the app and tests set it late)."""
+    env = os.environ.get("REALITYCHECK_WEIGHTS_DIR")
+    return Path(env) if env else REPO_ROOT / "weights"
+
+
 def default_weights_path() -> Path:
     env = os.environ.get("REALITYCHECK_WEIGHTS")
-    return Path(env) if env else WEIGHTS_DIR / DEFAULT_WEIGHTS_NAME
+    return Path(env) if env else weights_dir() / DEFAULT_WEIGHTS_NAME
 
 
 def list_weights(folder: str | os.PathLike | None = None) -> list[Path]:
-    folder = Path(folder) if folder else WEIGHTS_DIR
+    folder = Path(folder) if folder else weights_dir()
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix in (".pt", ".pth") and ".train-state" not in p.name)
+
+
+def verdict(p_fake: float, threshold: float) -> str:
+    """The decision rule everywhere: fake iff p_fake >= threshold."""
+    return "fake" if p_fake >= threshold else "real"
 
 
 @dataclass
@@ -72,6 +83,12 @@ class Prediction:
             return None
         return self.p_fake if self.label == "fake" else 1.0 - self.p_fake
 
+    def at_threshold(self, threshold: float) -> "Prediction":
+        """The same prediction read at another threshold (no model run); failed ones unchanged."""
+        if not self.ok:
+            return self
+        return replace(self, threshold=threshold, label=verdict(self.p_fake, threshold))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("image")
@@ -79,9 +96,17 @@ class Prediction:
         return d
 
 
-def resolve_precision(precision: str, batch: int) -> str:
-    from realitycheck.train import bf16_supported
+@functools.lru_cache(maxsize=1)
+def bf16_supported() -> bool:
+    """bf16 autocast pays off only with native bf16 matmul (AVX-512 BF16 / AMX). Asked once."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
 
+
+def resolve_precision(precision: str, batch: int) -> str:
+    """The precision a batch of `batch` images runs at: "auto" is bf16 for batches where the CPU has it."""
     if precision == "auto":
         return "bf16" if batch > 1 and bf16_supported() else "fp32"
     if precision not in ("fp32", "bf16"):
@@ -222,7 +247,7 @@ class Classifier:
                 continue
             pf = float(p_fake[k]); k += 1
             out.append(Prediction(
-                name=pr.name, label="fake" if pf >= self.threshold else "real", p_fake=pf, p_real=1.0 - pf,
+                name=pr.name, label=verdict(pf, self.threshold), p_fake=pf, p_real=1.0 - pf,
                 threshold=self.threshold, faces=pr.faces, face_boxes=pr.boxes, face_message=pr.face_message,
                 region=pr.region, seconds=pr.seconds + share, notes=pr.notes, image=pr.image))
         return out
@@ -287,4 +312,4 @@ def load_classifier(weights: str | os.PathLike | None = None, **kwargs) -> Class
 
 
 __all__ = ["Classifier", "Prediction", "NoWeightsError", "CheckpointError", "load_classifier",
-           "default_weights_path", "list_weights", "WEIGHTS_DIR"]
+           "default_weights_path", "list_weights", "weights_dir"]

@@ -352,6 +352,19 @@ def valid_rows(table: pd.DataFrame) -> pd.Series:
     return pd.Series(ok, index=table.index)
 
 
+def scored_pairs(table: pd.DataFrame) -> tuple[list[str], list[float]]:
+    """(true_label, p_fake) of the rows that produced a score (`valid_rows`), for curves and thresholds."""
+    if len(table) == 0:
+        return [], []
+    ok = valid_rows(table)
+    return table.loc[ok, "true_label"].tolist(), table.loc[ok, "p_fake"].astype(float).tolist()
+
+
+def curves_from_table(table: pd.DataFrame, n_bins: int = N_CALIBRATION_BINS) -> dict[str, Any]:
+    """`curves` over a per-image results table (failed rows left out)."""
+    return curves(*scored_pairs(table), n_bins=n_bins)
+
+
 def rethreshold(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """A copy of the per-image table with ``predicted``/``correct`` redone for a new threshold.
 

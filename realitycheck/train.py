@@ -27,6 +27,7 @@ from torch import nn
 from realitycheck import checkpoints, models
 from realitycheck.checkpoints import ModelCard, Preprocessing
 from realitycheck.data import ImageDataset, collate_skip_errors, discover, split_items, split_of
+from realitycheck.inference import resolve_precision
 
 # Normalisation each architecture was pretrained with.
 ARCH_NORMALISATION = {
@@ -114,20 +115,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def bf16_supported() -> bool:
-    """bf16 autocast pays off only with native bf16 matmul (AVX-512 BF16 / AMX)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
-        return False
-
-
-def resolve_precision(precision: str) -> str:
-    if precision == "auto":
-        return "bf16" if bf16_supported() else "fp32"
-    return precision
 
 
 def _init_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
@@ -252,7 +239,7 @@ def _progress(it, total, desc):
 def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     """Train per `cfg`; returns the path of the best checkpoint (with test metrics in its card)."""
     seed_everything(cfg.seed)
-    precision = resolve_precision(cfg.precision)
+    precision = resolve_precision(cfg.precision, cfg.batch_size)
     out = Path(cfg.out)
     if out.suffix not in (".pt", ".pth"):
         out = out.with_suffix(".pt")

@@ -169,7 +169,7 @@ def _png(exp, opacity, caption) -> bytes:
 
 
 def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: bool) -> None:
-    pred = common.prediction_at(rec["pred"], threshold)
+    pred = rec["pred"].at_threshold(threshold)
     if not pred.ok:
         common.show_error(pred.error)
         return

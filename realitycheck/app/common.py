@@ -12,8 +12,6 @@ import hashlib
 import html
 import io
 import logging
-import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -83,15 +81,9 @@ def run_page(body: Callable[[], None], where: str) -> None:
 # Models: which checkpoint is active, and one cached Classifier per (path, mtime) per process
 # ---------------------------------------------------------------------------------------------
 
-def weights_dir() -> Path:
-    """The weights folder; REALITYCHECK_WEIGHTS_DIR is read now, not only at import time."""
-    env = os.environ.get("REALITYCHECK_WEIGHTS_DIR")
-    return Path(env) if env else inference.WEIGHTS_DIR
-
-
 def available_models() -> list[Path]:
     """Checkpoints in the weights folder, the default path, and those loaded in this session."""
-    found: list[Path] = list(inference.list_weights(weights_dir()))
+    found: list[Path] = list(inference.list_weights())
     default = inference.default_weights_path()
     extra = [Path(p) for p in state.get(state.EXTRA_MODELS)]
     for p in [default, *extra]:
@@ -108,7 +100,7 @@ def active_model_path() -> Path | None:
     default = inference.default_weights_path()
     if default.is_file():
         return default
-    listed = inference.list_weights(weights_dir())
+    listed = inference.list_weights()
     return listed[0] if listed else None
 
 
@@ -154,7 +146,7 @@ def no_weights_message() -> None:
     st.info(
         "How to get weights:\n"
         "1. **Train** one: `realitycheck train ../shared/data/faces-140k-sample --out "
-        f"weights/{Path(inference.DEFAULT_WEIGHTS_NAME).stem}` (any `.pt` in `{weights_dir()}` is picked up); or\n"
+        f"weights/{Path(inference.DEFAULT_WEIGHTS_NAME).stem}` (any `.pt` in `{inference.weights_dir()}` is picked up); or\n"
         "2. **Load** a checkpoint on the **Models** page: your own RealityCheck `.pt`, or the original "
         "project's `RealityCheck.pth` (by server path; it is about 100 MB, above the 50 MB upload limit).",
     )
@@ -226,11 +218,6 @@ def sidebar() -> None:
 # ---------------------------------------------------------------------------------------------
 # Rendering helpers
 # ---------------------------------------------------------------------------------------------
-
-def verdict_of(p_fake: float, threshold: float) -> str:
-    """The package's decision rule (`inference.Prediction.label`): fake iff p_fake >= threshold."""
-    return "fake" if p_fake >= threshold else "real"
-
 
 def verdict_html(label: str, p_fake: float, size: str = "normal") -> str:
     color = COLORS.get(label, plots.NEUTRAL)
@@ -318,7 +305,7 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
         history.append({
             "time": _dt.datetime.now(),
             "name": name,
-            "label": verdict_of(pred.p_fake, threshold),
+            "label": inference.verdict(pred.p_fake, threshold),
             "p_fake": float(pred.p_fake),
             "faces": pred.faces,
             "seconds": float(pred.seconds),
@@ -328,13 +315,6 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
             "thumbnail": thumbnail_data_url(pred.image) if pred.image is not None else None,
         })
     return keys
-
-
-def prediction_at(pred: inference.Prediction, threshold: float) -> inference.Prediction:
-    """The same prediction read at another threshold (no model run)."""
-    if not pred.ok:
-        return pred
-    return replace(pred, threshold=threshold, label=verdict_of(pred.p_fake, threshold))
 
 
 def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method: str,

@@ -31,11 +31,6 @@ LAYOUT_HELP = (
 # Running
 # ---------------------------------------------------------------------------------------------
 
-def _curves(table: pd.DataFrame) -> dict:
-    ok = M.valid_rows(table)
-    return M.curves(table.loc[ok, "true_label"].tolist(), table.loc[ok, "p_fake"].astype(float).tolist())
-
-
 def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=()) -> None:
     from realitycheck import evaluate
     from realitycheck.data import DataError
@@ -60,7 +55,7 @@ def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=()) -> None
     if previous and previous.get("tmp") is not None and previous.get("tmp") is not tmp:
         state.drop_temp_dir(previous["tmp"])
     state.put(state.EVALUATION, {
-        "id": uuid.uuid4().hex, "result": result, "label": label, "curves": _curves(result.table),
+        "id": uuid.uuid4().hex, "result": result, "label": label, "curves": M.curves_from_table(result.table),
         "model_name": clf.name, "model_path": str(clf.path) if clf.path else None,
         "model_key": common.model_key(clf.path) if clf.path else clf.name,
         "tmp": tmp, "skipped": list(skipped), "memo": {},

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from realitycheck import checkpoints, plots
+from realitycheck import checkpoints, inference, plots
 from realitycheck.app import common, state
 from realitycheck.checkpoints import CheckpointError
 
@@ -42,7 +42,7 @@ def _list(paths: list[Path]) -> None:
     st.subheader("Available models")
     if not paths:
         st.warning("No checkpoints found. Train one (`realitycheck train`) or load one below.", icon=":material/warning:")
-        st.caption(f"Weights folder: `{common.weights_dir()}`")
+        st.caption(f"Weights folder: `{inference.weights_dir()}`")
         return
     active = common.active_model_path()
     options = [str(p) for p in paths]
@@ -179,9 +179,7 @@ def _run_comparison(paths: list[Path], folder: str) -> None:
         s = result.summary(float(state.get(state.THRESHOLD)))
         rows.append({"model": name, **{k: s.get(k) for k, _, _ in COMPARE_COLUMNS},
                      "images": s.get("n"), "failed": s.get("n_failed"), "seconds": round(result.seconds, 1)})
-        ok = M.valid_rows(result.table)
-        curves[name] = M.curves(result.table.loc[ok, "true_label"].tolist(),
-                                result.table.loc[ok, "p_fake"].astype(float).tolist())
+        curves[name] = M.curves_from_table(result.table)
     bar.empty()
     state.put(state.COMPARISON, {"rows": rows, "curves": curves, "folder": folder,
                                  "threshold": float(state.get(state.THRESHOLD))})
