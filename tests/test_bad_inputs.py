@@ -299,24 +299,18 @@ def patch_headers(data: bytes, name: str, *, file_size: int | None = None, flag_
     """Rewrite the local and central headers of one member (what a hostile zip tool could do)."""
     out = bytearray(data)
     enc = name.encode()
-    i = 0  # local file headers
-    while (i := out.find(b"PK\x03\x04", i)) != -1:
-        n_len = struct.unpack_from("<H", out, i + 26)[0]
-        if bytes(out[i + 30:i + 30 + n_len]) == enc:
-            if file_size is not None:
-                struct.pack_into("<I", out, i + 22, file_size)
-            if flag_bits is not None:
-                struct.pack_into("<H", out, i + 6, flag_bits)
-        i += 4
-    i = 0  # central directory
-    while (i := out.find(b"PK\x01\x02", i)) != -1:
-        n_len = struct.unpack_from("<H", out, i + 28)[0]
-        if bytes(out[i + 46:i + 46 + n_len]) == enc:
-            if file_size is not None:
-                struct.pack_into("<I", out, i + 24, file_size)
-            if flag_bits is not None:
-                struct.pack_into("<H", out, i + 8, flag_bits)
-        i += 4
+    # (signature, offset of the name length, of the name, of the uncompressed size, of the flag bits)
+    for sig, n_at, name_at, size_at, flags_at in ((b"PK\x03\x04", 26, 30, 22, 6),   # local file headers
+                                                  (b"PK\x01\x02", 28, 46, 24, 8)):  # central directory
+        i = 0
+        while (i := out.find(sig, i)) != -1:
+            n_len = struct.unpack_from("<H", out, i + n_at)[0]
+            if bytes(out[i + name_at:i + name_at + n_len]) == enc:
+                if file_size is not None:
+                    struct.pack_into("<I", out, i + size_at, file_size)
+                if flag_bits is not None:
+                    struct.pack_into("<H", out, i + flags_at, flag_bits)
+            i += 4
     return bytes(out)
 
 
