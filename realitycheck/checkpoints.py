@@ -196,8 +196,9 @@ def _is_original_layout(sd: dict) -> bool:
 def _guess_bare(sd: dict, path: Path) -> ModelCard:
     if _is_original_layout(sd):
         return original_card(path)
-    if "_conv_stem.weight" in sd and "_fc.weight" in sd and sd["_fc.weight"].shape[0] == 2:
-        card = ModelCard(name=path.stem, arch="efficientnet_lite0", init="unknown", source="bare-state-dict",
+    lite = models.lite_arch_of(sd)
+    if lite and "_fc.weight" in sd and sd["_fc.weight"].shape[0] == 2:
+        card = ModelCard(name=path.stem, arch=lite, init="unknown", source="bare-state-dict",
                          preprocessing=Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
         card.notes.append("Bare state_dict without a card: class order assumed [fake, real] and default preprocessing.")
         return card

