@@ -265,7 +265,9 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     body = [p for n, p in model.named_parameters() if not n.startswith(head_prefixes) and p.requires_grad]
     groups = [{"params": head, "lr": cfg.lr}]
     if body:
-        groups.append({"params": body, "lr": cfg.lr * cfg.backbone_lr_scale})
+        # a pretrained backbone moves slower than the new head; a random one has nothing to preserve
+        scale = 1.0 if init.startswith("random") else cfg.backbone_lr_scale
+        groups.append({"params": body, "lr": cfg.lr * scale})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
     train_ds = ImageDataset(splits["train"], train_transform(pre, cfg.augment))
