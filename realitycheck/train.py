@@ -147,6 +147,18 @@ def _init_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
         return models.build_model("resnet50", pretrained=False), "random (from scratch): ImageNet weights unavailable offline"
 
 
+def param_groups(model: nn.Module, cfg: TrainConfig, init: str) -> list[dict]:
+    """Head at cfg.lr; a pretrained backbone slower (it should move little), a random one at full rate."""
+    head_prefixes = models.get_arch(cfg.arch).head_prefixes
+    head = [p for n, p in model.named_parameters() if n.startswith(head_prefixes) and p.requires_grad]
+    body = [p for n, p in model.named_parameters() if not n.startswith(head_prefixes) and p.requires_grad]
+    groups = [{"params": head, "lr": cfg.lr}]
+    if body:
+        scale = 1.0 if init.startswith("random") else cfg.backbone_lr_scale
+        groups.append({"params": body, "lr": cfg.lr * scale})
+    return groups
+
+
 def _collect_items(cfg: TrainConfig):
     src = discover(cfg.data)
     items = list(src)
@@ -260,15 +272,7 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     if cfg.mode == "feature-extract":
         models.freeze_backbone(model, cfg.arch)
     model = model.to(memory_format=torch.channels_last)
-    head_prefixes = models.get_arch(cfg.arch).head_prefixes
-    head = [p for n, p in model.named_parameters() if n.startswith(head_prefixes) and p.requires_grad]
-    body = [p for n, p in model.named_parameters() if not n.startswith(head_prefixes) and p.requires_grad]
-    groups = [{"params": head, "lr": cfg.lr}]
-    if body:
-        # a pretrained backbone moves slower than the new head; a random one has nothing to preserve
-        scale = 1.0 if init.startswith("random") else cfg.backbone_lr_scale
-        groups.append({"params": body, "lr": cfg.lr * scale})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, cfg, init), weight_decay=cfg.weight_decay)
 
     train_ds = ImageDataset(splits["train"], train_transform(pre, cfg.augment))
     val_ds = ImageDataset(splits["val"], pre.transform())

