@@ -272,7 +272,8 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     if cfg.mode == "feature-extract":
         models.freeze_backbone(model, cfg.arch)
     model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(param_groups(model, cfg, init), weight_decay=cfg.weight_decay)
+    groups = param_groups(model, cfg, init)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
     train_ds = ImageDataset(splits["train"], train_transform(pre, cfg.augment))
     val_ds = ImageDataset(splits["val"], pre.transform())
@@ -323,7 +324,7 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
 
     card = ModelCard(name=out.stem, arch=cfg.arch, preprocessing=pre, init=init)
     log(f"model {cfg.arch} ({init}), mode {cfg.mode}, precision {precision}, "
-        f"{sum(p.numel() for p in head + body) / 1e6:.2f}M trainable parameters")
+        f"{sum(p.numel() for g in groups for p in g['params']) / 1e6:.2f}M trainable parameters")
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.time()
         model.train()
