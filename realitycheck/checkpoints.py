@@ -47,6 +47,9 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
+    # average the probabilities of the image and its mirror image (test-time flip); a faces model
+    # should not care which way a face looks, and averaging the two views steadies its score
+    mirror_average: bool = False
 
     def transform(self) -> Callable:
         from torchvision import transforms as T
@@ -266,6 +269,8 @@ def card_problem(card: ModelCard) -> str | None:
         return f"preprocessing std={p.std!r} must be positive"
     if p.interpolation not in ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming", "nearest-exact"):
         return f"preprocessing interpolation {p.interpolation!r} is not known"
+    if not isinstance(p.mirror_average, bool):
+        return f"preprocessing mirror_average={p.mirror_average!r}; expected true or false"
     if not isinstance(card.name, str):
         return f"name {card.name!r} is not text"
     return None
@@ -346,7 +351,8 @@ def card_markdown(card: ModelCard, filename: str = "") -> str:
         f"- Architecture: `{card.arch}`; classes (index order): {card.classes}",
         f"- Initial weights: {card.init}",
         f"- Preprocessing: resize shorter side to {p.resize} px ({p.interpolation}), centre-crop {p.crop} px, "
-        f"normalise mean={list(p.mean)} std={list(p.std)}",
+        f"normalise mean={list(p.mean)} std={list(p.std)}"
+        + ("; prediction = average over the image and its mirror image" if p.mirror_average else ""),
         f"- Created: {card.created} by RealityCheck {card.realitycheck_version}",
         "",
     ]

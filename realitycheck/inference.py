@@ -185,7 +185,7 @@ class Classifier:
 
     def __init__(self, model: nn.Module, card: ModelCard, *, threshold: float = 0.5, precision: str = "auto",
                  batch_size: int = 16, face_check: bool = True, crop_face: bool = False,
-                 path: str | os.PathLike | None = None):
+                 mirror_average: bool | None = None, path: str | os.PathLike | None = None):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # inference needs no autograd; explain re-enables what it needs
@@ -198,6 +198,8 @@ class Classifier:
         self.path = Path(path) if path else None
         self.transform = card.preprocessing.transform()
         self.fake_index = card.fake_index
+        # None: as the card says (the setting was chosen on validation with the weights)
+        self.mirror_average = card.preprocessing.mirror_average if mirror_average is None else bool(mirror_average)
         # channels_last is faster on CPU for fp32 and bf16 alike; done once here, never per request
         self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -230,12 +232,18 @@ class Classifier:
         return self.card.preprocessing.resize
 
     def probabilities(self, x: torch.Tensor, precision: str | None = None) -> np.ndarray:
-        """p_fake for a batch of preprocessed tensors."""
+        """p_fake for a batch of preprocessed tensors (averaged with the mirror image if the card says so)."""
         precision = resolve_precision(precision or self.precision, x.shape[0])
+        n = x.shape[0]
+        if self.mirror_average:
+            x = torch.cat([x, x.flip(3)])
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = self.model(x)
-        return logits.float().softmax(1)[:, self.fake_index].numpy()
+        p = logits.float().softmax(1)[:, self.fake_index]
+        if self.mirror_average:
+            p = (p[:n] + p[n:]) / 2
+        return p.numpy()
 
     def _finish(self, prepared: list[_Prepared], p_fake: np.ndarray | None, forward_s: float) -> list[Prediction]:
         good = [pr for pr in prepared if pr.error is None]

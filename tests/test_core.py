@@ -343,3 +343,25 @@ def test_robustness_sweep_reports_every_perturbation(tmp_path, lite0_checkpoint)
     assert {(r["perturbation"], r["metric"]) for r in rob} == {(p, m) for p in PERTURBATIONS for m in ("accuracy", "roc_auc")}
     assert all(0.0 <= r["value"] <= 1.0 for r in rob if r["value"] is not None)
     assert "jpeg q50" in (tmp_path / "r.html").read_text()
+
+
+def test_mirror_average_is_a_card_setting_and_averages_both_views(tmp_path):
+    """The card decides (chosen on validation with the weights); the caller may override it."""
+    torch.manual_seed(0)
+    model = models.build_model("efficientnet_lite0", pretrained=True).eval()  # trained BN: outputs vary
+    pre = Preprocessing(resize=64, crop=64, mean=(0.5,) * 3, std=(0.5,) * 3, mirror_average=True)
+    path = checkpoints.save_checkpoint(tmp_path / "m.pt", model, ModelCard(name="m", arch="efficientnet_lite0",
+                                                                           preprocessing=pre))
+    assert "mirror image" in (tmp_path / "m.md").read_text()
+    clf = Classifier.from_file(path, face_check=False, precision="fp32")
+    plain = Classifier.from_file(path, face_check=False, precision="fp32", mirror_average=False)
+    assert clf.mirror_average and not plain.mirror_average
+    x = torch.randn(3, 3, 64, 64)
+    both = (plain.probabilities(x) + plain.probabilities(x.flip(3))) / 2
+    np.testing.assert_allclose(clf.probabilities(x), both, atol=1e-5)
+    assert not np.allclose(plain.probabilities(x), plain.probabilities(x.flip(3)), atol=1e-4)  # the views differ
+
+
+def test_card_with_a_non_boolean_mirror_setting_is_refused():
+    card = ModelCard(name="m", arch="efficientnet_lite0", preprocessing=Preprocessing(mirror_average="yes"))
+    assert "mirror_average" in checkpoints.card_problem(card)
