@@ -36,7 +36,7 @@ def main() -> None:
 
     averaged = []
     for w in args.weights:
-        clf = Classifier.from_file(w, face_check=False)
+        clf = Classifier.from_file(w, face_check=False, mirror_average=False)  # each view on its own
         x = torch.stack([clf.transform(load_image(str(p)).image) for p, _ in items])
         plain, mirror = (np.concatenate([clf.probabilities(v[i:i + 32], "fp32") for i in range(0, len(v), 32)])
                          for v in (x, x.flip(3)))

@@ -32,6 +32,6 @@ def test_app_starts_on_the_shipped_default_model():
     line = next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))
     res = json.loads(line[7:])
     assert not res["exception"]
-    assert "realitycheck-lite0" in res["text"]
+    assert "realitycheck-lite2" in res["text"]
     assert res["metrics"].get("Test accuracy", "").endswith("%")
     assert not any("no trained weights" in w.lower() for w in res["warnings"])
