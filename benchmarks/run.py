@@ -80,7 +80,8 @@ def _classifier(spec: str, **kw):
 # ------------------------------------------------------------------------------------------------
 
 def worker_baseline(spec: str, files: list[str]) -> dict:
-    """The original project's loop: one image at a time, fp32, batch 1, no face check."""
+    """The original project's loop: one image at a time, fp32, batch 1, no face check (two forwards
+    per image when the card asks for mirror averaging, as the batched path then does too)."""
     import torch
     from PIL import Image
 
@@ -93,7 +94,10 @@ def worker_baseline(spec: str, files: list[str]) -> dict:
     with torch.inference_mode():
         for f in files:
             x = transform(Image.open(f).convert("RGB"))[None]
-            p.append(float(model(x).softmax(1)[0, fi]))
+            pf = float(model(x).softmax(1)[0, fi])
+            if clf.mirror_average:  # the card's prediction averages two views: same work for both paths
+                pf = (pf + float(model(x.flip(3)).softmax(1)[0, fi])) / 2
+            p.append(pf)
     dt = time.perf_counter() - t0
     return {"images_per_second": len(files) / dt, "seconds": dt, "p_fake": p, "peak_rss_mb": peak_rss_mb()}
 
