@@ -117,13 +117,15 @@ def cmd_explain(args) -> int:
         exp = explain.explain(clf.model, clf.card, [loaded.image], method=args.method,
                               target_class=args.target_class, batch_size=args.batch_size,
                               progress=None if args.progress else False)[0]
-        # explain's own forward pass gives p_fake: no second run of the model for the verdict
+        # explain's forward pass scores the view it explains; that is the prediction unless the card
+        # averages the image with its mirror image, in which case the Classifier gives the verdict
+        p_fake = clf.predict([loaded])[0].p_fake if clf.mirror_average else exp.p_fake
         panel = explain.render_panel(exp.region_image, exp.heatmap, opacity=args.opacity)  # original | overlay + bar
         png = out / f"{Path(src).stem}.{args.method}.png"
         panel.save(png)
         f = exp.faithfulness
         records.append({
-            "path": src, "label": verdict(exp.p_fake, clf.threshold), "p_fake": exp.p_fake, "method": args.method,
+            "path": src, "label": verdict(p_fake, clf.threshold), "p_fake": p_fake, "method": args.method,
             "explained_class": exp.target_class, "region": exp.region, "overlay": str(png),
             "faithfulness": None if f is None else {"drop_hot": f.drop_hot, "drop_random": f.drop_random,
                                                     "score": f.score, "meaning": f.meaning},

@@ -365,3 +365,20 @@ def test_mirror_average_is_a_card_setting_and_averages_both_views(tmp_path):
 def test_card_with_a_non_boolean_mirror_setting_is_refused():
     card = ModelCard(name="m", arch="efficientnet_lite0", preprocessing=Preprocessing(mirror_average="yes"))
     assert "mirror_average" in checkpoints.card_problem(card)
+
+
+def test_cli_explain_reports_the_same_p_fake_as_predict_for_a_mirror_averaged_card(tmp_path):
+    """explain scores one view; with mirror averaging the verdict must still be predict's."""
+    torch.manual_seed(0)
+    model = models.build_model("efficientnet_lite0", pretrained=True).eval()
+    pre = Preprocessing(resize=96, crop=96, mean=(0.5,) * 3, std=(0.5,) * 3, mirror_average=True)
+    ckpt = checkpoints.save_checkpoint(tmp_path / "m.pt", model, ModelCard(name="m", arch="efficientnet_lite0",
+                                                                           preprocessing=pre))
+    img = ROOT / "sample_images" / "grace_hopper.jpg"
+    expl = json.loads(_cli("explain", str(img), "--weights", str(ckpt), "--out", str(tmp_path / "maps"),
+                           "--json").stdout)
+    loaded = load_image(img)  # explain decodes the whole image (predict on a path may decode a JPEG draft)
+    averaged = Classifier.from_file(ckpt, precision="fp32").predict([loaded])[0].p_fake
+    single = Classifier.from_file(ckpt, precision="fp32", mirror_average=False).predict([loaded])[0].p_fake
+    assert abs(averaged - single) > 1e-3  # the two readings differ for this image
+    assert expl[0]["p_fake"] == pytest.approx(averaged, abs=1e-4)
