@@ -118,6 +118,9 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)  # data, split, settings, time
     metrics: dict[str, Any] = field(default_factory=dict)  # e.g. {"test": {...}, "val": {...}}
     notes: list[str] = field(default_factory=list)
+    # unfamiliar-image check: threshold, what it was fitted and chosen on, measured flag rates (statistics
+    # themselves are tensors in the checkpoint under "ood")
+    ood: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     realitycheck_version: str = ""
 
@@ -249,8 +252,22 @@ def _guess_bare(sd: dict, path: Path) -> ModelCard:
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     """Read weights and card without building a model (cheap: used to list models)."""
+    sd, card, _ = read_checkpoint_extras(path)
+    return sd, card
+
+
+def read_checkpoint_extras(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard, dict]:
+    """Weights, card and the extra tensors a checkpoint carries (e.g. "ood": unfamiliarity statistics)."""
     path = Path(path)
     obj = _read(path)
+    extras = {}
+    if isinstance(obj, dict) and obj.get("format") == FORMAT and isinstance(obj.get("ood"), dict):
+        extras["ood"] = obj["ood"]
+    sd, card = _interpret(obj, path)
+    return sd, card, extras
+
+
+def _interpret(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         version = obj.get("format_version", 0)
         if not isinstance(version, int):
@@ -318,8 +335,14 @@ def read_card(path: str | Path) -> ModelCard:
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelCard]:
     """Build the architecture the card names and load the weights strictly; model in eval mode."""
+    model, card, _ = load_checkpoint_extras(path)
+    return model, card
+
+
+def load_checkpoint_extras(path: str | Path) -> tuple[nn.Module, ModelCard, dict]:
+    """`load_checkpoint` plus the extra tensors the file carries (see `read_checkpoint_extras`)."""
     path = Path(path)
-    sd, card = read_checkpoint(path)
+    sd, card, extras = read_checkpoint_extras(path)
     problem = card_problem(card)
     if problem:
         raise CheckpointError(f"{path}: {problem}")
@@ -343,15 +366,16 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelCard]:
         )
     model.load_state_dict(sd, strict=True)
     model.eval()
-    return model, card
+    return model, card, extras
 
 
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
 
-def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard, *, half: bool = False) -> Path:
-    """Write weights + card atomically, and the Markdown card beside them."""
+def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard, *, half: bool = False,
+                    extras: dict | None = None) -> Path:
+    """Write weights + card (+ extra tensors, e.g. "ood") atomically, and the Markdown card beside them."""
     import datetime
 
     from realitycheck import __version__
@@ -363,7 +387,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard, *, half
     sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().contiguous()
           for k, v in model.state_dict().items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "card": card.to_json(), "state_dict": sd}, tmp)
+    obj = {"format": FORMAT, "format_version": FORMAT_VERSION, "card": card.to_json(), "state_dict": sd}
+    for key, tensors in (extras or {}).items():
+        obj[key] = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    torch.save(obj, tmp)
     tmp.replace(path)
     path.with_suffix(".md").write_text(card_markdown(card, path.name))
     return path

@@ -21,7 +21,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -398,15 +398,20 @@ def train_one_epoch(model, loader, opt, sched, loss_fn, ema, cfg, steps, autocas
             "train_accuracy": correct / max(1, seen), "seen": seen}
 
 
-def score_items(model: nn.Module, card: ModelCard, items: list, precision: str = "fp32",
-                workers: int = 0, keep: list | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+def score_items(model: nn.Module, card: ModelCard, items: list, precision: str = "fp32", workers: int = 0,
+                keep: list | None = None, extras: dict | None = None,
+                flags: list | None = None) -> tuple[np.ndarray, np.ndarray, list]:
     """(p_fake, y_is_fake, errors) through the product's own `Classifier` path (faces, alignment, views).
 
     A CPU copy of the weights is scored, so validation sees exactly what `predict` would say.
     """
     from realitycheck.inference import Classifier
 
-    clf = Classifier(copy.deepcopy(model).float().cpu(), card, precision=precision, face_check=True, batch_size=32)
+    from realitycheck.ood import OODStats
+
+    ood = OODStats.from_tensors(extras["ood"]) if extras and "ood" in extras else None
+    clf = Classifier(copy.deepcopy(model).float().cpu(), card, precision=precision, face_check=True, batch_size=32,
+                     ood=ood)
     preds = list(clf.iter_predict([str(it[0]) for it in items], workers=workers))
     ps, ys, errors = [], [], []
     for it, pr in zip(items, preds):
@@ -417,6 +422,8 @@ def score_items(model: nn.Module, card: ModelCard, items: list, precision: str =
         ys.append(it[1] == "fake")
         if keep is not None:
             keep.append(it)
+        if flags is not None:
+            flags.append(bool(pr.unfamiliar))
     return np.asarray(ps, dtype=float), np.asarray(ys, dtype=bool), errors
 
 
@@ -543,7 +550,8 @@ def write_card(card: ModelCard, cfg: TrainConfig, data: TrainData, log_rows, bes
 # The run
 # ---------------------------------------------------------------------------------------------
 
-def score_test(model: nn.Module, card: ModelCard, data: TrainData, workers: int, log) -> tuple[dict, list]:
+def score_test(model: nn.Module, card: ModelCard, data: TrainData, workers: int, log,
+               extras: dict | None = None) -> tuple[dict, list]:
     """Test metrics overall and per source (rates with 95% CIs). Test files absent here: empty, and said."""
     from realitycheck.metrics import compute_metrics, per_source
 
@@ -553,20 +561,54 @@ def score_test(model: nn.Module, card: ModelCard, data: TrainData, workers: int,
         card.notes.append("Test split not scored where it was trained: run the card's command with --test-only.")
         return {}, []
     kept: list = []
-    p, y, errors = score_items(model, card, items, workers=workers, keep=kept)
+    flags: list = []
+    p, y, errors = score_items(model, card, items, workers=workers, keep=kept, extras=extras, flags=flags)
     metrics = compute_metrics(np.where(y, "fake", "real"), p, threshold=0.5)
-    table = per_source([it[2] for it in kept], [it[1] for it in kept], p, threshold=0.5)
+    table = per_source([it[2] for it in kept], [it[1] for it in kept], p, threshold=0.5,
+                       unfamiliar=flags if extras and "ood" in extras else None)
     metrics["per_source"] = table.to_dict(orient="records")
+    if extras and "ood" in extras:
+        card.ood["test_flag_rate"] = float(np.mean(flags)) if flags else None
     card.notes = [n for n in card.notes if "Test split not scored" not in n]
     return metrics, errors
+
+
+def fit_unfamiliarity(model: nn.Module, card: ModelCard, data: TrainData, workers: int, log,
+                      n_fit: int = 1000, target_flag_rate: float = 0.05, seed: int = 0):
+    """Fit the "unfamiliar image" statistics on training-split features; threshold on validation.
+
+    The threshold flags `target_flag_rate` of validation images; the card records both counts.
+    Returns the OODStats (stored in the checkpoint under "ood").
+    """
+    from realitycheck.inference import Classifier
+    from realitycheck.ood import OODStats
+
+    clf = Classifier(copy.deepcopy(model).float().cpu(), card, precision="fp32", batch_size=32)
+    train = _subset([it for it in data.splits["train"] if Path(it[0]).exists()], n_fit, seed)
+    val = [it for it in data.splits["val"] if Path(it[0]).exists()]
+    feats = [f for _, f in clf.iter_features([str(it[0]) for it in train], workers=workers) if f is not None]
+    vfeats = [f for _, f in clf.iter_features([str(it[0]) for it in val], workers=workers) if f is not None]
+    stats = OODStats.fit(np.stack(feats))
+    stats.choose_threshold(np.stack(vfeats), target_flag_rate)
+    card.ood = {"method": "Mahalanobis distance of the penultimate features to a Gaussian fitted on training images "
+                          f"({stats.components.shape[0]} principal components + residual)",
+                "threshold": stats.threshold, "fitted_on": f"{len(feats)} training-split images (hash subset)",
+                "threshold_chosen_on": f"{len(vfeats)} validation images, so that {target_flag_rate:.0%} are flagged",
+                "target_flag_rate": target_flag_rate}
+    log(f"unfamiliarity check: fitted on {len(feats)} training images, threshold {stats.threshold:.3f} "
+        f"(flags {target_flag_rate:.0%} of {len(vfeats)} validation images)")
+    return stats
 
 
 def test_only(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     """Score the test split of a finished run (trained elsewhere, e.g. on a GPU machine without the test files)."""
     out = Path(cfg.out).with_suffix(".pt") if Path(cfg.out).suffix not in (".pt", ".pth") else Path(cfg.out)
-    model, card = checkpoints.load_checkpoint(out)
+    model, card, extras = checkpoints.load_checkpoint_extras(out)
     data = build_data(cfg)
-    metrics, errors = score_test(model, card, data, cfg.workers, log)
+    if "ood" not in extras:  # fitted on the training split of the run itself (same --max-per-source)
+        run_data = build_data(replace(cfg, max_per_source=card.training.get("settings", {}).get("max_per_source")))
+        extras["ood"] = fit_unfamiliarity(model, card, run_data, cfg.workers, log).to_tensors()
+    metrics, errors = score_test(model, card, data, cfg.workers, log, extras)
     card.metrics["test"] = metrics
     card.training["n_test"] = len(data.splits["test"])
     card.training["test_files"] = sorted(Path(it[0]).name for it in data.splits["test"])
@@ -574,7 +616,7 @@ def test_only(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
                                     f"of every file), {os.cpu_count()} CPU cores, torch {torch.__version__}")
     if errors:
         card.notes.append(f"{len(errors)} unreadable test files were skipped")
-    checkpoints.save_checkpoint(out, model, card, half=cfg.half)
+    checkpoints.save_checkpoint(out, model, card, half=cfg.half, extras=extras)
     log(f"test: {card.test_summary()}; updated {out}")
     return out
 
@@ -679,12 +721,15 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print, progress: bool | N
     model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
     model = model.to(memory_format=torch.contiguous_format).eval()
 
-    # 6. the test split, touched once, here, with the weights chosen on validation
-    test_metrics, errors = score_test(model, card, data, cfg.workers, log)
+    # 6. the unfamiliarity check (training features, threshold on validation)
+    extras = {"ood": fit_unfamiliarity(model, card, data, cfg.workers, log).to_tensors()}
 
-    # 7. card and checkpoint
+    # 7. the test split, touched once, here, with the weights chosen on validation
+    test_metrics, errors = score_test(model, card, data, cfg.workers, log, extras)
+
+    # 8. card and checkpoint
     write_card(card, cfg, data, log_rows, best_epoch, precision, train_seconds, test_metrics, errors, device)
-    path = checkpoints.save_checkpoint(out, model, card, half=cfg.half)
+    path = checkpoints.save_checkpoint(out, model, card, half=cfg.half, extras=extras)
     best_path.unlink(missing_ok=True)
     log(f"best epoch {best_epoch} (val AUC {best_auc:.4f}); test: {card.test_summary()}; wrote {path}")
     return path

@@ -181,3 +181,55 @@ def test_a_damaged_alignment_setting_is_refused(tiny_checkpoint, tmp_path):
     path = checkpoints.save_checkpoint(tmp_path / "bad.pt", model, card)
     with pytest.raises(checkpoints.CheckpointError, match="align"):
         checkpoints.load_checkpoint(path)
+
+
+# -- unfamiliar images ---------------------------------------------------------------------------
+
+def test_the_unfamiliar_flag_flips_for_a_clearly_out_of_distribution_input(tiny_checkpoint, tmp_path):
+    """Fit the statistics on face photos (through the real feature path), store them, and read them back."""
+    import io
+
+    from realitycheck import checkpoints
+    from realitycheck.inference import Classifier
+    from realitycheck.ood import OODStats
+
+    faces = []
+    for name in ("grace_hopper.jpg", "astronaut_eileen_collins.jpg"):
+        img = Image.open(SAMPLE_IMAGES / name).convert("RGB")
+        for i in range(12):  # shifted, rescaled, re-compressed copies of the two portraits
+            w, h = img.size
+            crop = img.crop((i * 4, i * 3, w - (11 - i) * 4, h - (11 - i) * 3)).resize((200 + 10 * i, 200 + 10 * i))
+            buf = io.BytesIO(); crop.save(buf, "JPEG", quality=60 + 3 * i)
+            path = tmp_path / f"{name}-{i}.jpg"; path.write_bytes(buf.getvalue())
+            faces.append(str(path))
+    clf = Classifier.from_file(tiny_checkpoint, precision="fp32")
+    feats = np.stack([f for _, f in clf.iter_features(faces[::2], workers=0)])
+    stats = OODStats.fit(feats, n_components=8)
+    stats.choose_threshold(np.stack([f for _, f in clf.iter_features(faces[1::2], workers=0)]), 0.05)
+    model, card = checkpoints.load_checkpoint(tiny_checkpoint)
+    path = checkpoints.save_checkpoint(tmp_path / "with-ood.pt", model, card, extras={"ood": stats.to_tensors()})
+
+    clf = Classifier.from_file(path, precision="fp32")
+    assert clf.ood is not None and clf.ood.threshold == pytest.approx(stats.threshold)
+    familiar = clf.predict_one(faces[3])
+    stripes = np.zeros((160, 160, 3), np.uint8); stripes[:, ::8] = (255, 0, 255)
+    strange = clf.predict_one(Image.fromarray(stripes), "stripes.png")
+    assert familiar.unfamiliar is False and strange.unfamiliar is True
+    assert strange.ood_score > clf.ood.threshold > familiar.ood_score
+    # a model without statistics says nothing either way
+    plain = Classifier.from_file(tiny_checkpoint, precision="fp32").predict_one(faces[3])
+    assert plain.unfamiliar is None and plain.ood_score is None
+
+
+def test_damaged_unfamiliarity_statistics_are_refused(tiny_checkpoint, tmp_path):
+    import torch
+
+    from realitycheck import checkpoints
+    from realitycheck.inference import Classifier
+
+    model, card = checkpoints.load_checkpoint(tiny_checkpoint)
+    bad = {"mean": torch.zeros(1280), "components": torch.zeros(4, 7), "eigvals": torch.ones(4),
+           "resid_var": torch.ones(1, dtype=torch.float64), "threshold": torch.ones(1, dtype=torch.float64)}
+    path = checkpoints.save_checkpoint(tmp_path / "bad-ood.pt", model, card, extras={"ood": bad})
+    with pytest.raises(checkpoints.CheckpointError, match="unfamiliarity"):
+        Classifier.from_file(path)
