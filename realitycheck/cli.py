@@ -149,10 +149,16 @@ def cmd_evaluate(args) -> int:
     from realitycheck.data import DataError
 
     clf = _load(args)
+    common = dict(csv_path=args.csv, resume=args.resume, progress=args.progress, workers=args.workers,
+                  log=lambda m: print(m, file=sys.stderr))
+    sources = list(args.folder or []) + list(args.data or [])
+    if not sources:
+        raise UserError("nothing to evaluate: give a folder, a CSV, NAME=FOLDER or a .toml manifest (--data)")
     try:
-        result = evaluate.evaluate_folder(
-            clf, args.folder, split=args.split, csv_path=args.csv, resume=args.resume,
-            progress=args.progress, workers=args.workers, log=lambda m: print(m, file=sys.stderr))
+        if len(sources) == 1 and not args.only_split and not args.data and not str(sources[0]).endswith(".toml"):
+            result = evaluate.evaluate_folder(clf, sources[0], split=args.split, **common)
+        else:
+            result = evaluate.evaluate_sources(clf, sources, only_split=args.only_split, **common)
     except (DataError, evaluate.ResumeError) as exc:
         raise UserError(str(exc)) from None
     if result.interrupted:
@@ -161,7 +167,7 @@ def cmd_evaluate(args) -> int:
         return EXIT_SOME_FAILED
     summary = result.summary(threshold=args.threshold)
     if args.robustness:
-        summary["robustness"] = evaluate.robustness_sweep(clf, args.folder, split=args.split,
+        summary["robustness"] = evaluate.robustness_sweep(clf, sources[0], split=args.split,
                                                           threshold=args.threshold, progress=args.progress).to_dict("records")
     if args.report:
         evaluate.write_report(args.report, clf, result, threshold=args.threshold,
@@ -243,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate", help="measure a model on a labelled folder (real/ and fake/ subfolders)")
-    p.add_argument("folder", help="folder with real/ and fake/, the Kaggle 140k layout, or a CSV of path,label")
+    p.add_argument("folder", nargs="*", help="folder with real/ and fake/, the Kaggle 140k layout, or a CSV of path,label")
+    p.add_argument("--data", action="append", default=[],
+                   help="another labelled source: FOLDER, NAME=FOLDER or a .toml manifest (repeatable); "
+                        "results and metrics are reported per source")
+    p.add_argument("--only-split", choices=["train", "val", "test"],
+                   help="keep only the images of this hash split (the one `train` uses), e.g. the held-out test share")
     weights_opts(p)
     p.add_argument("--split", help="for the Kaggle layout: train, valid or test (default test)")
     p.add_argument("--json", action="store_true")
