@@ -703,7 +703,7 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print, progress: bool | N
                "lr": opt.param_groups[0]["lr"], "seconds": round(epoch_s, 1),
                "images_per_second": round(stats["seen"] / max(epoch_s, 1e-9), 1)}
         log_rows.append(row)
-        improved = val["val_auc"] > best_auc
+        improved = val["val_auc"] > best_auc or best_epoch == 0  # (a NaN AUC still keeps the first epoch)
         if improved:
             best_auc, best_epoch = val["val_auc"], epoch
             torch.save({k: v.cpu() for k, v in scored.state_dict().items()}, best_path)
