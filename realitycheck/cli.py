@@ -107,6 +107,7 @@ def cmd_explain(args) -> int:
     if not inputs:
         raise UserError("no images to explain")
     records, failed = [], 0
+    explainer = explain.Explainer(clf.model, clf.card)  # one private copy of the model for all inputs
     for src in inputs:
         try:
             loaded = load_image(src)
@@ -114,9 +115,8 @@ def cmd_explain(args) -> int:
             records.append({"path": src, "error": str(exc)})
             failed += 1
             continue
-        exp = explain.explain(clf.model, clf.card, [loaded.image], method=args.method,
-                              target_class=args.target_class, batch_size=args.batch_size,
-                              progress=None if args.progress else False)[0]
+        exp = explainer.explain([loaded.image], method=args.method, target_class=args.target_class,
+                                batch_size=args.batch_size, progress=None if args.progress else False)[0]
         # explain's forward pass scores the view it explains; that is the prediction unless the card
         # averages the image with its mirror image, in which case the Classifier gives the verdict
         p_fake = clf.predict([loaded])[0].p_fake if clf.mirror_average else exp.p_fake
