@@ -301,12 +301,12 @@ def _raise_interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit code. Changes no process-wide state (see `run` for the signal)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help
         return int(exc.code or 0)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends a run as cleanly as Ctrl-C
     try:
         return args.func(args)
     except UserError as exc:
@@ -319,5 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `realitycheck` program (console script, `python -m realitycheck`): SIGTERM ends a run as
+    cleanly as Ctrl-C (partial results kept, `--resume` offered), then `main`'s code is the exit status."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -77,12 +77,6 @@ class Prediction:
     def ok(self) -> bool:
         return self.error is None
 
-    @property
-    def confidence(self) -> float | None:
-        if self.p_fake is None:
-            return None
-        return self.p_fake if self.label == "fake" else 1.0 - self.p_fake
-
     def at_threshold(self, threshold: float) -> "Prediction":
         """The same prediction read at another threshold (no model run); failed ones unchanged."""
         if not self.ok:
@@ -135,7 +129,7 @@ def prepare(source, name: str | None, transform: Callable, *, face_check: bool =
         if isinstance(source, LoadedImage):
             loaded = source
         elif isinstance(source, Image.Image):
-            loaded = LoadedImage(image=source.convert("RGB"), name=label, format=None, original_size=source.size)
+            loaded = LoadedImage(image=source.convert("RGB"), name=label, format=None)
         else:
             loaded = load_image(source, name=name, draft_size=draft_size)
         img = loaded.image

@@ -222,7 +222,6 @@ class ArchSpec:
     builder: Callable[..., nn.Module]
     target_layer: Callable[[nn.Module], nn.Module]  # the CAM layer: last spatial feature map
     head_prefixes: tuple[str, ...]  # parameter-name prefixes of the classifier head
-    feature_dim: int
     mean: tuple[float, float, float]  # normalisation its pretrained weights expect (a card's default)
     std: tuple[float, float, float]
     classes: tuple[str, ...] = CLASSES  # order of the head's outputs
@@ -234,7 +233,6 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         builder=resnet50,
         target_layer=lambda m: m.layer4[-1],
         head_prefixes=("fc.",),
-        feature_dim=2048,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
     ),
@@ -243,7 +241,6 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         builder=builder,
         target_layer=lambda m: m._head_act,  # last feature map: 1280 x 7 x 7 at 224 px, 8 x 8 at 256
         head_prefixes=("_fc.",),
-        feature_dim=1280,
         mean=TF_LITE_MEAN,
         std=TF_LITE_STD,
     ) for arch, builder in (("efficientnet_lite0", efficientnet_lite0), ("efficientnet_lite1", efficientnet_lite1),

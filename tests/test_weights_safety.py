@@ -267,11 +267,11 @@ def _assert_one_line_naming(message: str, path: Path, expected: str):
 
 
 @pytest.fixture
-def restore_sigterm():
-    """cli.main installs a SIGTERM handler; give pytest its own back."""
+def sigterm_untouched():
+    """cli.main changes no process-wide state: the SIGTERM handler belongs to the entry point (cli.run)."""
     old = signal.getsignal(signal.SIGTERM)
     yield
-    signal.signal(signal.SIGTERM, old)
+    assert signal.getsignal(signal.SIGTERM) is old
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def test_payloads_are_live(tmp_path):
         assert sentinel.exists(), cls.__name__
 
 
-def test_read_card_and_info_refuse_too(bad_files, sentinel_dir, capsys, restore_sigterm):
+def test_read_card_and_info_refuse_too(bad_files, sentinel_dir, capsys, sigterm_untouched):
     """`realitycheck info` reads cards of untrusted files as well."""
     for name in EVIL:
         with pytest.raises(CheckpointError, match=str(bad_files[name])):
@@ -337,7 +337,7 @@ def test_read_card_and_info_refuse_too(bad_files, sentinel_dir, capsys, restore_
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", [n for n, _, _ in BAD] + [n for n, _ in DAMAGED])
-def test_cli_refuses_bad_weights_in_process(bad_files, sentinel_dir, sample_face, capsys, restore_sigterm, name):
+def test_cli_refuses_bad_weights_in_process(bad_files, sentinel_dir, sample_face, capsys, sigterm_untouched, name):
     path = bad_files[name]
     try:
         code = cli.main(["predict", str(sample_face), "--weights", str(path), "--no-progress"])
