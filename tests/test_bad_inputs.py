@@ -23,13 +23,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, features
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bad_inputs_corpus import Case, case_names, corpus, encode, gradient  # noqa: E402
-from conftest import cli_command, cli_env, run_cli  # noqa: E402
-
-from realitycheck.images import MAX_FILE_BYTES, ImageError, load_image  # noqa: E402
-from realitycheck.uploads import UploadError, check_upload_size, extract_labelled_zip  # noqa: E402
+from realitycheck.images import MAX_FILE_BYTES, ImageError, load_image
+from realitycheck.uploads import UploadError, check_upload_size, extract_labelled_zip
+from tests.bad_inputs_corpus import Case, case_names, corpus, encode, gradient
+from tests.helpers import cli_command, cli_env, run_cli
 
 NAMES = case_names()
 # Pillow warns (and carries on) on the deliberately corrupt EXIF block; that is the behaviour under test.
@@ -39,6 +36,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory) -> dict[str, Case]:
     return {c.name: c for c in corpus(tmp_path_factory.mktemp("corpus"))}
+
+
+assert len(NAMES) >= 40 and len(set(NAMES)) == len(NAMES), "the corpus lost cases or names clash"
 
 
 def _skip_if_needed(case: Case):
@@ -60,10 +60,6 @@ def assert_clear_error(message: str, prefix: str, case: Case):
 # ---------------------------------------------------------------------------------------------
 # (a) Python API
 # ---------------------------------------------------------------------------------------------
-
-def test_corpus_is_big_enough():
-    assert len(NAMES) >= 40 and len(set(NAMES)) == len(NAMES)
-
 
 @pytest.mark.parametrize("name", NAMES)
 def test_load_image_path(cases, name):
@@ -230,7 +226,7 @@ def test_importing_the_package_leaves_pillow_settings_alone():
 
 
 def test_own_pixel_cap_holds_when_the_host_switches_pillows_off():
-    from bad_inputs_corpus import png_bomb
+    from tests.bad_inputs_corpus import png_bomb
 
     old = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # the host disabled Pillow's decompression-bomb check

@@ -15,19 +15,15 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import cli_command, cli_env  # noqa: E402
-
-from realitycheck import checkpoints, cli, models  # noqa: E402
-from realitycheck.checkpoints import FORMAT, CheckpointError, ModelCard, Preprocessing  # noqa: E402
-from realitycheck.inference import Classifier  # noqa: E402
+from realitycheck import checkpoints, cli, models
+from realitycheck.checkpoints import FORMAT, CheckpointError, ModelCard, Preprocessing
+from realitycheck.inference import Classifier
+from tests.helpers import cli_command, cli_env
 
 
 # ---------------------------------------------------------------------------------------------
