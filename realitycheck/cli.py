@@ -106,6 +106,7 @@ def cmd_explain(args) -> int:
     if not inputs:
         raise UserError("no images to explain")
     records, failed = [], 0
+    explainer = explain.Explainer(clf.model, clf.card)  # one private copy of the model for all inputs
     for src in inputs:
         try:
             loaded = load_image(src)
@@ -113,9 +114,8 @@ def cmd_explain(args) -> int:
             records.append({"path": src, "error": str(exc)})
             failed += 1
             continue
-        exp = explain.explain(clf.model, clf.card, [loaded.image], method=args.method,
-                              target_class=args.target_class, batch_size=args.batch_size,
-                              progress=None if args.progress else False)[0]
+        exp = explainer.explain([loaded.image], method=args.method, target_class=args.target_class,
+                                batch_size=args.batch_size, progress=None if args.progress else False)[0]
         # explain's forward pass scores the view it explains; that is the prediction unless the card
         # averages the image with its mirror image, in which case the Classifier gives the verdict
         p_fake = clf.predict([loaded])[0].p_fake if clf.mirror_average else exp.p_fake
@@ -283,12 +283,12 @@ def _raise_interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit code. Changes no process-wide state (see `run` for the signal)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help
         return int(exc.code or 0)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends a run as cleanly as Ctrl-C
     try:
         return args.func(args)
     except UserError as exc:
@@ -301,5 +301,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `realitycheck` program (console script, `python -m realitycheck`): SIGTERM ends a run as
+    cleanly as Ctrl-C (partial results kept, `--resume` offered), then `main`'s code is the exit status."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,6 @@ class EvaluationResult:
     model: str = ""
     seconds: float = 0.0
     interrupted: bool = False
-    resumed: int = 0  # rows taken from an earlier partial CSV
 
     def metrics(self, threshold: float = 0.5, n_bootstrap: int = 1000) -> dict:
         return M.metrics_from_table(self.table, threshold, n_bootstrap=n_bootstrap)
@@ -176,7 +175,7 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     if failed:
         log(f"{failed} files could not be read; they are listed under 'failed' and excluded from the metrics")
     return EvaluationResult(table=table, source=source, mapping=mapping or {}, model=clf.name, seconds=seconds,
-                            interrupted=interrupted, resumed=len(done))
+                            interrupted=interrupted)
 
 
 def evaluate_folder(clf: Classifier, folder: str | os.PathLike, *, split: str | None = None, **kwargs) -> EvaluationResult:

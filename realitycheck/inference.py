@@ -80,12 +80,6 @@ class Prediction:
     def ok(self) -> bool:
         return self.error is None
 
-    @property
-    def confidence(self) -> float | None:
-        if self.p_fake is None:
-            return None
-        return self.p_fake if self.label == "fake" else 1.0 - self.p_fake
-
     def at_threshold(self, threshold: float) -> "Prediction":
         """The same prediction read at another threshold (no model run); failed ones unchanged."""
         if not self.ok:
@@ -140,7 +134,7 @@ def prepare(source, name: str | None, pre: Preprocessing, *, face_check: bool = 
         if isinstance(source, LoadedImage):
             loaded = source
         elif isinstance(source, Image.Image):
-            loaded = LoadedImage(image=source.convert("RGB"), name=label, format=None, original_size=source.size)
+            loaded = LoadedImage(image=source.convert("RGB"), name=label, format=None)
         else:
             loaded = load_image(source, name=name, draft_size=draft_size)
         img = loaded.image
@@ -249,8 +243,9 @@ class Classifier:
         return self.card.name
 
     # -- the model -----------------------------------------------------------------------------
-    def _draft_size(self) -> int:
-        return self.card.preprocessing.resize
+    def _draft_size(self) -> int | None:
+        # aligned faces are cut from the full-resolution photo: a reduced JPEG draft would change them
+        return None if self.card.preprocessing.align == "face" else self.card.preprocessing.resize
 
     def probabilities(self, x: torch.Tensor, precision: str | None = None) -> np.ndarray:
         """p_fake for a batch of preprocessed tensors (averaged with the mirror image if the card says so)."""

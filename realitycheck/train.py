@@ -38,11 +38,6 @@ from realitycheck.images import ImageError, load_image
 from realitycheck.inference import resolve_precision
 from realitycheck.train_config import TrainConfig, add_train_arguments, command_args, command_line, config_from_args  # noqa: F401
 
-# Normalisation each architecture was pretrained with.
-ARCH_NORMALISATION = {
-    "resnet50": (checkpoints.IMAGENET_MEAN, checkpoints.IMAGENET_STD),
-    **{arch: ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) for arch in models.LITE_STAGES},  # TF-Lite's [-1, 1] scaling
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,27 +268,14 @@ def _loader(ds, batch_size, workers, seed, weights=None):
 # ---------------------------------------------------------------------------------------------
 
 def build_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
-    """Build the model and say where its weights came from (recorded in the card)."""
-    if cfg.init_weights and cfg.arch in models.LITE_STAGES:
-        model, _ = checkpoints.load_checkpoint(cfg.init_weights)
-        return model, f"RealityCheck checkpoint {Path(cfg.init_weights).name}"
+    """Build the model and say where its weights came from (recorded in the card).
+
+    A start-from file goes through the checkpoint reader (its safety checks and messages).
+    """
+    if cfg.init_weights:
+        return checkpoints.load_initial_weights(cfg.init_weights, cfg.arch)
     if cfg.arch in models.LITE_STAGES:
         return models.build_model(cfg.arch, pretrained=True), f"ImageNet ({models.lite_weights_package(cfg.arch)} package)"
-    # resnet50
-    if cfg.init_weights:
-        sd = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
-        if isinstance(sd, dict) and sd.get("format") == checkpoints.FORMAT:
-            model, _ = checkpoints.load_checkpoint(cfg.init_weights)
-            return model, f"RealityCheck checkpoint {Path(cfg.init_weights).name}"
-        model = models.build_model("resnet50", pretrained=False)
-        if "fc.weight" in sd and "fc.0.weight" not in sd:  # torchvision ImageNet file: keep our head
-            sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
-            missing, unexpected = model.load_state_dict(sd, strict=False)
-            if unexpected or any(not k.startswith("fc.") for k in missing):
-                raise checkpoints.CheckpointError(f"{cfg.init_weights}: not a ResNet50 backbone")
-            return model, f"ImageNet backbone from {Path(cfg.init_weights).name}"
-        model.load_state_dict(sd, strict=True)
-        return model, f"original Reality Check weights {Path(cfg.init_weights).name}"
     try:
         return models.build_model("resnet50", pretrained=True), "torchvision ResNet50 IMAGENET1K_V2"
     except models.WeightsUnavailable as exc:
@@ -305,9 +287,9 @@ _init_model = build_model  # the name earlier sessions used
 
 
 def preprocessing_of(cfg: TrainConfig) -> Preprocessing:
-    mean, std = ARCH_NORMALISATION[cfg.arch]
-    return Preprocessing(resize=cfg.resize, crop=cfg.crop, mean=mean, std=std, align=cfg.align,
-                         zoom=cfg.zoom if cfg.align == "face" else 1.0)
+    """The architecture's normalisation (its spec) with this run's sizes and framing."""
+    return checkpoints.default_preprocessing(cfg.arch, resize=cfg.resize, crop=cfg.crop, align=cfg.align,
+                                             zoom=cfg.zoom if cfg.align == "face" else 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -685,7 +667,7 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print, progress: bool | N
         log("warning: best-epoch weights missing; the best will be re-chosen from here on")
         best_auc = -1.0
 
-    card = ModelCard(name=out.stem, arch=cfg.arch, preprocessing=pre, init=init)
+    card = checkpoints.default_card(out.stem, cfg.arch, preprocessing=pre, init=init)
     log(f"model {cfg.arch} ({init}), mode {cfg.mode}, precision {precision}, device {device}, "
         f"{sum(p.numel() for g in groups for p in g['params']) / 1e6:.2f}M trainable parameters")
 

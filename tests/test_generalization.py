@@ -13,7 +13,7 @@ from realitycheck.data import (DataError, Item, SourceSpec, collect_sources, loa
                                sample_weights, split_items)
 from realitycheck.metrics import per_source
 
-from conftest import SAMPLE_IMAGES
+from tests.helpers import SAMPLE_IMAGES
 
 
 def _folder(root: Path, names: list[str], size=(32, 32)) -> Path:
@@ -255,7 +255,7 @@ def test_evaluate_reports_each_source_as_a_hand_count_of_its_rows(tiny_checkpoin
 
     import pandas as pd
 
-    from conftest import run_cli
+    from tests.helpers import run_cli
 
     src = _toy_sources(tmp_path / "data")
     (src["web"] / "real" / "broken.png").write_bytes(b"not an image")
