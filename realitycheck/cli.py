@@ -81,7 +81,11 @@ def cmd_predict(args) -> int:
     else:
         for r in results:
             if r.ok:
-                extra = f"  [{r.face_message}]" if r.faces == 0 else ""
+                extra = f"  [{r.face_message}]" if r.faces == 0 or len(r.face_p_fake) > 1 else ""
+                if len(r.face_p_fake) > 1:
+                    extra += "  faces p_fake: " + ", ".join(f"{p:.3f}" for p in r.face_p_fake)
+                if r.unfamiliar:
+                    extra += f"  [UNFAMILIAR (score {r.ood_score:.2f}): this verdict is unreliable]"
                 note = f"  ({'; '.join(r.notes)})" if r.notes else ""
                 print(f"{r.name}\t{r.label}\tp_fake={r.p_fake:.3f}\t{r.seconds * 1000:.0f} ms{extra}{note}")
             else:
