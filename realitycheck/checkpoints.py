@@ -120,6 +120,8 @@ class ModelCard:
     # unfamiliar-image check: threshold, what it was fitted and chosen on, measured flag rates (statistics
     # themselves are tensors in the checkpoint under "ood")
     ood: dict[str, Any] = field(default_factory=dict)
+    # the decision threshold on p_fake this model ships with (chosen on validation; 0.5 unless said)
+    threshold: float = 0.5
     created: str = ""
     realitycheck_version: str = ""
 
@@ -339,6 +341,8 @@ def card_problem(card: ModelCard) -> str | None:
         return f"preprocessing align={p.align!r}; expected none or face"
     if not isinstance(p.zoom, (int, float)) or isinstance(p.zoom, bool) or not 0.3 <= p.zoom <= 3.0:
         return f"preprocessing zoom={p.zoom!r}; expected a number between 0.3 and 3"
+    if not isinstance(card.threshold, (int, float)) or isinstance(card.threshold, bool) or not 0 < card.threshold < 1:
+        return f"threshold {card.threshold!r}; expected a number between 0 and 1"
     if not isinstance(card.name, str):
         return f"name {card.name!r} is not text"
     return None
@@ -470,6 +474,7 @@ def card_markdown(card: ModelCard, filename: str = "") -> str:
          f"- Preprocessing: resize shorter side to {p.resize} px ({p.interpolation}), centre-crop {p.crop} px, ")
         + f"normalise mean={list(p.mean)} std={list(p.std)}"
         + ("; prediction = average over the image and its mirror image" if p.mirror_average else ""),
+        f"- Decision threshold: fake when p_fake >= {card.threshold:g}",
         f"- Created: {card.created} by RealityCheck {card.realitycheck_version}",
         "",
     ]

@@ -38,7 +38,7 @@ def _load(args, **kwargs):
     from realitycheck.inference import NoWeightsError, load_classifier
 
     try:
-        return load_classifier(args.weights, threshold=getattr(args, "threshold", 0.5),
+        return load_classifier(args.weights, threshold=getattr(args, "threshold", None),
                                batch_size=getattr(args, "batch_size", 16),
                                precision=getattr(args, "precision", "auto"),
                                crop_face=getattr(args, "crop_face", False), **kwargs)
@@ -169,12 +169,12 @@ def cmd_evaluate(args) -> int:
         print(f"realitycheck: interrupted after {len(result.table)} images; partial results in {args.csv}; "
               "rerun with --resume to continue", file=sys.stderr)
         return EXIT_SOME_FAILED
-    summary = result.summary(threshold=args.threshold)
+    summary = result.summary(threshold=clf.threshold)
     if args.robustness:
         summary["robustness"] = evaluate.robustness_sweep(clf, sources[0], split=args.split,
-                                                          threshold=args.threshold, progress=args.progress).to_dict("records")
+                                                          threshold=clf.threshold, progress=args.progress).to_dict("records")
     if args.report:
-        evaluate.write_report(args.report, clf, result, threshold=args.threshold,
+        evaluate.write_report(args.report, clf, result, threshold=clf.threshold,
                               robustness=summary.get("robustness"))
         print(f"report written to {args.report}", file=sys.stderr)
     if args.json:
@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def weights_opts(p):
         p.add_argument("--weights", help="checkpoint file (default: the shipped model in weights/)")
-        p.add_argument("--threshold", type=float, default=0.5, help="decision threshold on p_fake (default 0.5)")
+        p.add_argument("--threshold", type=float, default=None,
+                       help="decision threshold on p_fake (default: the one in the model's card, 0.5 unless it says)")
         p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
     p = sub.add_parser("predict", help="classify images and folders")

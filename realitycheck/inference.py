@@ -189,14 +189,14 @@ class Classifier:
     Holds no per-request state, so one instance can serve every dashboard session.
     """
 
-    def __init__(self, model: nn.Module, card: ModelCard, *, threshold: float = 0.5, precision: str = "auto",
+    def __init__(self, model: nn.Module, card: ModelCard, *, threshold: float | None = None, precision: str = "auto",
                  batch_size: int = 16, face_check: bool = True, crop_face: bool = False,
                  mirror_average: bool | None = None, path: str | os.PathLike | None = None, ood=None):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # inference needs no autograd; explain re-enables what it needs
         self.card = card
-        self.threshold = float(threshold)
+        self.threshold = float(card.threshold if threshold is None else threshold)  # None: the card's
         self.precision = precision
         self.batch_size = max(1, int(batch_size))
         self.face_check = face_check

@@ -567,3 +567,24 @@ def per_source_from_table(table: pd.DataFrame, threshold: float = DEFAULT_THRESH
     if "unfamiliar" in t and t["unfamiliar"].notna().any():
         unf = t["unfamiliar"].map(lambda v: str(v).lower() in ("true", "1", "1.0")).tolist()
     return per_source(src.tolist(), t["true_label"].tolist(), t["p_fake"].tolist(), threshold, unf)
+
+
+def threshold_for_every_source(table: pd.DataFrame, max_false_alarm: float = 0.05) -> float | None:
+    """The lowest threshold at which every real source's false-alarm rate is at most `max_false_alarm`.
+
+    Lowest, so that as many fakes as possible are still caught; every source, so that no kind of
+    real photo pays for the others. None when the table has no real images.
+    """
+    ok = valid_rows(table)
+    t = table.loc[ok]
+    reals = t[t["true_label"].map(_norm_label) == "real"]
+    if reals.empty:
+        return None
+    src = reals["source"].fillna("").astype(str) if "source" in reals else pd.Series([""] * len(reals), index=reals.index)
+    need = 0.0
+    for _, g in reals.groupby(src):
+        p = np.sort(pd.to_numeric(g["p_fake"]).to_numpy(dtype=float))[::-1]
+        k = int(np.floor(max_false_alarm * len(p)))  # at most k of them may reach the threshold
+        if k < len(p):
+            need = max(need, float(np.nextafter(p[k], 1.0)))
+    return min(need, 1.0 - 1e-9) if need > 0 else 0.5

@@ -545,8 +545,8 @@ def score_test(model: nn.Module, card: ModelCard, data: TrainData, workers: int,
     kept: list = []
     flags: list = []
     p, y, errors = score_items(model, card, items, workers=workers, keep=kept, extras=extras, flags=flags)
-    metrics = compute_metrics(np.where(y, "fake", "real"), p, threshold=0.5)
-    table = per_source([it[2] for it in kept], [it[1] for it in kept], p, threshold=0.5,
+    metrics = compute_metrics(np.where(y, "fake", "real"), p, threshold=card.threshold)
+    table = per_source([it[2] for it in kept], [it[1] for it in kept], p, threshold=card.threshold,
                        unfamiliar=flags if extras and "ood" in extras else None)
     metrics["per_source"] = table.to_dict(orient="records")
     if extras and "ood" in extras:
