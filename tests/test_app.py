@@ -481,3 +481,47 @@ def test_bad_input_corpus_through_the_upload(tmp_path):
                 assert not mine, f"{c.name}: unexpected error {mine}"
     _classify(at, [("good.jpg", (ROOT / "sample_images" / "grace_hopper.jpg").read_bytes(), "image/jpeg")])
     assert not _errors(at) and len(at.session_state["history"]) > 0  # the app survives to classify a good image
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 14: what a new user hit
+# ---------------------------------------------------------------------------------------------
+
+def _mistake_pick_key(at: AppTest) -> str:
+    return next(s.key for s in at.selectbox if s.key and s.key.startswith("eval_error_pick"))
+
+
+def test_second_evaluation_in_a_session_keeps_the_mistakes_browser_working(labelled_folder):
+    """Folder, then zip in the same session: the mistakes browser must follow the new run (it crashed)."""
+    at = _app()
+    at.switch_page(PAGES["evaluate"]).run()
+    at.text_input(key="eval_path").set_value(str(labelled_folder))
+    at.button(key="FormSubmitter:eval_folder_form-Evaluate").click().run()
+    at.slider(key="eval_threshold").set_value(0.01).run()  # every real image is now a mistake
+    assert not at.exception and not _errors(at), _errors(at)
+    at.selectbox(key=_mistake_pick_key(at)).set_value(str(labelled_folder / "real" / "real2.jpg")).run()
+    assert not at.exception and not _errors(at), _errors(at)
+
+    members = {f"other/{p.parent.name}/{p.name}": p.read_bytes()
+               for p in sorted(labelled_folder.rglob("*.jpg")) if p.name != "broken.jpg"}
+    at.radio(key="eval_source").set_value("Zip file upload").run()
+    at.file_uploader(key="eval_zip").set_value(("set.zip", _zip(members), "application/zip"))
+    at.button(key="FormSubmitter:eval_zip_form-Evaluate").click().run()
+    at.slider(key="eval_threshold").set_value(0.01).run()
+    assert not at.exception and not _errors(at), _errors(at)
+    pick = at.selectbox(key=_mistake_pick_key(at))
+    assert pick.value in set(at.session_state["evaluation"]["result"].table["path"])  # the new run's, not the old
+    # the picked mistake is shown once: as the left half of the original | heatmap panel
+    shown = [im for im in at.image if any("evidence" in c for c in im.captions)]
+    assert len(shown) == 1
+    assert not [im for im in at.image if any(c.startswith("true ") for c in im.captions)]
+
+
+def test_same_file_twice_in_one_submit_is_shown_once_without_a_key_clash():
+    at = _app()
+    data = _jpeg(13)
+    _classify(at, [("twice.jpg", data, "image/jpeg"), ("twice.jpg", data, "image/jpeg"),
+                   ("other.jpg", _jpeg(14), "image/jpeg")])
+    assert not _errors(at), _errors(at)
+    assert len(_heatmaps(at)) == 2
+    assert any("twice.jpg" in t and "once" in t for t in _texts(at).splitlines()), _texts(at)

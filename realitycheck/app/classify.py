@@ -47,6 +47,8 @@ def _examples(clf, demo: bool) -> None:
                 st.image(str(path), width="stretch")
                 st.caption(f"{path.name}  \ntrue class: **{label or 'unknown'}**")
                 if st.button("Classify this", key=f"example_{i}", disabled=clf is None, width="stretch"):
+                    state.put(state.CLASSIFY_ERRORS, [])
+                    state.put(state.CLASSIFY_NOTES, [])
                     _run(clf, [(path.name, path.read_bytes())], source=f"example ({label})")
 
 
@@ -69,19 +71,26 @@ def _upload_form(clf) -> None:
     if not files:
         st.warning("Choose at least one image first, then press Classify.")
         return
-    errors, items = [], []
+    errors, notes, items, first_name = [], [], [], {}
     if len(files) > MAX_FILES_PER_SUBMIT:
         errors.append(f"{len(files)} files submitted: only the first {MAX_FILES_PER_SUBMIT} are classified here; "
                       "use the Evaluate page for whole folders.")
         files = files[:MAX_FILES_PER_SUBMIT]
     for f in files:
         data = f.getvalue()
+        h = common.sha256(data)
+        if h in first_name:  # the uploader appends, so the same file is easily added twice
+            same = "was added more than once" if f.name == first_name[h] else f"is the same file as {first_name[h]}"
+            notes.append(f"{f.name} {same}: classified and shown once.")
+            continue
+        first_name[h] = f.name
         over = common.accept_upload(data, f.name)
         if over:
             errors.append(over)
         else:
             items.append((f.name, data))
     state.put(state.CLASSIFY_ERRORS, errors)
+    state.put(state.CLASSIFY_NOTES, list(dict.fromkeys(notes)))
     if items:
         _run(clf, items, source="upload")
     else:
@@ -249,8 +258,11 @@ def render() -> None:
             _examples(clf, demo)
     for msg in state.get(state.CLASSIFY_ERRORS):
         common.show_error(msg)
+    for msg in state.get(state.CLASSIFY_NOTES):
+        st.caption(f":material/content_copy: {msg}")
     mkey = common.model_key(clf.path) if clf.path else clf.name
-    shown = [k for k in state.get(state.CURRENT) if k in state.get(state.PREDICTIONS)]
+    # One card per distinct image: every widget key below is derived from the image's hash.
+    shown = [k for k in dict.fromkeys(state.get(state.CURRENT)) if k in state.get(state.PREDICTIONS)]
     keys = [k for k in shown if k[0] == mkey]
     if len(keys) < len(shown):
         st.info("The active model has changed since these images were classified: press Classify again "

@@ -231,13 +231,14 @@ def _error_browser(ev: dict, threshold: float) -> None:
         st.success("No misclassified images at this threshold.")
         return
     st.caption(f"{len(wrong)} misclassified images. Pick one to see it with its Grad-CAM heatmap.")
-    view = wrong[["path", "true_label", "predicted", "p_fake", "faces"]].copy()
+    view = wrong[["path", "true_label", "predicted", "p_fake", "faces"]].drop_duplicates("path").copy()
     view["p_fake"] = pd.to_numeric(view["p_fake"], errors="coerce")
     st.dataframe(view, hide_index=True, width="stretch",
                  column_config={"p_fake": st.column_config.NumberColumn("p(fake)", format="%.3f")})
     paths = view["path"].astype(str).tolist()
-    choice = st.selectbox("Show", paths, format_func=lambda p: Path(p).name, key="eval_error_pick")
-    if not choice:
+    # Keyed by the run: a second evaluation gets a fresh picker instead of the old run's choice.
+    choice = st.selectbox("Show", paths, format_func=lambda p: Path(p).name, key=f"eval_error_pick_{ev['id']}")
+    if choice not in paths:
         return
     row = view[view["path"].astype(str) == choice].iloc[0]
     try:
@@ -246,20 +247,21 @@ def _error_browser(ev: dict, threshold: float) -> None:
         common.show_error(str(exc))
         return
     clf = _eval_classifier(ev)
-    c1, c2 = st.columns([1, 2])
-    c1.image(img, width="stretch", caption=f"true {row['true_label']}, predicted {row['predicted']}")
-    c1.markdown(common.verdict_html(str(row["predicted"]), float(row["p_fake"])), unsafe_allow_html=True)
+    st.markdown(f"**{Path(choice).name}**: true class **{row['true_label']}**, "
+                + common.verdict_html(str(row["predicted"]), float(row["p_fake"])), unsafe_allow_html=True)
     if clf is None:
-        c2.info("The model that produced these results is no longer available, so no heatmap.")
+        st.image(img, width=320, caption=f"true {row['true_label']}, predicted {row['predicted']}")
+        st.info("The model that produced these results is no longer available, so no heatmap.")
         return
-    with c2:
-        with st.spinner("Computing the Grad-CAM heatmap…"):
-            exp = common.explanation(clf, ("eval", choice), img, "gradcam")
-        st.image(exp.panel(), width="stretch",
-                 caption=f"Grad-CAM evidence for '{exp.target_class}' on the {exp.region} the model saw.")
-        st.caption(f"Where: {exp.describe()}.")
-        if exp.faithfulness is not None:
-            st.caption(f"Faithfulness {exp.faithfulness.score * 100:+.0f} points: {exp.faithfulness.meaning}")
+    with st.spinner("Computing the Grad-CAM heatmap…"):
+        exp = common.explanation(clf, ("eval", choice), img, "gradcam")
+    # One picture: the panel's left half is the image itself, so it is not shown a second time.
+    st.image(exp.panel(), width="stretch",
+             caption=f"Left: the {exp.region} the model saw. Right: Grad-CAM evidence for "
+                     f"'{exp.target_class}' (red = strong, blue = weak).")
+    st.caption(f"Where: {exp.describe()}.")
+    if exp.faithfulness is not None:
+        st.caption(exp.faithfulness.meaning)
 
 
 def _eval_classifier(ev: dict):

@@ -34,6 +34,7 @@ PREDICTIONS = "predictions"  # dict[(model_key, sha256)] -> record dict (Predict
 EXPLANATIONS = "explanations"  # dict[(model_key, sha256 | path, method)] -> explain.Explanation, LRU
 CURRENT = "classify_current"  # list[(model_key, sha256)]: results shown on the Classify page
 CLASSIFY_ERRORS = "classify_errors"  # list[str]: one-line messages of the last submit
+CLASSIFY_NOTES = "classify_notes"  # list[str]: remarks on the last submit (a file added twice)
 UPLOADED_BYTES = "uploaded_bytes"  # int: bytes accepted from uploads this session (cap below)
 SEEN_UPLOADS = "seen_uploads"  # set[str]: sha256 of uploads already counted
 EVALUATION = "evaluation"  # dict | None: last Evaluate-page run (EvaluationResult, curves, temp dir)
@@ -64,12 +65,12 @@ def _fresh(key: str) -> Any:
     """A new mutable default (never shared between sessions)."""
     return {
         EXTRA_MODELS: list, HISTORY: list, PREDICTIONS: dict, EXPLANATIONS: dict, CURRENT: list,
-        CLASSIFY_ERRORS: list, SEEN_UPLOADS: set, TEMP_DIRS: list, FLASH: list,
+        CLASSIFY_ERRORS: list, CLASSIFY_NOTES: list, SEEN_UPLOADS: set, TEMP_DIRS: list, FLASH: list,
     }[key]()
 
 
-MUTABLE_KEYS = (EXTRA_MODELS, HISTORY, PREDICTIONS, EXPLANATIONS, CURRENT, CLASSIFY_ERRORS, SEEN_UPLOADS,
-                TEMP_DIRS, FLASH)
+MUTABLE_KEYS = (EXTRA_MODELS, HISTORY, PREDICTIONS, EXPLANATIONS, CURRENT, CLASSIFY_ERRORS, CLASSIFY_NOTES,
+                SEEN_UPLOADS, TEMP_DIRS, FLASH)
 
 
 def init() -> None:
