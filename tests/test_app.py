@@ -235,7 +235,7 @@ def test_example_click_and_demo_mode():
     at.button(key="example_0").click().run()
     assert not at.exception and not _errors(at)
     text = _texts(at)
-    assert len(_heatmaps(at)) == 1
+    assert len([im for im in at.image if any("to the model (red = most)" in c for c in im.captions)]) == 1
     assert "What the model looked at" in text
     assert "font-size:3.2rem" in text  # the large verdict
     at.toggle(key="demo_mode").set_value(False).run()
@@ -525,3 +525,23 @@ def test_same_file_twice_in_one_submit_is_shown_once_without_a_key_clash():
     assert not _errors(at), _errors(at)
     assert len(_heatmaps(at)) == 2
     assert any("twice.jpg" in t and "once" in t for t in _texts(at).splitlines()), _texts(at)
+
+
+def test_heatmap_can_show_evidence_for_either_class_and_says_which():
+    at = _app()
+    _classify(at, ("a.jpg", _jpeg(15), "image/jpeg"))
+    verdict = next(iter(at.session_state["predictions"].values()))["pred"].label
+    other = "real" if verdict == "fake" else "fake"
+    assert at.radio(key="cam_evidence").value == "verdict"  # default: the verdict's class
+    assert any(f"evidence for '{verdict}' (the verdict)" in c for im in _heatmaps(at) for c in im.captions)
+    at.radio(key="cam_evidence").set_value(other).run()
+    assert not at.exception and not _errors(at), _errors(at)
+    assert any(f"evidence for '{other}' (not the verdict)" in c for im in _heatmaps(at) for c in im.captions)
+    assert {k[3] for k in at.session_state["explanations"]} == {verdict, other}
+    # demo mode keeps the choice, in plain words
+    at.toggle(key="demo_mode").set_value(True).run()
+    radio = at.radio(key="cam_evidence")
+    assert set(radio.options) == {"what supports the verdict", "what looks generated", "what looks real"}
+    look = "generated" if other == "fake" else "real"
+    assert any(f"what looks {look} to the model" in c for im in at.image for c in im.captions)
+    assert "evidence for" not in " ".join(c for im in at.image for c in im.captions)

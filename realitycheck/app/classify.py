@@ -97,14 +97,30 @@ def _upload_form(clf) -> None:
         state.put(state.CURRENT, [])
 
 
-def _settings() -> tuple[str, float]:
-    """CAM method, opacity (and the slow-method opt-in); demo mode uses the defaults."""
+EVIDENCE_OPTIONS = ["verdict", "fake", "real"]  # "verdict": the class of each image's verdict
+EVIDENCE_WORDS = {  # how the choice is shown: analysts get the class, demo mode plain words
+    False: {"verdict": "the verdict's class", "fake": "fake (AI-generated)", "real": "real"},
+    True: {"verdict": "what supports the verdict", "fake": "what looks generated", "real": "what looks real"},
+}
+
+
+def _evidence_choice(demo: bool, container) -> str:
+    words = EVIDENCE_WORDS[demo]
+    container.radio("Show evidence for" if not demo else "Show me", EVIDENCE_OPTIONS, key=state.EVIDENCE,
+                    format_func=words.get, horizontal=True,
+                    help="Which class the heatmap explains. Asking for the other class than the verdict "
+                         "answers 'why might this be fake?' about a photo judged real, and the reverse.")
+    return state.get(state.EVIDENCE)
+
+
+def _settings(demo: bool) -> tuple[str, float, str]:
+    """CAM method, opacity, evidence class (and the slow-method opt-in); demo mode: only the evidence."""
     from realitycheck import explain as X
 
-    if state.get(state.DEMO):
-        return X.DEFAULT_METHOD, state.DEFAULTS[state.OPACITY]
-    c1, c2, c3 = st.columns([2, 2, 1.4])
-    allow_slow = c3.checkbox("Slow methods", key=state.SLOW_OK,
+    if demo:
+        return X.DEFAULT_METHOD, state.DEFAULTS[state.OPACITY], _evidence_choice(True, st)
+    c1, c2, c3, c4 = st.columns([1.6, 1.6, 2.4, 1.1])
+    allow_slow = c4.checkbox("Slow methods", key=state.SLOW_OK,
                              help="ScoreCAM and AblationCAM: one forward pass per feature channel, "
                                   "about a minute or more per image on this CPU.")
     options = _methods(allow_slow)
@@ -113,7 +129,13 @@ def _settings() -> tuple[str, float]:
     c1.selectbox("Heatmap method", options, key=state.METHOD,
                  help="Grad-CAM is the standard; the others are variants. Slow ones need the checkbox.")
     c2.slider("Heatmap opacity", 0.0, 1.0, step=0.05, key=state.OPACITY)
-    return state.get(state.METHOD), float(state.get(state.OPACITY))
+    evidence = _evidence_choice(False, c3)
+    return state.get(state.METHOD), float(state.get(state.OPACITY)), evidence
+
+
+def _target(evidence: str, pred) -> str:
+    """The class the heatmap explains: the verdict's (at the current threshold) unless one is chosen."""
+    return pred.label if evidence == "verdict" else evidence
 
 
 def _faces(pred) -> None:
@@ -125,13 +147,13 @@ def _faces(pred) -> None:
         st.caption(f":material/face: {pred.face_message}")
 
 
-def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool) -> None:
+def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evidence: str) -> None:
     from realitycheck import explain as X
 
     h = key[1]
     slow = method in X.SLOW_METHODS
-    ekey = (common.model_key(clf.path) if clf.path else clf.name, h, method)
-    cached = ekey in state.get(state.EXPLANATIONS)
+    target = _target(evidence, pred)
+    cached = common.explanation_key(clf, h, method, target) in state.get(state.EXPLANATIONS)
     if slow and not cached:
         est = X.estimate_seconds(method, clf.model, clf.card)
         st.warning(f"{method} is slow: about {est:.0f} s for this image on this machine.", icon=":material/hourglass_top:")
@@ -142,17 +164,22 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool) -> No
         def tick(done: int, total: int) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=f"{method}: {done}/{total} batches")
 
-        exp = common.explanation(clf, h, pred.image, method, progress=tick)
+        exp = common.explanation(clf, h, pred.image, method, progress=tick, target_class=target)
         bar.empty()
     elif not cached:
         with st.spinner(f"Computing the {method} heatmap…"):
-            exp = common.explanation(clf, h, pred.image, method)
+            exp = common.explanation(clf, h, pred.image, method, target_class=target)
     else:
-        exp = common.explanation(clf, h, pred.image, method)
+        exp = common.explanation(clf, h, pred.image, method, target_class=target)
     panel = exp.panel(opacity=opacity)
-    st.image(panel, width="stretch",
-             caption=f"Left: the {exp.region} the model saw. Right: {method} evidence for "
-                     f"'{exp.target_class}' (red = strong, blue = weak).")
+    if demo:
+        look = "generated" if exp.target_class == "fake" else "real"
+        caption = f"Left: the part of the photo the model saw. Right: what looks {look} to the model (red = most)."
+    else:
+        caption = (f"Left: the {exp.region} the model saw. Right: {method} evidence for '{exp.target_class}'"
+                   f"{' (the verdict)' if exp.target_class == pred.label else ' (not the verdict)'}"
+                   " - red = strong, blue = weak.")
+    st.image(panel, width="stretch", caption=caption)
     if demo:
         st.markdown(f"**What the model looked at:** {exp.describe()}.")
         return
@@ -177,7 +204,7 @@ def _png(exp, opacity, caption) -> bytes:
     return X.to_png_bytes(exp.panel(opacity=opacity, caption=caption, max_side=None))
 
 
-def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: bool) -> None:
+def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: bool, evidence: str) -> None:
     pred = rec["pred"].at_threshold(threshold)
     if not pred.ok:
         common.show_error(pred.error)
@@ -203,10 +230,10 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
             if pred.image is None:
                 st.caption("No image kept for the heatmap.")
             else:
-                common.run_page(lambda: _heatmap(clf, key, rec, pred, method, opacity, demo), "the heatmap")
+                common.run_page(lambda: _heatmap(clf, key, rec, pred, method, opacity, demo, evidence), "the heatmap")
 
 
-def _compare(clf, keys: list, opacity: float) -> None:
+def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -> None:
     from realitycheck import explain as X
 
     good = [k for k in keys if k in state.get(state.PREDICTIONS) and state.get(state.PREDICTIONS)[k]["pred"].ok]
@@ -218,25 +245,31 @@ def _compare(clf, keys: list, opacity: float) -> None:
             "Image", good, format_func=lambda k: preds[k]["name"], key="compare_image")
         methods = [m for m in X.METHODS if m not in X.SLOW_METHODS]
         rec = preds[key]
-        mkey = key[0]
-        missing = [m for m in methods if (mkey, key[1], m) not in state.get(state.EXPLANATIONS)]
-        if missing and st.button(f"Compute {len(missing)} more methods (about a second each)", key="compare_run"):
-            bar = st.progress(0.0)
-            for i, m in enumerate(missing):
-                bar.progress(i / len(missing), text=f"{m}…")
-                common.explanation(clf, key[1], rec["pred"].image, m)
-            bar.empty()
-        done = [m for m in methods if (mkey, key[1], m) in state.get(state.EXPLANATIONS)]
+        target = _target(evidence, rec["pred"].at_threshold(threshold))
+        cache = state.get(state.EXPLANATIONS)
+        missing = [m for m in methods if common.explanation_key(clf, key[1], m, target) not in cache]
+        if missing:
+            # measured on this machine (timed forwards of this model), not a promise
+            est = sum(X.estimate_seconds(m, clf.model, clf.card) for m in missing)
+            label = f"Compute {len(missing)} more methods (about {est:.0f} s in all on this machine)"
+            if st.button(label, key="compare_run"):
+                bar = st.progress(0.0)
+                for i, m in enumerate(missing):
+                    bar.progress(i / len(missing), text=f"{m}…")
+                    common.explanation(clf, key[1], rec["pred"].image, m, target_class=target)
+                bar.empty()
+        done = [m for m in methods if common.explanation_key(clf, key[1], m, target) in state.get(state.EXPLANATIONS)]
         if not done:
             st.caption("No heatmaps computed for this image yet.")
             return
+        st.caption(f"Evidence for '{target}' by each method.")
         cols = st.columns(3)
         for i, m in enumerate(done):
-            exp = common.explanation(clf, key[1], rec["pred"].image, m)
+            exp = common.explanation(clf, key[1], rec["pred"].image, m, target_class=target)
             with cols[i % 3]:
                 st.image(exp.overlay(opacity), width="stretch", caption=m)
                 if exp.faithfulness is not None:
-                    st.caption(f"faithfulness {exp.faithfulness.score * 100:+.0f} points")
+                    st.caption(exp.faithfulness.meaning)
 
 
 def render() -> None:
@@ -271,12 +304,12 @@ def render() -> None:
         st.caption("Results appear here. Every image you classify is also listed on the Session history page.")
         return
     st.divider()
-    method, opacity = _settings()
+    method, opacity, evidence = _settings(demo)
     threshold = float(state.get(state.THRESHOLD))
     for key in keys:
-        _result(clf, key, state.get(state.PREDICTIONS)[key], threshold, method, opacity, demo)
+        _result(clf, key, state.get(state.PREDICTIONS)[key], threshold, method, opacity, demo, evidence)
     if not demo:
-        _compare(clf, keys, opacity)
+        _compare(clf, keys, opacity, threshold, evidence)
 
 
 if __name__ == "__main__":  # run by st.navigation (Streamlit executes page files as __main__)

@@ -317,17 +317,23 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
     return keys
 
 
+def explanation_key(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> tuple:
+    """The per-session cache key of a heatmap: model, image, method and the class it explains."""
+    return (model_key(clf.path) if clf.path else clf.name, key, method, target_class)
+
+
 def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method: str,
-                progress: Callable[[int, int], None] | None = None):
-    """Grad-CAM (or another method) of one image, cached per session by (key, method)."""
+                progress: Callable[[int, int], None] | None = None, target_class: str | None = None):
+    """Grad-CAM (or another method) of one image for `target_class` (None: the model's argmax),
+    cached per session by (model, key, method, class)."""
     from realitycheck import explain as X
 
-    mkey = model_key(clf.path) if clf.path else clf.name
-    ekey = (mkey, key, method)
+    ekey = explanation_key(clf, key, method, target_class)
     cache = state.get(state.EXPLANATIONS)
     if ekey in cache:
         return cache[ekey]
-    result = X.explain(clf.model, clf.card, [image], method=method, progress=progress or False)[0]
+    result = X.explain(clf.model, clf.card, [image], method=method, target_class=target_class,
+                       progress=progress or False)[0]
     state.remember(state.EXPLANATIONS, ekey, result, state.MAX_CACHED_EXPLANATIONS)
     return result
 

@@ -254,7 +254,7 @@ def _error_browser(ev: dict, threshold: float) -> None:
         st.info("The model that produced these results is no longer available, so no heatmap.")
         return
     with st.spinner("Computing the Grad-CAM heatmap…"):
-        exp = common.explanation(clf, ("eval", choice), img, "gradcam")
+        exp = common.explanation(clf, ("eval", choice), img, "gradcam", target_class=str(row["predicted"]))
     # One picture: the panel's left half is the image itself, so it is not shown a second time.
     st.image(exp.panel(), width="stretch",
              caption=f"Left: the {exp.region} the model saw. Right: Grad-CAM evidence for "
