@@ -545,3 +545,74 @@ def test_heatmap_can_show_evidence_for_either_class_and_says_which():
     look = "generated" if other == "fake" else "real"
     assert any(f"what looks {look} to the model" in c for im in at.image for c in im.captions)
     assert "evidence for" not in " ".join(c for im in at.image for c in im.captions)
+
+
+def test_evaluate_says_plainly_when_the_model_cannot_tell(tmp_path):
+    """The same photos on both sides: ROC-AUC 0.5 exactly. No ordinary cards, no threshold offered."""
+    for label in ("real", "fake"):
+        (tmp_path / label).mkdir()
+        for i in range(4):
+            (tmp_path / label / f"{i}.jpg").write_bytes(_jpeg(40 + i))
+    at = _app()
+    at.switch_page(PAGES["evaluate"]).run()
+    at.text_input(key="eval_path").set_value(str(tmp_path))
+    at.button(key="FormSubmitter:eval_folder_form-Evaluate").click().run()
+    assert not at.exception and not _errors(at), _errors(at)
+    assert any("cannot tell real from AI-generated" in w.value for w in at.warning), [w.value for w in at.warning]
+    auc = next(m for m in at.metric if m.label == "ROC-AUC")
+    assert auc.value == "0.500" and "guessing" in str(auc.proto.delta)
+    assert not [b for b in at.button if b.key == "eval_use_best"]
+    assert "No threshold is suggested" in _texts(at)
+
+
+def test_best_threshold_is_offered_with_its_false_alarm_and_miss_rates(labelled_folder):
+    from realitycheck import metrics as M
+
+    at = _app()
+    at.switch_page(PAGES["evaluate"]).run()
+    at.text_input(key="eval_path").set_value(str(labelled_folder))
+    at.button(key="FormSubmitter:eval_folder_form-Evaluate").click().run()
+    assert not at.exception and not _errors(at)
+    s = at.session_state["evaluation"]["result"].summary(0.5)
+    kind, _ = M.separation(s)
+    offers = [m.value for m in at.markdown if "Best threshold" in m.value]
+    if kind == "separates":
+        assert offers and "false alarms" in offers[0] and "missed" in offers[0], offers
+        assert [b for b in at.button if b.key == "eval_use_best"]
+    else:  # this untrained model may rank the test images either way; then nothing may be offered
+        assert not offers and not [b for b in at.button if b.key == "eval_use_best"]
+
+
+def test_separation_verdicts():
+    from realitycheck import metrics as M
+
+    assert M.separation({"roc_auc": 0.485, "ci95": {"roc_auc": [0.30, 0.66]}})[0] == "chance"
+    assert M.separation({"roc_auc": 0.97, "ci95": {"roc_auc": [0.95, 0.99]}})[0] == "separates"
+    assert M.separation({"roc_auc": 0.2, "ci95": {"roc_auc": [0.1, 0.35]}})[0] == "reversed"
+    assert M.separation({"roc_auc": None})[0] == "unknown"
+    assert M.separation({"roc_auc": 0.7, "ci95": {"roc_auc": None}})[0] == "separates"
+
+
+def test_no_paths_of_the_developers_machine_in_the_interface(no_weights):
+    """A newcomer has no ../shared: no page, placeholder or sidebar line may point there."""
+    at = _app()
+    seen = []
+    for page in PAGES.values():
+        at.switch_page(page).run()
+        seen += [_texts(at)] + [t.placeholder or "" for t in at.text_input]
+        seen += [m.value for m in at.sidebar.markdown] + [c.value for c in at.sidebar.caption]
+    assert not [t for t in seen if "shared/" in t or "../" in t]
+
+
+def test_sidebar_names_the_data_its_test_metrics_come_from(ckpt, tmp_path, monkeypatch):
+    card = checkpoints.read_card(ckpt)
+    card.training = {"data": "/home/someone/../shared/data/faces-140k-sample",
+                     "extra_real": ["../shared/data/real-world-faces/"]}
+    model, _ = checkpoints.load_checkpoint(ckpt)
+    path = checkpoints.save_checkpoint(tmp_path / "named.pt", model, card)
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(path))
+    at = _app()
+    side = " ".join(c.value for c in at.sidebar.caption)
+    assert "Training data: faces-140k-sample + real-world-faces" in side
+    assert "Measured on 6 held-out test images of faces-140k-sample + real-world-faces" in side
+    assert "shared" not in side

@@ -27,6 +27,7 @@ log = logging.getLogger("realitycheck.app")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO_ROOT / "sample_images"
 SEED_EXAMPLES_DIR = (REPO_ROOT / ".." / "shared" / "data" / "seed-examples").resolve()
+LABELLED_PLACEHOLDER = "a folder with real/ and fake/ inside, e.g. ~/photos/labelled"
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 COLORS = plots.COLORS
 THUMB_PX = 96
@@ -145,7 +146,8 @@ def no_weights_message() -> None:
     )
     st.info(
         "How to get weights:\n"
-        "1. **Train** one: `realitycheck train ../shared/data/faces-140k-sample --out "
+        "1. **Train** one on a folder of your labelled photos (`real/` and `fake/` inside): "
+        "`realitycheck train LABELLED_FOLDER --out "
         f"weights/{Path(inference.DEFAULT_WEIGHTS_NAME).stem}` (any `.pt` in `{inference.weights_dir()}` is picked up); or\n"
         "2. **Load** a checkpoint on the **Models** page: your own RealityCheck `.pt`, or the original "
         "project's `RealityCheck.pth` (by server path; it is about 100 MB, above the 50 MB upload limit).",
@@ -173,6 +175,15 @@ def current_classifier(show_message: bool = True) -> inference.Classifier | None
 # Sidebar
 # ---------------------------------------------------------------------------------------------
 
+def training_data_names(card: ModelCard) -> str:
+    """The card's training data by folder name ("faces-140k-sample + real-world-faces"): the
+    paths are the trainer's machine's, meaningless to someone reading the dashboard."""
+    training = card.training or {}
+    sources = [training.get("data")] + list(training.get("extra_real") or [])
+    names = [Path(str(s).rstrip("/\\")).name or str(s) for s in sources if s]
+    return " + ".join(dict.fromkeys(names))
+
+
 def _pct(v: Any) -> str:
     return "n/a" if v is None else f"{float(v):.1%}"
 
@@ -196,16 +207,18 @@ def sidebar() -> None:
                 st.markdown(f"**{card.name}**  \n`{path.name}`")
                 if not state.get(state.DEMO):
                     st.caption(f"Architecture: {card.arch}")
-                    data = (card.training or {}).get("data") or "not recorded"
-                    st.caption(f"Training data: {data}")
+                    data = training_data_names(card)
+                    st.caption(f"Training data: {data or 'not recorded'}")
                     test = (card.metrics or {}).get("test") or {}
                     if test:
                         c1, c2 = st.columns(2)
                         c1.metric("Test accuracy", _pct(test.get("accuracy")))
                         auc = test.get("roc_auc")
                         c2.metric("Test ROC-AUC", "n/a" if auc is None else f"{auc:.3f}")
-                        if test.get("n"):
-                            st.caption(f"on {int(test['n'])} test images")
+                        n = f"{int(test['n'])} " if test.get("n") else ""
+                        where = f" of {data}" if data else ""
+                        st.caption(f"Measured on {n}held-out test images{where}, never used in training; "
+                                   "your photos may differ: measure them on the Evaluate page.")
                     else:
                         st.caption("Test metrics: none recorded in the model card")
         if not state.get(state.DEMO):

@@ -72,7 +72,7 @@ def _safe_name(i: int, name: str) -> str:
 def _source_folder(clf) -> None:
     with st.form("eval_folder_form", border=False):
         path = st.text_input("Folder or CSV path on the server", key="eval_path",
-                             placeholder="../shared/data/faces-140k-sample", help=LAYOUT_HELP)
+                             placeholder=common.LABELLED_PLACEHOLDER, help=LAYOUT_HELP)
         go = st.form_submit_button("Evaluate", type="primary")
     if go:
         if not path.strip():
@@ -164,18 +164,27 @@ def _summary(ev: dict, threshold: float) -> dict:
     return memo[key]
 
 
+def _slider_value(value: float) -> float:
+    """A threshold as the slider can hold it (0.01 to 0.99 in steps of 0.01)."""
+    return float(min(0.99, max(0.01, round(value, 2))))
+
+
 def _use_best(value: float) -> None:
-    st.session_state[state.EVAL_THRESHOLD] = float(min(0.99, max(0.01, round(value, 2))))
+    st.session_state[state.EVAL_THRESHOLD] = _slider_value(value)
 
 
-def _cards(s: dict) -> None:
+def _cards(s: dict, separation: str) -> None:
     c = st.columns(4)
     ci = (s.get("ci95") or {}).get("accuracy")
     c[0].metric("Accuracy", _fmt_pct(s.get("accuracy")),
                 help="Share of photos given the right verdict." + (
                     f" 95% CI {ci[0]:.1%} to {ci[1]:.1%}." if ci else ""))
-    c[1].metric("ROC-AUC", _fmt_num(s.get("roc_auc")),
-                help="Chance that a random fake scores higher than a random real photo (0.5 = guessing).")
+    auc_ci = (s.get("ci95") or {}).get("roc_auc")
+    flag = {"chance": "no better than guessing", "reversed": "the wrong way round"}.get(separation)
+    c[1].metric("ROC-AUC", _fmt_num(s.get("roc_auc")), delta=flag, delta_color="inverse" if flag else "normal",
+                delta_arrow="off",
+                help="Chance that a random fake scores higher than a random real photo (0.5 = guessing)." + (
+                    f" 95% CI {auc_ci[0]:.3f} to {auc_ci[1]:.3f}." if auc_ci and None not in auc_ci else ""))
     c[2].metric("Balanced accuracy", _fmt_pct(s.get("balanced_accuracy")),
                 help="Average of the hit rates on real and fake photos.")
     c[3].metric("Images scored", f"{s.get('n', 0)} images",
@@ -312,14 +321,23 @@ def _results(ev: dict) -> None:
                             min_value=0.01, max_value=0.99, step=0.01, key=state.EVAL_THRESHOLD,
                             help="Re-scores the stored results; the model is not run again.")
     s = _summary(ev, threshold)
+    kind, sentence = M.separation(s)
     best = s.get("best_threshold_balanced_accuracy") or {}
-    if best.get("threshold") is not None:
-        right.markdown(f"Best threshold for balanced accuracy: **{best['threshold']:.3f}** "
-                       f"({best['balanced_accuracy']:.1%})")
-        right.button("Use it", on_click=_use_best, args=(best["threshold"],), key="eval_use_best")
+    if kind in ("chance", "reversed"):
+        right.caption("No threshold is suggested: moving it cannot make these verdicts reliable.")
+    elif best.get("threshold") is not None:
+        t_use = _slider_value(best["threshold"])
+        at_best = _summary(ev, t_use)  # the rates at the value "Use it" sets, never a bare threshold
+        right.markdown(f"Best threshold for balanced accuracy: **{t_use:.2f}** "
+                       f"({_fmt_pct(at_best.get('balanced_accuracy'))}): at it, **{_fmt_pct(at_best.get('fpr'))}** "
+                       f"of real photos are flagged (false alarms) and **{_fmt_pct(at_best.get('fnr'))}** of fakes "
+                       "are missed.")
+        right.button("Use it", on_click=_use_best, args=(t_use,), key="eval_use_best")
     else:
         right.caption("Best threshold: needs both real and fake images.")
-    _cards(s)
+    if kind in ("chance", "reversed"):
+        st.warning(sentence, icon=":material/block:")
+    _cards(s, kind)
     _charts(ev, s, threshold)
     _failed(ev, s)
     _downloads(ev, threshold)

@@ -138,7 +138,7 @@ def _compare(paths: list[Path]) -> None:
         a = c1.selectbox("Model A", options, index=0, format_func=lambda p: _label(Path(p)), key="compare_a")
         b = c2.selectbox("Model B", options, index=1, format_func=lambda p: _label(Path(p)), key="compare_b")
         folder = st.text_input("Labelled folder or CSV on the server", key="compare_folder",
-                               placeholder="../shared/data/faces-140k-sample")
+                               placeholder=common.LABELLED_PLACEHOLDER)
         go = st.form_submit_button("Compare", type="primary")
     if go:
         if a == b:
@@ -146,7 +146,7 @@ def _compare(paths: list[Path]) -> None:
         elif not folder.strip():
             st.warning("Enter a labelled folder or CSV path first.")
         else:
-            _run_comparison([Path(a), Path(b)], folder.strip())
+            _run_comparison([Path(a), Path(b)], str(Path(folder.strip()).expanduser()))
     _show_comparison()
 
 
