@@ -616,3 +616,19 @@ def test_sidebar_names_the_data_its_test_metrics_come_from(ckpt, tmp_path, monke
     assert "Training data: faces-140k-sample + real-world-faces" in side
     assert "Measured on 6 held-out test images of faces-140k-sample + real-world-faces" in side
     assert "shared" not in side
+
+
+def test_several_images_get_a_summary_table_before_the_cards():
+    at = _app()
+    _classify(at, [(f"m{i}.jpg", _jpeg(50 + i), "image/jpeg") for i in range(3)])
+    assert not _errors(at), _errors(at)
+    table = at.dataframe[0].value
+    assert list(table["name"]) == ["m0.jpg", "m1.jpg", "m2.jpg"]
+    assert {"image", "verdict", "p_fake", "faces", "ms"} <= set(table.columns)
+    assert str(table["image"].iloc[0]).startswith("data:image/jpeg;base64,")
+    assert set(table["verdict"]) <= {"REAL", "FAKE"}
+    preds = [r["pred"].p_fake for r in at.session_state["predictions"].values()]
+    assert sorted(table["p_fake"]) == sorted(preds)
+    assert len(_heatmaps(at)) == 3  # the cards still follow
+    _classify(at, ("one.jpg", _jpeg(60), "image/jpeg"))
+    assert not at.dataframe  # one image: just its card

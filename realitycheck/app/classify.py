@@ -272,6 +272,38 @@ def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -
                     st.caption(exp.faithfulness.meaning)
 
 
+def _summary_table(keys: list, threshold: float, demo: bool) -> None:
+    """Several images: one sortable row each (click a column header to sort) before the cards."""
+    import pandas as pd
+
+    rows = []
+    for key in keys:
+        rec = state.get(state.PREDICTIONS)[key]
+        pred = rec["pred"].at_threshold(threshold)
+        rows.append({
+            "image": common.thumbnail_data_url(pred.image) if pred.image is not None else None,
+            "name": rec["name"],
+            "verdict": pred.label.upper() if pred.ok else "ERROR",
+            "p_fake": pred.p_fake,
+            "faces": pred.faces,
+            "ms": None if not pred.ok else pred.seconds * 1000,
+        })
+    n_fake = sum(r["verdict"] == "FAKE" for r in rows)
+    st.subheader(f"{len(rows)} images: {n_fake} {'look' if demo else 'judged'} AI-generated, "
+                 f"{sum(r['verdict'] == 'REAL' for r in rows)} real")
+    st.dataframe(
+        pd.DataFrame(rows), hide_index=True, width="stretch", key="classify_summary",
+        column_config={
+            "image": st.column_config.ImageColumn("image", width="small"),
+            "verdict": st.column_config.TextColumn("verdict"),
+            "p_fake": st.column_config.ProgressColumn("p(fake)", min_value=0.0, max_value=1.0, format="percent"),
+            "faces": st.column_config.NumberColumn("faces found", format="%d"),
+            "ms": st.column_config.NumberColumn("time", format="%.0f ms"),
+        },
+    )
+    st.caption(f"Verdicts at threshold {threshold:.2f}. The details and heatmap of each image follow.")
+
+
 def render() -> None:
     demo = bool(state.get(state.DEMO))
     st.title("Real or AI-generated?" if demo else "Classify face photos")
@@ -304,8 +336,10 @@ def render() -> None:
         st.caption("Results appear here. Every image you classify is also listed on the Session history page.")
         return
     st.divider()
-    method, opacity, evidence = _settings(demo)
     threshold = float(state.get(state.THRESHOLD))
+    if len(keys) > 1:
+        _summary_table(keys, threshold, demo)
+    method, opacity, evidence = _settings(demo)
     for key in keys:
         _result(clf, key, state.get(state.PREDICTIONS)[key], threshold, method, opacity, demo, evidence)
     if not demo:
