@@ -54,6 +54,14 @@ def _base(title: str, **layout: Any) -> go.Figure:
     return fig
 
 
+def _legend_below(fig: go.Figure) -> go.Figure:
+    """Legend under the x-axis title, items side by side: long model names then take no width
+    from the plot and cannot cover a right-hand axis."""
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="left", x=0),
+                      margin=dict(_LAYOUT["margin"], b=130), height=480)
+    return fig
+
+
 def _no_data(fig: go.Figure, message: str = "no data") -> go.Figure:
     """Mark a figure as empty with a centred note, keeping its title and axis titles."""
     fig.add_annotation(
@@ -142,7 +150,7 @@ def roc_fig(curves_by_name: Mapping[str, Any] | None) -> go.Figure:
         ))
     if not drawn:
         _no_data(fig, "no data (needs both real and fake photos)")
-    return fig
+    return _legend_below(fig)
 
 
 def pr_fig(curves_by_name: Mapping[str, Any] | None) -> go.Figure:
@@ -170,7 +178,7 @@ def pr_fig(curves_by_name: Mapping[str, Any] | None) -> go.Figure:
                                      line=dict(color=color, dash="dot", width=1), hoverinfo="skip"))
     if not drawn:
         _no_data(fig, "no data (needs both real and fake photos)")
-    return fig
+    return _legend_below(fig)
 
 
 def calibration_fig(curves: Mapping[str, Any] | None) -> go.Figure:
@@ -183,7 +191,8 @@ def calibration_fig(curves: Mapping[str, Any] | None) -> go.Figure:
     fig.update_layout(title="Calibration (reliability diagram)", **_LAYOUT)
     fig.update_xaxes(title_text="mean predicted p(fake) in bin", range=[0, 1])
     fig.update_yaxes(title_text="fraction of photos that are fake", range=[0, 1.02], secondary_y=False)
-    fig.update_yaxes(title_text="photos per bin (count)", secondary_y=True, showgrid=False)
+    fig.update_yaxes(title_text="photos per bin (count)", secondary_y=True, showgrid=False, rangemode="tozero",
+                     tickformat="d")  # whole photos: no 7.02 / 14.04 ticks
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
                              line=dict(color=NEUTRAL, dash="dash"), hoverinfo="skip"), secondary_y=False)
     drawn = 0
@@ -207,7 +216,7 @@ def calibration_fig(curves: Mapping[str, Any] | None) -> go.Figure:
         ), secondary_y=False)
     if not drawn:
         _no_data(fig)
-    return fig
+    return _legend_below(fig)
 
 
 def p_fake_histogram(table: pd.DataFrame | None, threshold: float | None = 0.5) -> go.Figure:

@@ -158,6 +158,8 @@ def test_about_page():
     text = _texts(at)
     assert "CC BY-NC-SA 4.0" in text and "diffusion" in text
     assert [h.value for h in at.header][:2] == ["From photo to verdict", "What the numbers mean"]
+    assert "the active model **test-lite0** is a `efficientnet_lite0` network reading 80 px" in text  # from the card
+    assert "Lite0 or ResNet50" not in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,7 +449,8 @@ def test_models_page_load_by_path_and_compare(ckpt, labelled_folder, tmp_path):
     at.text_input(key="compare_folder").set_value(str(labelled_folder))
     at.button(key="FormSubmitter:compare_form-Compare").click().run()
     assert not at.exception and not _errors(at)
-    assert len(at.dataframe[-1].value) == 2
+    table = at.dataframe[-1].value  # one column per model, one row per measure
+    assert len(table.columns) == 2 and "ROC-AUC" in table.index and "false-alarm rate (real)" in table.index
     assert len(at.get("plotly_chart")) >= 2
 
 
@@ -632,3 +635,25 @@ def test_several_images_get_a_summary_table_before_the_cards():
     assert len(_heatmaps(at)) == 3  # the cards still follow
     _classify(at, ("one.jpg", _jpeg(60), "image/jpeg"))
     assert not at.dataframe  # one image: just its card
+
+
+def test_html_report_puts_metrics_before_the_model_card(labelled_folder, ckpt, tmp_path):
+    from realitycheck import evaluate
+    from realitycheck.inference import Classifier
+
+    clf = Classifier.from_file(ckpt, precision="fp32")
+    result = evaluate.evaluate_folder(clf, labelled_folder, workers=0)
+    html = evaluate.write_report(tmp_path / "r.html", clf, result).read_text()
+    order = [html.index(h) for h in ("<h2>Summary</h2>", "<h2>Metrics</h2>", "<h2>Plots</h2>", "<h2>Model</h2>")]
+    assert order == sorted(order)
+
+
+def test_curve_legends_sit_below_the_plot():
+    from realitycheck import metrics as M
+    from realitycheck import plots
+
+    c = M.curves(["real", "fake"] * 5, [0.1, 0.9, 0.2, 0.8, 0.4, 0.6, 0.3, 0.7, 0.45, 0.55])
+    name = "a model with a long name (a-long-file-name-for-its-weights.pt)"
+    for fig in (plots.roc_fig({name: c}), plots.pr_fig({name: c}), plots.calibration_fig({name: c})):
+        assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0, fig.layout.title.text
+    assert plots.calibration_fig({name: c}).layout.yaxis2.tickformat == "d"  # whole photos per bin

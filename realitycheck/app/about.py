@@ -18,8 +18,8 @@ FLOW = """
 3. **Preprocessing from the model card.** Every checkpoint carries a card that says exactly how images
    must be prepared for it: the shorter side is resized, the **centre square** is cropped, and the
    colours are normalised. Parts of the photo outside that square are not seen by the model.
-4. **Classifier.** A convolutional network (EfficientNet-Lite0 or the original project's ResNet50)
-   outputs **p(fake)**, the probability that the photo is AI-generated.
+4. **Classifier.** A convolutional network ({network}) outputs **p(fake)**, the probability that the
+   photo is AI-generated.
 5. **Decision.** The verdict is **FAKE** when p(fake) is at or above the threshold (0.50 unless you move
    the slider), otherwise **REAL**.
 6. **Grad-CAM.** A heatmap shows which parts of the centre square pushed the model towards its verdict,
@@ -68,6 +68,21 @@ LICENCES = """
 """
 
 
+def _network() -> str:
+    """The active model's architecture, read from its card (never a name written into this page)."""
+    path = common.active_model_path()
+    if path is None:
+        return "none loaded yet: see the Models page"
+    try:
+        card = common.card_of(path)
+    except Exception:  # noqa: BLE001 - an unreadable card is reported on the Models page
+        return "the active model's card cannot be read"
+    p = card.preprocessing
+    mirror = "; it averages each photo with its mirror image" if p.mirror_average else ""
+    return (f"the active model **{card.name}** is a `{card.arch}` network reading {p.crop} px squares, "
+            f"as its model card says{mirror}")
+
+
 def render() -> None:
     st.title("How RealityCheck works")
     st.markdown(
@@ -78,7 +93,7 @@ def render() -> None:
         unsafe_allow_html=True,
     )
     st.header("From photo to verdict")
-    st.markdown(FLOW)
+    st.markdown(FLOW.format(network=_network()))
     st.header("What the numbers mean")
     st.markdown(NUMBERS)
     st.header("Limitations")

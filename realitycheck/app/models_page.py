@@ -190,15 +190,31 @@ def _show_comparison() -> None:
     if not comp:
         return
     st.caption(f"On {comp['folder']} at threshold {comp['threshold']:.2f}")
-    df = pd.DataFrame(comp["rows"])
-    config = {k: st.column_config.NumberColumn(label, format="percent" if pct else "%.3f")
-              for k, label, pct in COMPARE_COLUMNS}
-    config["images"] = st.column_config.NumberColumn("images scored", format="%d")
-    config["seconds"] = st.column_config.NumberColumn("time", format="%.1f s")
-    st.dataframe(df, hide_index=True, width="stretch", column_config=config)
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(plots.roc_fig(comp["curves"]), key="compare_roc")
-    c2.plotly_chart(plots.pr_fig(comp["curves"]), key="compare_pr")
+    st.dataframe(comparison_frame(comp["rows"]), width="stretch", key="compare_table")
+    # one chart per row: side by side, long model names in the legends squeezed the plots
+    st.plotly_chart(plots.roc_fig(comp["curves"]), key="compare_roc")
+    st.plotly_chart(plots.pr_fig(comp["curves"]), key="compare_pr")
+
+
+def comparison_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per measure, one column per model: long model names become column headers
+    instead of a wide table cut off at the right."""
+    def fmt(v, pct: bool) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return "n/a"
+        return f"{v:.1%}" if pct else f"{v:.3f}"
+
+    table = {}
+    for r in rows:
+        col = {label: fmt(r.get(k), pct) for k, label, pct in COMPARE_COLUMNS}
+        col["images scored"] = f"{r.get('images') or 0}"
+        col["failed"] = f"{r.get('failed') or 0}"
+        col["time"] = f"{r.get('seconds', 0):.1f} s"
+        name = r["model"]
+        while name in table:  # two files may carry the same card name
+            name += " (2)"
+        table[name] = col
+    return pd.DataFrame(table)
 
 
 def render() -> None:
