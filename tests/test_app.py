@@ -176,7 +176,10 @@ def test_upload_gives_verdict_heatmap_and_cached_rerenders():
     labels = {m.label: m.value for m in at.metric}
     assert labels["p(fake)"].endswith("%") and labels["p(real)"].endswith("%")
     assert labels["Time"].endswith(" ms")
-    assert "Faithfulness" in labels
+    assert "Faithfulness" not in labels  # no bare "+3 points": a sentence instead
+    text = _texts(at)
+    assert "Does the heatmap matter to the model?" in text and "hiding a random 20%" in text
+    assert "**Where:**" in text and ("the face" in text or "No face was found" in text)
     assert len(_heatmaps(at)) == 1  # the original | heatmap panel
     assert any("face" in c.value for c in at.caption) or any("face" in w.value.lower() for w in at.warning)
     assert len(at.session_state["history"]) == 1

@@ -180,18 +180,17 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
                    f"{' (the verdict)' if exp.target_class == pred.label else ' (not the verdict)'}"
                    " - red = strong, blue = weak.")
     st.image(panel, width="stretch", caption=caption)
+    words = common.where_words(exp, pred.face_boxes if pred.region != "face crop" else [])
     if demo:
-        st.markdown(f"**What the model looked at:** {exp.describe()}.")
+        st.markdown(f"**What the model looked at:** {words}")
         return
-    st.caption(f"Where: {exp.describe()}.")
+    st.markdown(f"**Where:** {words}")
     for note in exp.notes:
         st.caption(f":material/info: {note}")
     if exp.faithfulness is not None:
         f = exp.faithfulness
-        st.metric("Faithfulness", f"{f.score * 100:+.0f} points",
-                  help="Confidence drop when the hottest 20% of pixels are removed, minus the drop when "
-                       "a random 20% are removed (percentage points). Positive: the heatmap matters.")
-        st.caption(f.meaning)
+        st.markdown(f"**Does the heatmap matter to the model?** {common.faithfulness_words(f)}",
+                    help=f"Technically: {f.meaning} (ROAD imputation; score {f.score * 100:+.0f} percentage points.)")
     stem = Path(rec["name"]).stem
     caption = f"{rec['name']}: {pred.label.upper()} p(fake) {pred.p_fake:.1%} ({method})"
     st.download_button("Download heatmap (PNG)", data=lambda: _png(exp, opacity, caption),
@@ -269,7 +268,7 @@ def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -
             with cols[i % 3]:
                 st.image(exp.overlay(opacity), width="stretch", caption=m)
                 if exp.faithfulness is not None:
-                    st.caption(exp.faithfulness.meaning)
+                    st.caption(common.faithfulness_words(exp.faithfulness))
 
 
 def _summary_table(keys: list, threshold: float, demo: bool) -> None:

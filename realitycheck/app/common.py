@@ -351,6 +351,19 @@ def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method:
     return result
 
 
+def where_words(exp, face_boxes) -> str:
+    """Where the heatmap's evidence lies, relative to the detected face (`heatmap_words`)."""
+    from realitycheck import heatmap_words
+
+    return heatmap_words.describe_evidence(exp.heatmap, exp.crop_box, face_boxes, exp.target_class)
+
+
+def faithfulness_words(faithfulness) -> str:
+    from realitycheck import heatmap_words
+
+    return heatmap_words.faithfulness_words(faithfulness)
+
+
 def examples() -> list[tuple[Path, str | None]]:
     """Example images: sample_images/ (real public-domain photos) and the seed examples if present."""
     out: list[tuple[Path, str | None]] = []

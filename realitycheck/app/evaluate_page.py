@@ -268,9 +268,11 @@ def _error_browser(ev: dict, threshold: float) -> None:
     st.image(exp.panel(), width="stretch",
              caption=f"Left: the {exp.region} the model saw. Right: Grad-CAM evidence for "
                      f"'{exp.target_class}' (red = strong, blue = weak).")
-    st.caption(f"Where: {exp.describe()}.")
+    from realitycheck.faces import find_faces
+
+    st.markdown(f"**Where:** {common.where_words(exp, find_faces(img).boxes)}")
     if exp.faithfulness is not None:
-        st.caption(exp.faithfulness.meaning)
+        st.caption(common.faithfulness_words(exp.faithfulness))
 
 
 def _eval_classifier(ev: dict):
