@@ -660,3 +660,17 @@ def test_curve_legends_sit_below_the_plot():
     for fig in (plots.roc_fig({name: c}), plots.pr_fig({name: c}), plots.calibration_fig({name: c})):
         assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0, fig.layout.title.text
     assert plots.calibration_fig({name: c}).layout.yaxis2.tickformat == "d"  # whole photos per bin
+
+
+def test_demo_mode_speaks_plainly_throughout():
+    at = _app()
+    at.toggle(key="demo_mode").set_value(True).run()
+    at.button(key="example_0").click().run()
+    _classify(at, [("one.jpg", _jpeg(70), "image/jpeg"), ("two.jpg", _jpeg(71), "image/jpeg")])
+    assert not _errors(at), _errors(at)
+    shown = _texts(at) + " ".join(c for im in at.image for c in im.captions)
+    shown += " ".join(str(e.label) for e in at.expander) + " ".join(str(r.label) for r in at.radio)
+    for jargon in ("p(fake)", "gradcam", "threshold", "evidence for", "Faithfulness", "points"):
+        assert jargon not in shown, jargon
+    assert "likely AI-generated" in shown and "what looks" in shown
+    assert "likely AI-generated" in str(at.dataframe[0].proto.columns)  # the table's column, in words

@@ -45,7 +45,8 @@ def _examples(clf, demo: bool) -> None:
         for col, (i, (path, label)) in zip(cols, enumerate(items[start:start + per_row], start=start)):
             with col:
                 st.image(str(path), width="stretch")
-                st.caption(f"{path.name}  \ntrue class: **{label or 'unknown'}**")
+                truth = {"real": "a real photo", "fake": "AI-generated"}.get(label, "unknown") if demo else label
+                st.caption(f"{path.name}  \n{'actually' if demo else 'true class:'} **{truth or 'unknown'}**")
                 if st.button("Classify this", key=f"example_{i}", disabled=clf is None, width="stretch"):
                     state.put(state.CLASSIFY_ERRORS, [])
                     state.put(state.CLASSIFY_NOTES, [])
@@ -214,8 +215,8 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
             st.markdown(f"**{rec['name']}**")
             st.markdown(common.verdict_html(pred.label, pred.p_fake, "large" if demo else "normal"),
                         unsafe_allow_html=True)
-            st.caption(f"Verdict: {pred.label.upper()} (threshold {threshold:.2f})")
             if not demo:
+                st.caption(f"Verdict: {pred.label.upper()} (threshold {threshold:.2f})")
                 c1, c2 = st.columns(2)
                 c1.metric("p(fake)", f"{pred.p_fake:.1%}", help="The model's probability that the photo is AI-generated.")
                 c2.metric("p(real)", f"{pred.p_real:.1%}")
@@ -295,12 +296,14 @@ def _summary_table(keys: list, threshold: float, demo: bool) -> None:
         column_config={
             "image": st.column_config.ImageColumn("image", width="small"),
             "verdict": st.column_config.TextColumn("verdict"),
-            "p_fake": st.column_config.ProgressColumn("p(fake)", min_value=0.0, max_value=1.0, format="percent"),
+            "p_fake": st.column_config.ProgressColumn("likely AI-generated" if demo else "p(fake)", min_value=0.0,
+                                                      max_value=1.0, format="percent"),
             "faces": st.column_config.NumberColumn("faces found", format="%d"),
             "ms": st.column_config.NumberColumn("time", format="%.0f ms"),
         },
     )
-    st.caption(f"Verdicts at threshold {threshold:.2f}. The details and heatmap of each image follow.")
+    st.caption("Each photo's details and what the model looked at follow." if demo else
+               f"Verdicts at threshold {threshold:.2f}. The details and heatmap of each image follow.")
 
 
 def render() -> None:
