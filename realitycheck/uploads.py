@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -280,3 +281,19 @@ def _extract(zf: zipfile.ZipFile, plan, root: Path, messages: list[str], max_tot
 
 
 __all__ = ["UploadError", "TempDirectory", "session_temp_dir", "check_upload_size", "extract_labelled_zip"]
+
+
+def write_labelled_folder(files_by_label: dict[str, list[tuple[str, bytes]]], dest_dir: str | os.PathLike) -> Path:
+    """Uploaded files, grouped by their true class, as the labelled folder `data.discover` reads.
+
+    Names are made safe (no folders, no odd characters) and numbered, so two uploads called
+    "photo.jpg" both survive. Returns the folder (holding one subfolder per label).
+    """
+    root = Path(dest_dir)
+    for label, files in files_by_label.items():
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, (name, data) in enumerate(files):
+            base = re.sub(r"[^\w.\-]", "_", Path(str(name)).name)[-100:] or "image"
+            (folder / f"{i:05d}_{base}").write_bytes(data)
+    return root
