@@ -280,7 +280,13 @@ def _extract(zf: zipfile.ZipFile, plan, root: Path, messages: list[str], max_tot
             raise UploadError(f"zip member {info.filename!r}: shorter than its header declares; refused")
 
 
-__all__ = ["UploadError", "TempDirectory", "session_temp_dir", "check_upload_size", "extract_labelled_zip"]
+__all__ = ["UploadError", "TempDirectory", "session_temp_dir", "check_upload_size", "extract_labelled_zip",
+           "safe_file_name", "write_labelled_folder"]
+
+
+def safe_file_name(name: str, default: str = "upload") -> str:
+    """An uploaded file's name as a plain file name: no folders, no odd characters, at most 100 long."""
+    return re.sub(r"[^\w.\-]", "_", Path(str(name)).name)[-100:] or default
 
 
 def write_labelled_folder(files_by_label: dict[str, list[tuple[str, bytes]]], dest_dir: str | os.PathLike) -> Path:
@@ -294,6 +300,5 @@ def write_labelled_folder(files_by_label: dict[str, list[tuple[str, bytes]]], de
         folder = root / label
         folder.mkdir(parents=True, exist_ok=True)
         for i, (name, data) in enumerate(files):
-            base = re.sub(r"[^\w.\-]", "_", Path(str(name)).name)[-100:] or "image"
-            (folder / f"{i:05d}_{base}").write_bytes(data)
+            (folder / f"{i:05d}_{safe_file_name(name, 'image')}").write_bytes(data)
     return root

@@ -32,11 +32,11 @@ IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 COLORS = plots.COLORS
 THUMB_PX = 96
 
-PAGE_CLASSIFY = "realitycheck/app/classify.py"
+PAGE_CLASSIFY = "realitycheck/app/classify_page.py"
 PAGE_EVALUATE = "realitycheck/app/evaluate_page.py"
-PAGE_SESSION = "realitycheck/app/session.py"
+PAGE_HISTORY = "realitycheck/app/history_page.py"
 PAGE_MODELS = "realitycheck/app/models_page.py"
-PAGE_ABOUT = "realitycheck/app/about.py"
+PAGE_ABOUT = "realitycheck/app/about_page.py"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,25 +105,36 @@ def active_model_path() -> Path | None:
     return listed[0] if listed else None
 
 
-def model_key(path: Path) -> str:
-    """Identifies a checkpoint version: path + modification time (a retrained file is a new key)."""
+def checkpoint_version(path: Path) -> tuple[str, int]:
+    """THE rule for "which model is this": resolved path + modification time, so a checkpoint
+    rewritten in place (retrained) is a new model to every cache below and in the session."""
     p = Path(path).resolve()
-    return f"{p}@{p.stat().st_mtime_ns}"
+    return str(p), p.stat().st_mtime_ns
+
+
+def model_key(path: Path) -> str:
+    """`checkpoint_version` as one string, the first part of every per-session cache key."""
+    p, mtime = checkpoint_version(path)
+    return f"{p}@{mtime}"
+
+
+def classifier_key(clf: inference.Classifier) -> str:
+    """The model key of a loaded Classifier (one built in memory, without a file: its card name)."""
+    return model_key(clf.path) if clf.path else clf.name
 
 
 @st.cache_resource(show_spinner="Loading the model (first use only)…", max_entries=4)
 def _load_classifier(path: str, mtime_ns: int) -> inference.Classifier:
-    # mtime_ns is part of the cache key only: a checkpoint rewritten in place is loaded afresh.
+    # mtime_ns is part of the cache key only (checkpoint_version).
     # The Classifier holds no per-request state, so one instance serves every session.
     return inference.load_classifier(path)
 
 
 def get_classifier(path: Path) -> inference.Classifier:
     """The cached Classifier of `path`; raises CheckpointError (not cached) for a bad file."""
-    p = Path(path).resolve()
-    if not p.is_file():
+    if not Path(path).is_file():
         raise CheckpointError(f"{path}: no such file")
-    return _load_classifier(str(p), p.stat().st_mtime_ns)
+    return _load_classifier(*checkpoint_version(path))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -134,8 +145,7 @@ def _card_of(path: str, mtime_ns: int) -> ModelCard:
 
 
 def card_of(path: Path) -> ModelCard:
-    p = Path(path).resolve()
-    return _card_of(str(p), p.stat().st_mtime_ns)
+    return _card_of(*checkpoint_version(path))
 
 
 def no_weights_message() -> None:
@@ -294,7 +304,7 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
 
     Returns the keys of the records in order. Bad inputs get a record with `error` set.
     """
-    mkey = model_key(clf.path) if clf.path else clf.name
+    mkey = classifier_key(clf)
     preds = state.get(state.PREDICTIONS)
     keys, todo = [], []
     for name, data in items:
@@ -332,7 +342,11 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
 
 def explanation_key(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> tuple:
     """The per-session cache key of a heatmap: model, image, method and the class it explains."""
-    return (model_key(clf.path) if clf.path else clf.name, key, method, target_class)
+    return (classifier_key(clf), key, method, target_class)
+
+
+def has_explanation(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> bool:
+    return explanation_key(clf, key, method, target_class) in state.get(state.EXPLANATIONS)
 
 
 def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method: str,

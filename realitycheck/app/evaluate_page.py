@@ -7,7 +7,6 @@ every threshold-dependent number, chart and list is recomputed from it (`metrics
 
 from __future__ import annotations
 
-import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -57,16 +56,11 @@ def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=()) -> None
     state.put(state.EVALUATION, {
         "id": uuid.uuid4().hex, "result": result, "label": label, "curves": M.curves_from_table(result.table),
         "model_name": clf.name, "model_path": str(clf.path) if clf.path else None,
-        "model_key": common.model_key(clf.path) if clf.path else clf.name,
+        "model_key": common.classifier_key(clf),
         "tmp": tmp, "skipped": list(skipped), "memo": {},
     })
     state.put(state.EVAL_THRESHOLD, float(state.get(state.THRESHOLD)))
     st.toast(f"Evaluated {len(result.table)} images in {result.seconds:.1f} s")
-
-
-def _safe_name(i: int, name: str) -> str:
-    base = re.sub(r"[^\w.\-]", "_", Path(name).name)[-100:] or "image"
-    return f"{i:05d}_{base}"
 
 
 def _source_folder(clf) -> None:
@@ -126,18 +120,19 @@ def _source_files(clf) -> None:
     if not real and not fake:
         st.warning("Add images to at least one of the two boxes first.")
         return
-    tmp = state.session_temp_dir("realitycheck-eval-")
-    root = Path(tmp.name)
+    from realitycheck import uploads
+
+    by_label = {"real": [], "fake": []}
     for label, files in (("real", real or []), ("fake", fake or [])):
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i, f in enumerate(files):
+        for f in files:
             data = f.getvalue()
             over = common.accept_upload(data, f.name)
             if over:
-                state.drop_temp_dir(tmp)
                 common.show_error(over)
                 return
-            (root / label / _safe_name(i, f.name)).write_bytes(data)
+            by_label[label].append((f.name, data))
+    tmp = state.session_temp_dir("realitycheck-eval-")
+    root = uploads.write_labelled_folder(by_label, tmp.name)
     n = len(real or []) + len(fake or [])
     _evaluate(clf, root, label=f"{n} uploaded files ({len(real or [])} real, {len(fake or [])} fake)", tmp=tmp)
 

@@ -7,7 +7,6 @@ session's list only, never to the shared weights folder.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -104,7 +103,9 @@ def _load() -> None:
                     common.show_error(over)
                 else:
                     tmp = state.session_temp_dir("realitycheck-model-")
-                    name = re.sub(r"[^\w.\-]", "_", Path(up.name).name) or "checkpoint.pt"
+                    from realitycheck.uploads import safe_file_name
+
+                    name = safe_file_name(up.name, "checkpoint.pt")
                     target = Path(tmp.name) / name
                     target.write_bytes(data)
                     _adopt(target, up.name)  # reruns on success
@@ -152,37 +153,29 @@ def _compare(paths: list[Path]) -> None:
 
 def _run_comparison(paths: list[Path], folder: str) -> None:
     from realitycheck import evaluate
-    from realitycheck import metrics as M
     from realitycheck.data import DataError
 
-    rows, curves = [], {}
+    try:
+        classifiers = {_label(p): common.get_classifier(p) for p in paths}
+    except CheckpointError as exc:
+        common.show_error(str(exc))
+        return
+    names = list(classifiers)
     bar = st.progress(0.0, text="Starting…")
-    for i, p in enumerate(paths):
-        name = _label(p)
-        try:
-            clf = common.get_classifier(p)
-        except CheckpointError as exc:
-            bar.empty()
-            common.show_error(str(exc))
-            return
 
-        def tick(done, total, i=i, name=name):
-            frac = (i + (done / total if total else 0)) / len(paths)
-            bar.progress(min(1.0, frac), text=f"{name}: {done} of {total} images")
+    def tick(name: str, done: int, total: int) -> None:
+        frac = (names.index(name) + (done / total if total else 0)) / len(names)
+        bar.progress(min(1.0, frac), text=f"{name}: {done} of {total} images")
 
-        try:
-            result = evaluate.evaluate_folder(clf, folder, progress=tick, workers=0)
-        except DataError as exc:
-            bar.empty()
-            common.show_error(str(exc))
-            return
-        s = result.summary(float(state.get(state.THRESHOLD)))
-        rows.append({"model": name, **{k: s.get(k) for k, _, _ in COMPARE_COLUMNS},
-                     "images": s.get("n"), "failed": s.get("n_failed"), "seconds": round(result.seconds, 1)})
-        curves[name] = M.curves_from_table(result.table)
-    bar.empty()
-    state.put(state.COMPARISON, {"rows": rows, "curves": curves, "folder": folder,
-                                 "threshold": float(state.get(state.THRESHOLD))})
+    try:
+        comparison = evaluate.compare_models(classifiers, folder, threshold=float(state.get(state.THRESHOLD)),
+                                             progress=tick, workers=0)
+    except DataError as exc:
+        common.show_error(str(exc))
+        return
+    finally:
+        bar.empty()
+    state.put(state.COMPARISON, comparison)
 
 
 def _show_comparison() -> None:

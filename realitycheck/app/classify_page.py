@@ -154,7 +154,7 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
     h = key[1]
     slow = method in X.SLOW_METHODS
     target = _target(evidence, pred)
-    cached = common.explanation_key(clf, h, method, target) in state.get(state.EXPLANATIONS)
+    cached = common.has_explanation(clf, h, method, target)
     if slow and not cached:
         est = X.estimate_seconds(method, clf.model, clf.card)
         st.warning(f"{method} is slow: about {est:.0f} s for this image on this machine.", icon=":material/hourglass_top:")
@@ -246,8 +246,7 @@ def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -
         methods = [m for m in X.METHODS if m not in X.SLOW_METHODS]
         rec = preds[key]
         target = _target(evidence, rec["pred"].at_threshold(threshold))
-        cache = state.get(state.EXPLANATIONS)
-        missing = [m for m in methods if common.explanation_key(clf, key[1], m, target) not in cache]
+        missing = [m for m in methods if not common.has_explanation(clf, key[1], m, target)]
         if missing:
             # measured on this machine (timed forwards of this model), not a promise
             est = sum(X.estimate_seconds(m, clf.model, clf.card) for m in missing)
@@ -258,7 +257,7 @@ def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -
                     bar.progress(i / len(missing), text=f"{m}…")
                     common.explanation(clf, key[1], rec["pred"].image, m, target_class=target)
                 bar.empty()
-        done = [m for m in methods if common.explanation_key(clf, key[1], m, target) in state.get(state.EXPLANATIONS)]
+        done = [m for m in methods if common.has_explanation(clf, key[1], m, target)]
         if not done:
             st.caption("No heatmaps computed for this image yet.")
             return
@@ -327,7 +326,7 @@ def render() -> None:
         common.show_error(msg)
     for msg in state.get(state.CLASSIFY_NOTES):
         st.caption(f":material/content_copy: {msg}")
-    mkey = common.model_key(clf.path) if clf.path else clf.name
+    mkey = common.classifier_key(clf)
     # One card per distinct image: every widget key below is derived from the image's hash.
     shown = [k for k in dict.fromkeys(state.get(state.CURRENT)) if k in state.get(state.PREDICTIONS)]
     keys = [k for k in shown if k[0] == mkey]
