@@ -82,6 +82,7 @@ def test_predict_explain_evaluate_and_dashboard_agree(sharp_checkpoint, photos, 
     for r in _cli_json(capsys, "explain", jpg, png, "--weights", sharp_checkpoint, "--out", tmp_path / "heat",
                        "--json", "--no-progress"):
         put(r["path"], "explain", r["p_fake"])
+        assert "face" in r["where"]  # words relative to the detected face (heatmap_words), not fixed cells
     # evaluate (the per-image CSV)
     table = tmp_path / "eval.csv"
     _cli_json(capsys, "evaluate", photos["root"], "--weights", sharp_checkpoint, "--csv", table, "--json",
