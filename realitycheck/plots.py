@@ -62,6 +62,14 @@ def _legend_below(fig: go.Figure) -> go.Figure:
     return fig
 
 
+def _count_step(largest: float, max_ticks: int = 6) -> int:
+    """A whole tick step (1, 2, 5, 10, 20, 50, ...) giving at most `max_ticks` ticks up to `largest`."""
+    step = 1
+    while largest / step > max_ticks:
+        step = step * 5 // 2 if str(step).startswith("2") else step * 2
+    return step
+
+
 def _no_data(fig: go.Figure, message: str = "no data") -> go.Figure:
     """Mark a figure as empty with a centred note, keeping its title and axis titles."""
     fig.add_annotation(
@@ -191,8 +199,7 @@ def calibration_fig(curves: Mapping[str, Any] | None) -> go.Figure:
     fig.update_layout(title="Calibration (reliability diagram)", **_LAYOUT)
     fig.update_xaxes(title_text="mean predicted p(fake) in bin", range=[0, 1])
     fig.update_yaxes(title_text="fraction of photos that are fake", range=[0, 1.02], secondary_y=False)
-    fig.update_yaxes(title_text="photos per bin (count)", secondary_y=True, showgrid=False, rangemode="tozero",
-                     tickformat="d")  # whole photos: no 7.02 / 14.04 ticks
+    fig.update_yaxes(title_text="photos per bin (count)", secondary_y=True, showgrid=False, rangemode="tozero")
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
                              line=dict(color=NEUTRAL, dash="dash"), hoverinfo="skip"), secondary_y=False)
     drawn = 0
@@ -209,6 +216,10 @@ def calibration_fig(curves: Mapping[str, Any] | None) -> go.Figure:
             fig.add_trace(go.Bar(x=cal["mean_predicted"], y=cal["count"], name=f"{name}: photos per bin",
                                  marker_color=color, opacity=0.18, width=width * 0.8,
                                  hovertemplate="%{y} photos<extra></extra>"), secondary_y=True)
+            # whole photos at evenly spaced ticks (left alone, the count axis copied the left axis's
+            # five intervals: ticks at 7.02, 14.04, ...)
+            fig.update_yaxes(tickmode="linear", tick0=0, dtick=_count_step(max(cal["count"], default=0)),
+                             tickformat="d", secondary_y=True)
         fig.add_trace(go.Scatter(
             x=cal["mean_predicted"], y=cal["fraction_positive"], mode="lines+markers", name=name,
             line=dict(color=color, width=2), customdata=cal["count"],

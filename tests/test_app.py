@@ -215,6 +215,8 @@ def test_slow_methods_need_opt_in_and_warn_before_running():
 def test_compare_methods_grid():
     at = _app()
     _classify(at, ("a.jpg", _jpeg(8), "image/jpeg"))
+    label = at.button(key="compare_run").label
+    assert "s in all on this machine" in label and "a second each" not in label  # a measured estimate
     at.button(key="compare_run").click().run()
     assert not at.exception and not _errors(at)
     grid = [c for im in at.image for c in im.captions if c in ("gradcam++", "hirescam", "eigencam")]
@@ -664,7 +666,9 @@ def test_curve_legends_sit_below_the_plot():
     name = "a model with a long name (a-long-file-name-for-its-weights.pt)"
     for fig in (plots.roc_fig({name: c}), plots.pr_fig({name: c}), plots.calibration_fig({name: c})):
         assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0, fig.layout.title.text
-    assert plots.calibration_fig({name: c}).layout.yaxis2.tickformat == "d"  # whole photos per bin
+    count_axis = plots.calibration_fig({name: c}).layout.yaxis2  # whole photos per bin, evenly spaced
+    assert count_axis.tickmode == "linear" and count_axis.dtick == 1 and count_axis.tickformat == "d"
+    assert [plots._count_step(n) for n in (0, 5, 7, 13, 40, 110, 600)] == [1, 1, 2, 5, 10, 20, 100]
 
 
 def test_demo_mode_speaks_plainly_throughout():

@@ -191,6 +191,21 @@ def test_evaluate_page_runs_on_a_labelled_folder(server, page, shots, tmp_path):
     page.wait_for_timeout(1500)
     page.screenshot(path=str(shots / "evaluate.png"))
 
+    # The calibration chart: whole-photo count ticks, and a legend that covers no tick label.
+    cal = page.locator(".js-plotly-plot").filter(has_text="Calibration").first
+    cal.scroll_into_view_if_needed()
+    cal.locator("g.y2tick text").first.wait_for(timeout=60_000)
+    ticks = cal.locator("g.y2tick text")
+    values = [int(t.replace(",", "")) for t in ticks.all_text_contents()]  # whole photos ...
+    assert len(values) >= 2 and len({b - a for a, b in zip(values, values[1:])}) == 1, values  # ... evenly spaced
+    legend = cal.locator("g.legend").bounding_box()
+    for i in range(ticks.count()):
+        t = ticks.nth(i).bounding_box()
+        apart = (t["x"] + t["width"] <= legend["x"] or legend["x"] + legend["width"] <= t["x"]
+                 or t["y"] + t["height"] <= legend["y"] or legend["y"] + legend["height"] <= t["y"])
+        assert apart, ("legend covers a count tick", t, legend)
+    cal.screenshot(path=str(tmp_path / "calibration.png"))
+
     # Two more evaluations in the same session, from uploads labelled so that there are mistakes to
     # browse (public-domain real photos put in the AI-generated box): the picker must follow each run.
     page.set_viewport_size({"width": 1400, "height": 1000})
