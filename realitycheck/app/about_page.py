@@ -33,9 +33,12 @@ NUMBERS = """
 - **Threshold**: p(fake) at or above it means FAKE. Raising it gives fewer false alarms on real photos
   but lets more fakes through; lowering it does the opposite.
 - **Time (ms)**: decoding, face check and the model's forward pass for that image.
-- **Faithfulness (points)**: how much more the model's confidence drops when the hottest 20% of pixels
-  of the heatmap are removed than when a random 20% are removed. Positive: the heatmap points at
-  evidence the model uses; near zero: treat the heatmap with caution.
+- **Does the heatmap matter to the model?** The highlighted 20% of the picture is hidden (filled in
+  from its surroundings), then a random 20%. If hiding the highlighted part lowers the model's
+  confidence clearly more than hiding random parts, the heatmap shows evidence the model really
+  uses; if not, treat the heatmap with caution.
+- **Where**: the evidence is described relative to the face the detector found ("on the face, around
+  the eyes and forehead", or "outside the face: clothing or background").
 - **Accuracy**: share of photos given the right verdict. **Balanced accuracy**: the average of the hit
   rates on real and on fake photos (not flattered by an unbalanced test set).
 - **ROC-AUC**: the chance that a random fake photo gets a higher p(fake) than a random real photo; 0.5 is
@@ -53,8 +56,8 @@ LIMITS = """
 - **Real photos far from the training distribution** (phone snapshots, group photos, profile views,
   heavy filters, strong JPEG compression, screenshots, scans) **may raise false alarms**.
 - Only the centre square of the image is analysed; a face near the edge may be cut off.
-- Grad-CAM heatmaps are coarse (7x7 cells upsampled) and show where the model looked, not why in
-  human terms.
+- Grad-CAM heatmaps are coarse (a grid of about 7x7 or 8x8 cells, upsampled) and show where the model
+  looked, not why in human terms.
 - Never use a verdict on its own to accuse anyone of anything.
 """
 
