@@ -207,6 +207,25 @@ def evaluate_sources(clf: Classifier, data: list[str], *, only_split: str | None
                           **kwargs)
 
 
+def compare_models(classifiers: dict[str, Classifier], folder: str | os.PathLike, *, threshold: float = 0.5,
+                   progress: Callable[[str, int, int], None] | None = None, **kwargs) -> dict:
+    """Several models on the same labelled images: one summary and one set of curves per model.
+
+    Returns {"rows": [summary + "model" + "seconds"], "curves": {name: metrics curves}, "folder",
+    "threshold"}; progress(name, done, total) is called as each model runs. Raises DataError like
+    `evaluate_folder`.
+    """
+    rows, curves = [], {}
+    for name, clf in classifiers.items():
+        tick = (lambda d, t, name=name: progress(name, d, t)) if progress else False
+        result = evaluate_folder(clf, folder, progress=tick, **kwargs)
+        s = result.summary(threshold)
+        rows.append({**s, "model": name, "images": s.get("n"), "failed": s.get("n_failed"),
+                     "seconds": round(result.seconds, 1)})
+        curves[name] = M.curves_from_table(result.table)
+    return {"rows": rows, "curves": curves, "folder": str(folder), "threshold": float(threshold)}
+
+
 # ---------------------------------------------------------------------------------------------
 # Robustness
 # ---------------------------------------------------------------------------------------------

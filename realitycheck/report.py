@@ -341,13 +341,10 @@ def render_html_report(
         f"<h1>{_e(title)}</h1>",
         f'<p class="sub">RealityCheck evaluation report, generated {_e(stamp)}. '
         "Positive class: <span class=fake>fake</span> (AI-generated).</p>",
+        # results first; the (long) model card and data description close the report
         "<h2>Summary</h2>",
         _headline(metrics),
         _per_source(table, threshold),
-        "<h2>Model</h2>",
-        _kv_table(model_card),
-        "<h2>Test data</h2>",
-        _kv_table(dataset_summary),
         "<h2>Metrics</h2>",
         _metrics_table(metrics),
         "<h2>Plots</h2>",
@@ -356,6 +353,10 @@ def render_html_report(
         "<h2>Most confident mistakes</h2>",
         _worst_errors(table, threshold, worst_k, image_root),
         _failed(metrics),
+        "<h2>Test data</h2>",
+        _kv_table(dataset_summary),
+        "<h2>Model</h2>",
+        _kv_table(model_card),
         "</main></body></html>",
     ]
     return "\n".join(p for p in parts if p)

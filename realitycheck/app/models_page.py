@@ -7,7 +7,6 @@ session's list only, never to the shared weights folder.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -104,7 +103,9 @@ def _load() -> None:
                     common.show_error(over)
                 else:
                     tmp = state.session_temp_dir("realitycheck-model-")
-                    name = re.sub(r"[^\w.\-]", "_", Path(up.name).name) or "checkpoint.pt"
+                    from realitycheck.uploads import safe_file_name
+
+                    name = safe_file_name(up.name, "checkpoint.pt")
                     target = Path(tmp.name) / name
                     target.write_bytes(data)
                     _adopt(target, up.name)  # reruns on success
@@ -138,7 +139,7 @@ def _compare(paths: list[Path]) -> None:
         a = c1.selectbox("Model A", options, index=0, format_func=lambda p: _label(Path(p)), key="compare_a")
         b = c2.selectbox("Model B", options, index=1, format_func=lambda p: _label(Path(p)), key="compare_b")
         folder = st.text_input("Labelled folder or CSV on the server", key="compare_folder",
-                               placeholder="../shared/data/faces-140k-sample")
+                               placeholder=common.LABELLED_PLACEHOLDER)
         go = st.form_submit_button("Compare", type="primary")
     if go:
         if a == b:
@@ -146,43 +147,35 @@ def _compare(paths: list[Path]) -> None:
         elif not folder.strip():
             st.warning("Enter a labelled folder or CSV path first.")
         else:
-            _run_comparison([Path(a), Path(b)], folder.strip())
+            _run_comparison([Path(a), Path(b)], str(Path(folder.strip()).expanduser()))
     _show_comparison()
 
 
 def _run_comparison(paths: list[Path], folder: str) -> None:
     from realitycheck import evaluate
-    from realitycheck import metrics as M
     from realitycheck.data import DataError
 
-    rows, curves = [], {}
+    try:
+        classifiers = {_label(p): common.get_classifier(p) for p in paths}
+    except CheckpointError as exc:
+        common.show_error(str(exc))
+        return
+    names = list(classifiers)
     bar = st.progress(0.0, text="Starting…")
-    for i, p in enumerate(paths):
-        name = _label(p)
-        try:
-            clf = common.get_classifier(p)
-        except CheckpointError as exc:
-            bar.empty()
-            common.show_error(str(exc))
-            return
 
-        def tick(done, total, i=i, name=name):
-            frac = (i + (done / total if total else 0)) / len(paths)
-            bar.progress(min(1.0, frac), text=f"{name}: {done} of {total} images")
+    def tick(name: str, done: int, total: int) -> None:
+        frac = (names.index(name) + (done / total if total else 0)) / len(names)
+        bar.progress(min(1.0, frac), text=f"{name}: {done} of {total} images")
 
-        try:
-            result = evaluate.evaluate_folder(clf, folder, progress=tick, workers=0)
-        except DataError as exc:
-            bar.empty()
-            common.show_error(str(exc))
-            return
-        s = result.summary(float(state.get(state.THRESHOLD)))
-        rows.append({"model": name, **{k: s.get(k) for k, _, _ in COMPARE_COLUMNS},
-                     "images": s.get("n"), "failed": s.get("n_failed"), "seconds": round(result.seconds, 1)})
-        curves[name] = M.curves_from_table(result.table)
-    bar.empty()
-    state.put(state.COMPARISON, {"rows": rows, "curves": curves, "folder": folder,
-                                 "threshold": float(state.get(state.THRESHOLD))})
+    try:
+        comparison = evaluate.compare_models(classifiers, folder, threshold=float(state.get(state.THRESHOLD)),
+                                             progress=tick, workers=0)
+    except DataError as exc:
+        common.show_error(str(exc))
+        return
+    finally:
+        bar.empty()
+    state.put(state.COMPARISON, comparison)
 
 
 def _show_comparison() -> None:
@@ -190,15 +183,31 @@ def _show_comparison() -> None:
     if not comp:
         return
     st.caption(f"On {comp['folder']} at threshold {comp['threshold']:.2f}")
-    df = pd.DataFrame(comp["rows"])
-    config = {k: st.column_config.NumberColumn(label, format="percent" if pct else "%.3f")
-              for k, label, pct in COMPARE_COLUMNS}
-    config["images"] = st.column_config.NumberColumn("images scored", format="%d")
-    config["seconds"] = st.column_config.NumberColumn("time", format="%.1f s")
-    st.dataframe(df, hide_index=True, width="stretch", column_config=config)
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(plots.roc_fig(comp["curves"]), key="compare_roc")
-    c2.plotly_chart(plots.pr_fig(comp["curves"]), key="compare_pr")
+    st.dataframe(comparison_frame(comp["rows"]), width="stretch", key="compare_table")
+    # one chart per row: side by side, long model names in the legends squeezed the plots
+    st.plotly_chart(plots.roc_fig(comp["curves"]), key="compare_roc")
+    st.plotly_chart(plots.pr_fig(comp["curves"]), key="compare_pr")
+
+
+def comparison_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per measure, one column per model: long model names become column headers
+    instead of a wide table cut off at the right."""
+    def fmt(v, pct: bool) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return "n/a"
+        return f"{v:.1%}" if pct else f"{v:.3f}"
+
+    table = {}
+    for r in rows:
+        col = {label: fmt(r.get(k), pct) for k, label, pct in COMPARE_COLUMNS}
+        col["images scored"] = f"{r.get('images') or 0}"
+        col["failed"] = f"{r.get('failed') or 0}"
+        col["time"] = f"{r.get('seconds', 0):.1f} s"
+        name = r["model"]
+        while name in table:  # two files may carry the same card name
+            name += " (2)"
+        table[name] = col
+    return pd.DataFrame(table)
 
 
 def render() -> None:
