@@ -99,7 +99,6 @@ def cmd_predict(args) -> int:
 def cmd_explain(args) -> int:
     from realitycheck import explain
     from realitycheck.faces import find_faces
-    from realitycheck.heatmap_words import describe_evidence as where_words
     from realitycheck.images import ImageError, load_image
     from realitycheck.inference import verdict
 
@@ -134,7 +133,7 @@ def cmd_explain(args) -> int:
             "explained_class": exp.target_class, "region": exp.region, "overlay": str(png),
             "faithfulness": None if f is None else {"drop_hot": f.drop_hot, "drop_random": f.drop_random,
                                                     "score": f.score, "meaning": f.meaning},
-            "where": where_words(exp.heatmap, exp.crop_box, find_faces(loaded.image).boxes, exp.target_class),
+            "where": exp.describe(find_faces(loaded.image).boxes),
             "seconds": exp.seconds,
         })
     if args.json:

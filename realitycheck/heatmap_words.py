@@ -1,11 +1,9 @@
 """A heatmap in words a non-specialist can check against the picture.
 
-`explain.describe_regions` names fixed cells of the crop ("mouth and chin") as if a face filled
-it; on a press photo the hot spot may be a necktie or the background. Here the words are
-relative to the face the detector found: which part of the face box holds the evidence, or
-that it lies outside the face. The face detector gives boxes today (x, y, w, h); with landmarks
-(eyes, nose, mouth corners) the parts of the face can be named from them instead of from the
-box's thirds (`_FACE_THIRDS`).
+On a press photo the hot spot may be a necktie or the background, so the words are relative to
+the face the detector found: which third of the face box holds the evidence, or that it lies
+outside the face. For an aligned-face model the face box inside the aligned view is known
+(`faces.box_in_aligned_view`), so the same words apply. `Explanation.describe` is the one caller.
 """
 
 from __future__ import annotations

@@ -367,9 +367,7 @@ def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method:
 
 def where_words(exp, face_boxes) -> str:
     """Where the heatmap's evidence lies, relative to the detected face (`heatmap_words`)."""
-    from realitycheck import heatmap_words
-
-    return heatmap_words.describe_evidence(exp.heatmap, exp.crop_box, face_boxes, exp.target_class)
+    return exp.describe(face_boxes)
 
 
 def faithfulness_words(faithfulness) -> str:
