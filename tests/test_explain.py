@@ -490,7 +490,8 @@ def test_explanation_helpers(effnet, card80):
     ex = E.explain(effnet, card80, [rand_image(120, 90, 9)], faithfulness=False)[0]
     assert ex.overlay().size == ex.region_image.size
     assert ex.panel().width > 2 * ex.region_image.width
-    assert ex.describe().startswith(f"the model's evidence for {ex.target_class}")
+    words = ex.describe([(10, 10, 40, 40)])
+    assert words.startswith(f"What looks {'AI-generated' if ex.target_class == 'fake' else 'real'} to the model")
     eig = E.explain(effnet, card80, [rand_image(120, 90, 9)], method="eigencam", faithfulness=False)[0]
     assert any("EigenCAM" in n for n in eig.notes)
 
