@@ -183,8 +183,28 @@ def evaluate_folder(clf: Classifier, folder: str | os.PathLike, *, split: str | 
     src: LabelledSource = discover(folder, split=split)
     log = kwargs.get("log") or (lambda m: None)
     log(f"labels: {src.describe()}")
-    items = list(src)  # paths only (never pixels); decoding is streamed
+    items = with_sources(src)  # paths only (never pixels); decoding is streamed
     return evaluate_items(clf, items, source=src.describe(), mapping=src.mapping, **kwargs)
+
+
+def with_sources(src: LabelledSource) -> list:
+    """(path, label, source) for a labelled folder: a subfolder inside a class folder names the source
+    (fake/sd21/x.jpg -> "sd21"); files directly in it take the class folder's name (e.g. "real")."""
+    from realitycheck.data import Item
+
+    dirs = [(d, lab) for lab, ds in src.class_dirs.items() for d in ds]
+    out = []
+    for p, label in src:
+        source = ""
+        for d, lab in dirs:
+            try:
+                rel = Path(p).relative_to(d)
+            except ValueError:
+                continue
+            source = rel.parts[0] if len(rel.parts) > 1 else d.name
+            break
+        out.append(Item(p, label, source))
+    return out
 
 
 def evaluate_sources(clf: Classifier, data: list[str], *, only_split: str | None = None, seed: int = 0,

@@ -205,3 +205,21 @@ def crop_to_face(image: Image.Image, box: tuple[int, int, int, int], margin: flo
     right = int(min(image.size[0], left + side))
     bottom = int(min(image.size[1], top + side))
     return image.crop((left, top, right, bottom))
+
+
+def draw_faces(image: Image.Image, boxes, p_fake, threshold: float) -> Image.Image:
+    """The photo with each face's box and verdict drawn on it (red: judged fake, green: real)."""
+    from PIL import ImageDraw
+
+    out = image.convert("RGB").copy()
+    d = ImageDraw.Draw(out)
+    width = max(2, round(max(out.size) / 250))
+    for i, (box, p) in enumerate(zip(boxes, p_fake)):
+        x, y, w, h = box
+        colour = (220, 40, 40) if p >= threshold else (40, 170, 70)
+        d.rectangle((x, y, x + w, y + h), outline=colour, width=width)
+        label = f"{i + 1}: {'fake' if p >= threshold else 'real'} {p:.0%}"
+        tw = d.textlength(label)
+        d.rectangle((x, max(0, y - 14), x + tw + 6, max(14, y)), fill=colour)
+        d.text((x + 3, max(0, y - 13)), label, fill=(255, 255, 255))
+    return out

@@ -146,6 +146,11 @@ def _faces(pred) -> None:
         st.warning(f"No face found: {pred.face_message.split(':', 1)[-1].strip()}", icon=":material/face:")
     else:
         st.caption(f":material/face: {pred.face_message}")
+        if len(pred.face_p_fake) > 1 and pred.image is not None:
+            from realitycheck.faces import draw_faces
+
+            st.image(draw_faces(pred.image, pred.face_boxes, pred.face_p_fake, pred.threshold),
+                     caption="Each face's verdict; the image's is its most suspicious face", width="stretch")
 
 
 def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evidence: str) -> None:
@@ -223,6 +228,12 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
                 c1.metric("Time", f"{pred.seconds * 1000:.0f} ms",
                           help="Decoding, face check and the model's forward pass for this image.")
                 c2.metric("Faces found", "n/a" if pred.faces is None else f"{pred.faces}")
+            if pred.unfamiliar:
+                from realitycheck.ood import UNFAMILIAR_MESSAGE, UNFAMILIAR_PLAIN
+
+                st.warning(UNFAMILIAR_PLAIN if demo else
+                           f"{UNFAMILIAR_MESSAGE[0].upper()}{UNFAMILIAR_MESSAGE[1:]} (score {pred.ood_score:.2f}, "
+                           f"threshold {clf.ood.threshold:.2f}).", icon=":material/help:")
             _faces(pred)
             for note in pred.notes:
                 st.caption(f":material/info: {note}")

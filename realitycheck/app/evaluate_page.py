@@ -304,6 +304,24 @@ def _downloads(ev: dict, threshold: float) -> None:
                        help="One self-contained file (opens offline) with every chart and metric.")
 
 
+def _per_source(s: dict) -> None:
+    """Each source's rate (detection for fakes, false alarms for reals), so no source hides in an average."""
+    rows = s.get("per_source") or []
+    named = [r for r in rows if r["source"] != "(unnamed)"]
+    if not named and len(rows) < 2:
+        return
+    st.subheader("Per source")
+    table = [{"source": r["source"], "class": r["label"], "images": r["n"], "measures": r["rate_name"],
+              "rate": r["rate"], "95% CI": f"{r['ci95_low']:.1%} - {r['ci95_high']:.1%}",
+              "mean p(fake)": r["mean_p_fake"],
+              **({"unfamiliar": r["unfamiliar_rate"]} if r.get("unfamiliar_rate") is not None else {})}
+             for r in rows]
+    st.dataframe(table, hide_index=True, width="stretch", key="eval_per_source",
+                 column_config={"rate": st.column_config.NumberColumn(format="percent"),
+                                "unfamiliar": st.column_config.NumberColumn(format="percent"),
+                                "mean p(fake)": st.column_config.NumberColumn(format="%.3f")})
+
+
 def _results(ev: dict) -> None:
     result = ev["result"]
     st.subheader("Results")
@@ -335,6 +353,7 @@ def _results(ev: dict) -> None:
     if kind in ("chance", "reversed"):
         st.warning(sentence, icon=":material/block:")
     _cards(s, kind)
+    _per_source(s)
     _charts(ev, s, threshold)
     _failed(ev, s)
     _downloads(ev, threshold)
