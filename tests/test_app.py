@@ -707,3 +707,35 @@ def test_compare_models_is_a_package_function(ckpt, labelled_folder):
     assert [r["model"] for r in comp["rows"]] == ["a", "b"] and set(comp["curves"]) == {"a", "b"}
     assert comp["rows"][0]["roc_auc"] == comp["rows"][1]["roc_auc"]  # same weights, same data
     assert comp["rows"][0]["images"] == 6 and seen and set(seen) == {"a", "b"}
+
+
+def test_evaluate_shows_each_source_of_a_folder(tmp_path):
+    for sub in ("real", "fake/genA", "fake/genB"):
+        (tmp_path / "set" / sub).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "set" / sub / f"{sub.replace('/', '_')}{i}.jpg").write_bytes(_jpeg(hash(sub) % 97 + i))
+    at = _app()
+    at.switch_page(PAGES["evaluate"]).run()
+    at.text_input(key="eval_path").set_value(str(tmp_path / "set"))
+    at.button(key="FormSubmitter:eval_folder_form-Evaluate").click().run()
+    assert not at.exception and not _errors(at)
+    [df] = [d.value for d in at.dataframe if "measures" in d.value.columns]
+    assert set(df["source"]) == {"real", "genA", "genB"}
+    assert set(df.loc[df["class"] == "fake", "measures"]) == {"detection rate"}
+    assert df.loc[df["source"] == "real", "measures"].item() == "false-alarm rate"
+
+
+def test_an_unfamiliar_image_is_said_to_be_so(ckpt, tmp_path, monkeypatch):
+    import numpy as np
+
+    from realitycheck import checkpoints
+    from realitycheck.ood import OODStats
+
+    stats = OODStats.fit(np.random.default_rng(0).normal(size=(40, 1280)), n_components=4)
+    stats.threshold = 0.0  # everything is unfamiliar to this model
+    model, card = checkpoints.load_checkpoint(ckpt)
+    path = checkpoints.save_checkpoint(tmp_path / "ood.pt", model, card, extras={"ood": stats.to_tensors()})
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(path))
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(tmp_path))
+    at = _classify(_app(), [("a.jpg", _jpeg(3), "image/jpeg")])
+    assert any("unfamiliar image" in w.value.lower() for w in at.warning), [w.value for w in at.warning]
