@@ -25,8 +25,12 @@ from realitycheck import metrics as M
 from realitycheck.data import LabelledSource, discover
 from realitycheck.images import ImageError, load_image
 from realitycheck.inference import Classifier, Prediction
+from realitycheck.provenance import PROVENANCE_COLUMN, kind_of, table_summary
 
 TABLE_COLUMNS = M.TABLE_COLUMNS
+# Columns written beside TABLE_COLUMNS: what each file declares (provenance.kind_of). Not part of
+# the scores, and optional when resuming from an older CSV (filled in afterwards).
+EXTRA_COLUMNS = [PROVENANCE_COLUMN]
 
 
 @dataclass
@@ -55,6 +59,9 @@ class EvaluationResult:
         failed = self.table.loc[~M.valid_rows(self.table).to_numpy(dtype=bool)] if len(self.table) else self.table
         extra["failed_reasons"] = {str(path): str(err) for path, err in zip(failed["path"], failed["error"])}
         n_scored = len(p)
+        declared = table_summary(M.rethreshold(self.table, threshold)) if len(self.table) else None
+        if declared is not None:
+            extra["provenance"] = declared
         return {**m, **extra, "model": self.model, "data": self.source, "label_mapping": self.mapping,
                 "seconds": round(self.seconds, 2),
                 "images_per_second": round(n_scored / self.seconds, 2) if self.seconds > 0 else None}
@@ -95,7 +102,7 @@ def _read_partial(csv_path: Path) -> pd.DataFrame:
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    df = pd.DataFrame(rows, columns=TABLE_COLUMNS + EXTRA_COLUMNS)
     df["error"] = df["error"].fillna("").astype(str)
     return df
 
@@ -122,12 +129,12 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
         # well-formed and an interrupt at any moment loses no finished row.
         tmp = csv_file.with_name(csv_file.name + ".tmp")
         with open(tmp, "w", newline="") as out:
-            w = csv.DictWriter(out, fieldnames=TABLE_COLUMNS)
+            w = csv.DictWriter(out, fieldnames=TABLE_COLUMNS + EXTRA_COLUMNS)
             w.writeheader()
             w.writerows(done.to_dict("records"))
         os.replace(tmp, csv_file)
         fh = open(csv_file, "a", newline="")
-        writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS + EXTRA_COLUMNS)
     bar = None
     if progress is True:
         from tqdm import tqdm
@@ -140,8 +147,9 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     interrupted = False
     try:
         pending: list[dict] = []
-        for pred in clf.iter_predict([str(p) for p, _ in items], workers=workers, progress=progress_cb):
+        for i, pred in enumerate(clf.iter_predict([str(p) for p, _ in items], workers=workers, progress=progress_cb)):
             row = prediction_row(pred, labels.get(pred.name, ""))
+            row[PROVENANCE_COLUMN] = kind_of(items[i][0])  # beside the verdict, never in p_fake
             rows.append(row)
             pending.append(row)
             if writer and len(pending) >= clf.batch_size:
@@ -163,6 +171,7 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     seconds = time.perf_counter() - t0
     table = _table(rows)
     if len(done):
+        done = done.assign(**{PROVENANCE_COLUMN: [kind_of(p) for p in done["path"]]})  # rows of the earlier run
         table = pd.concat([done.astype(table.dtypes.to_dict(), errors="ignore"), table], ignore_index=True)
         table["error"] = table["error"].fillna("").astype(str)
     failed = int((table["error"] != "").sum())
@@ -267,7 +276,7 @@ def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: 
     rob = pd.DataFrame(robustness) if robustness is not None else None
     return write_html_report(path, title=f"RealityCheck evaluation: {clf.name}", model_card=card_summary(clf.card),
                              dataset_summary=dataset, metrics=result.metrics(threshold), table=table,
-                             curves=curves, robustness=rob)
+                             curves=curves, robustness=rob, provenance=table_summary(table))
 
 
 def format_summary(s: dict) -> str:
@@ -293,6 +302,13 @@ def format_summary(s: dict) -> str:
     if s.get("best_threshold_balanced_accuracy"):
         b = s["best_threshold_balanced_accuracy"]
         lines.append(f"threshold maximising balanced accuracy: {b['threshold']:.3f} ({f(b['balanced_accuracy'])})")
+    declared = s.get("provenance")
+    if declared:
+        per = ", ".join(f"{g}: {c['declared_ai']} of {c['files']}" for g, c in declared["by_group"].items())
+        lines.append(f"provenance: {declared['declared_ai']} files declare AI ({per}); "
+                     f"{declared['disagreements']} disagree with the verdict")
+        lines += [f"  {d['path']}: declares {d['provenance']}, model says {d['predicted']}"
+                  for d in declared["disagreement_files"][:10]]
     if s.get("failed"):
         lines.append("failed files:")
         reasons = s.get("failed_reasons") or {}

@@ -579,3 +579,24 @@ def count_declared(rows: Iterable[tuple[str, str]]) -> dict[str, dict[str, int]]
         if kind in DECLARES_AI:
             g["declared_ai"] += 1
     return out
+
+
+def table_summary(table, group_column: str = "true_label", max_listed: int = 50) -> dict | None:
+    """Provenance over a results table (`PROVENANCE_COLUMN` + `predicted`): counts per group, and
+    the files whose declaration and verdict disagree. None when the table has no provenance column."""
+    if table is None or PROVENANCE_COLUMN not in getattr(table, "columns", ()):
+        return None
+    kinds = [k if isinstance(k, str) and k in KINDS else NONE for k in table[PROVENANCE_COLUMN]]
+    groups = [str(g) for g in table[group_column]] if group_column in table.columns else ["all"] * len(kinds)
+    predicted = list(table["predicted"]) if "predicted" in table.columns else [None] * len(kinds)
+    clashes = []
+    for path, kind, label in zip(table["path"], kinds, predicted):
+        if (kind in DECLARES_AI and label == "real") or (kind == CAMERA and label == "fake"):
+            clashes.append({"path": str(path), "provenance": kind, "predicted": label})
+    return {
+        "group_by": group_column if group_column in table.columns else None,
+        "by_group": count_declared(zip(groups, kinds)),
+        "declared_ai": sum(k in DECLARES_AI for k in kinds),
+        "disagreements": len(clashes),
+        "disagreement_files": clashes[:max_listed],
+    }

@@ -415,3 +415,56 @@ def test_predict_json_shows_provenance_for_each_kind(tiny_checkpoint, signed_jpe
 
 def Path_name(p: str) -> str:  # noqa: N802 - tiny helper
     return p.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate: a column, per-source counts, the report
+# ---------------------------------------------------------------------------------------------
+
+def test_evaluate_counts_declared_ai_per_source(tiny_classifier, signed_jpeg, tmp_path):
+    from realitycheck import evaluate
+
+    info = PngInfo()
+    info.add_text("parameters", SD_PARAMETERS)
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "fake" / "c2pa.jpg").write_bytes(signed_jpeg)
+    (tmp_path / "fake" / "sd.png").write_bytes(_save(_pixels(3), "PNG", pnginfo=info))
+    (tmp_path / "fake" / "plain.jpg").write_bytes(_save(_pixels(4), "JPEG"))
+    (tmp_path / "real" / "camera.jpg").write_bytes(_camera_jpeg())
+    (tmp_path / "real" / "xmp.jpg").write_bytes(_save(_pixels(5), "JPEG", xmp=_xmp("compositeSynthetic")))
+    csv_path = tmp_path / "out.csv"
+    result = evaluate.evaluate_folder(tiny_classifier, tmp_path, workers=0, csv_path=csv_path)
+    kinds = dict(zip(result.table["path"].map(Path_name), result.table[P.PROVENANCE_COLUMN]))
+    assert kinds == {"c2pa.jpg": "ai_generated", "sd.png": "ai_generated", "plain.jpg": "none",
+                     "camera.jpg": "camera", "xmp.jpg": "ai_edited"}
+    s = result.summary(0.5)
+    by = s["provenance"]["by_group"]
+    assert (by["fake"]["declared_ai"], by["fake"]["files"], by["real"]["declared_ai"]) == (2, 3, 1)
+    assert s["provenance"]["declared_ai"] == 3
+    # disagreements are exactly the declared-AI files called real plus camera files called fake
+    t = evaluate.M.rethreshold(result.table, 0.5)
+    expected = sum(1 for k, lab in zip(t[P.PROVENANCE_COLUMN], t["predicted"])
+                   if (k in P.DECLARES_AI and lab == "real") or (k == "camera" and lab == "fake"))
+    assert s["provenance"]["disagreements"] == expected
+    assert "provenance: 3 files declare AI (real: 1 of 2, fake: 2 of 3)" in evaluate.format_summary(s)
+    header = csv_path.read_text().splitlines()[0]
+    assert header.endswith(",provenance")
+    html = evaluate.write_report(tmp_path / "r.html", tiny_classifier, result).read_text()
+    assert "What the files declare (provenance)" in html
+
+
+def test_resume_from_a_csv_without_the_column(tiny_classifier, signed_jpeg, tmp_path):
+    from realitycheck import evaluate
+
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "fake" / "c2pa.jpg").write_bytes(signed_jpeg)
+    (tmp_path / "real" / "plain.jpg").write_bytes(_save(_pixels(4), "JPEG"))
+    old = tmp_path / "old.csv"
+    path = str(tmp_path / "fake" / "c2pa.jpg")
+    old.write_text(",".join(evaluate.TABLE_COLUMNS) + f"\n{path},fake,0.9,fake,True,0,0.01,\n")
+    result = evaluate.evaluate_folder(tiny_classifier, tmp_path, workers=0, csv_path=old, resume=True)
+    assert result.resumed == 1 and len(result.table) == 2
+    assert dict(zip(result.table["path"].map(Path_name), result.table[P.PROVENANCE_COLUMN])) == {
+        "c2pa.jpg": "ai_generated", "plain.jpg": "none"}
