@@ -182,8 +182,9 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
 
 
 def evaluate_folder(clf: Classifier, folder: str | os.PathLike, *, split: str | None = None, **kwargs) -> EvaluationResult:
-    """Discover labelled images under `folder` (or a CSV) and evaluate them."""
-    src: LabelledSource = discover(folder, split=split)
+    """Discover labelled images under `folder` (or a CSV) and evaluate them; a `LabelledSource`
+    (e.g. one `access.checked_labelled_source` has vetted) is used as it is."""
+    src: LabelledSource = folder if isinstance(folder, LabelledSource) else discover(folder, split=split)
     log = kwargs.get("log") or (lambda m: None)
     log(f"labels: {src.describe()}")
     items = list(src)  # paths only (never pixels); decoding is streamed

@@ -94,10 +94,12 @@ def _settings() -> tuple[str, float]:
 
     if state.get(state.DEMO):
         return X.DEFAULT_METHOD, state.DEFAULTS[state.OPACITY]
+    from realitycheck.app import public
+
     c1, c2, c3 = st.columns([2, 2, 1.4])
-    allow_slow = c3.checkbox("Slow methods", key=state.SLOW_OK,
-                             help="ScoreCAM and AblationCAM: one forward pass per feature channel, "
-                                  "about a minute or more per image on this CPU.")
+    allow_slow = public.settings().slow_methods and c3.checkbox(
+        "Slow methods", key=state.SLOW_OK,
+        help="ScoreCAM and AblationCAM: one forward pass per feature channel, about a minute or more per image on this CPU.")
     options = _methods(allow_slow)
     if state.get(state.METHOD) not in options:
         state.put(state.METHOD, X.DEFAULT_METHOD)
@@ -119,8 +121,12 @@ def _faces(pred) -> None:
 def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool) -> None:
     from realitycheck import explain as X
 
+    from realitycheck.app import public
+
     h = key[1]
     slow = method in X.SLOW_METHODS
+    if slow and not public.settings().slow_methods:
+        method, slow = X.DEFAULT_METHOD, False  # a planted session value cannot start minutes of CPU
     ekey = (common.model_key(clf.path) if clf.path else clf.name, h, method)
     cached = ekey in state.get(state.EXPLANATIONS)
     if slow and not cached:
@@ -190,6 +196,9 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
             _faces(pred)
             for note in pred.notes:
                 st.caption(f":material/info: {note}")
+            from realitycheck.app import provenance_panel
+
+            provenance_panel.render(rec.get("provenance"), pred.label, demo)
         with right:
             if pred.image is None:
                 st.caption("No image kept for the heatmap.")

@@ -70,6 +70,13 @@ def _safe_name(i: int, name: str) -> str:
 
 
 def _source_folder(clf) -> None:
+    from realitycheck import access
+    from realitycheck.app import public
+    from realitycheck.data import DataError
+
+    if public.is_public():  # never reached from the menu in public mode; refuse if it ever is
+        common.show_error("Server paths are turned off on this public deployment: upload files instead.")
+        return
     with st.form("eval_folder_form", border=False):
         path = st.text_input("Folder or CSV path on the server", key="eval_path",
                              placeholder="../shared/data/faces-140k-sample", help=LAYOUT_HELP)
@@ -78,7 +85,12 @@ def _source_folder(clf) -> None:
         if not path.strip():
             st.warning("Enter a folder or CSV path first.")
             return
-        _evaluate(clf, Path(path.strip()).expanduser(), label=path.strip())
+        try:  # only under the allowed roots; every file a CSV lists is checked too
+            source = access.checked_labelled_source(path.strip(), public.settings())
+        except (access.PathRefused, DataError) as exc:
+            common.show_error(str(exc), details=LAYOUT_HELP)
+            return
+        _evaluate(clf, source, label=path.strip())
 
 
 def _source_zip(clf) -> None:
@@ -328,9 +340,14 @@ def render() -> None:
     st.title("Evaluate on labelled images")
     st.caption("Measure the active model on photos whose true class you know. The model runs once; "
                "the threshold slider then re-scores the stored results instantly.")
+    from realitycheck.app import public
+
     clf = common.current_classifier()
     if clf is not None:
-        source = st.radio("Labelled images from", SOURCES, horizontal=True, key="eval_source")
+        sources = SOURCES if not public.is_public() else SOURCES[1:]  # public: uploads only
+        if st.session_state.get("eval_source") not in sources:
+            st.session_state.pop("eval_source", None)
+        source = st.radio("Labelled images from", sources, horizontal=True, key="eval_source")
         if source == SOURCES[0]:
             _source_folder(clf)
         elif source == SOURCES[1]:
