@@ -264,7 +264,8 @@ def card_summary(card) -> dict:
     return d
 
 
-def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: float = 0.5, robustness=None) -> Path:
+def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: float = 0.5, robustness=None,
+                 image_root=None) -> Path:
     from realitycheck.report import write_html_report
 
     table = M.rethreshold(result.table, threshold)
@@ -277,7 +278,7 @@ def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: 
     rob = pd.DataFrame(robustness) if robustness is not None else None
     return write_html_report(path, title=f"RealityCheck evaluation: {clf.name}", model_card=card_summary(clf.card),
                              dataset_summary=dataset, metrics=result.metrics(threshold), table=table,
-                             curves=curves, robustness=rob, provenance=table_summary(table))
+                             curves=curves, robustness=rob, provenance=table_summary(table), image_root=image_root)
 
 
 def format_summary(s: dict) -> str:

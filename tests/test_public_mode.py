@@ -394,3 +394,25 @@ def test_two_sessions_see_nothing_of_each_other(public):
     assert b.session_state["evaluation"] is None and b.session_state["uploaded_bytes"] == 0
     a_dirs = {t.name for t in a.session_state["temp_dirs"]}
     assert a_dirs and not a_dirs & {t.name for t in b.session_state["temp_dirs"]}
+
+
+def test_public_evaluation_shows_no_server_folder(public):
+    at = _app()
+    at.run()
+    at.switch_page(PAGES["evaluate"]).run()
+    at.radio(key="eval_source").set_value("Image files upload").run()
+    at.file_uploader(key="eval_files_real").set_value([("r.jpg", _jpeg(4), "image/jpeg"),
+                                                       ("broken.jpg", b"\xff\xd8\xff junk", "image/jpeg")])
+    at.file_uploader(key="eval_files_fake").set_value([("f.jpg", _jpeg(5), "image/jpeg")])
+    at.button(key="FormSubmitter:eval_files_form-Evaluate").click().run()
+    assert not at.exception, at.exception
+    ev = at.session_state["evaluation"]
+    root = ev["tmp"].name
+    assert any(root in str(p) for p in ev["result"].table["path"])  # the real paths are kept inside ...
+    shown = [df.value.to_csv() for df in at.dataframe] + [_all_text(at)]
+    assert any("broken.jpg" in s for s in shown)  # ... the failed file is listed ...
+    assert not any(root in s or "/tmp" in s for s in shown), shown  # ... without the server folder
+    from realitycheck.app import public as P  # the downloads go through the same function
+
+    out = P.shown_result(ev["result"], root)
+    assert not any(root in str(p) for p in out.table["path"]) and root not in out.source

@@ -219,8 +219,14 @@ def _charts(ev: dict, s: dict, threshold: float) -> None:
     c1.plotly_chart(plots.calibration_fig({name: curves}), key="eval_calibration")
 
 
+def _root(ev: dict) -> str | None:
+    return getattr(ev.get("tmp"), "name", None)
+
+
 def _failed(ev: dict, s: dict) -> None:
-    reasons = s.get("failed_reasons") or {}
+    from realitycheck.app import public
+
+    reasons = {public.shown_path(p, _root(ev)): public.safe(r) for p, r in (s.get("failed_reasons") or {}).items()}
     skipped = ev.get("skipped") or []
     if reasons:
         n = len(reasons)
@@ -245,7 +251,10 @@ def _error_browser(ev: dict, threshold: float) -> None:
     st.caption(f"{len(wrong)} misclassified images. Pick one to see it with its Grad-CAM heatmap.")
     view = wrong[["path", "true_label", "predicted", "p_fake", "faces"]].copy()
     view["p_fake"] = pd.to_numeric(view["p_fake"], errors="coerce")
-    st.dataframe(view, hide_index=True, width="stretch",
+    from realitycheck.app import public
+
+    shown = view.assign(path=[public.shown_path(p, _root(ev)) for p in view["path"]])  # public: no server folders
+    st.dataframe(shown, hide_index=True, width="stretch",
                  column_config={"p_fake": st.column_config.NumberColumn("p(fake)", format="%.3f")})
     paths = view["path"].astype(str).tolist()
     choice = st.selectbox("Show", paths, format_func=lambda p: Path(p).name, key="eval_error_pick")
@@ -285,8 +294,11 @@ def _eval_classifier(ev: dict):
 
 
 def _downloads(ev: dict, threshold: float) -> None:
-    t = M.rethreshold(ev["result"].table, threshold)
-    csv = t[M.TABLE_COLUMNS].to_csv(index=False).encode("utf-8")
+    from realitycheck.app import public
+
+    shown = public.shown_result(ev["result"], _root(ev))  # public mode: no server folders in downloads
+    t = M.rethreshold(shown.table, threshold)
+    csv = t[[c for c in t.columns if c in M.TABLE_COLUMNS or c == "provenance"]].to_csv(index=False).encode("utf-8")
     c1, c2 = st.columns(2)
     c1.download_button("Download results (CSV)", data=csv, file_name="realitycheck-results.csv",
                        mime="text/csv", key="eval_dl_csv")
@@ -294,13 +306,14 @@ def _downloads(ev: dict, threshold: float) -> None:
     if clf is None:
         c2.caption("HTML report: needs the model that produced these results.")
         return
-    result = ev["result"]
+    result = shown
 
     def report() -> bytes:
         from realitycheck import evaluate
 
         with tempfile.TemporaryDirectory(prefix="realitycheck-report-") as d:
-            out = evaluate.write_report(Path(d) / "report.html", clf, result, threshold=threshold)
+            out = evaluate.write_report(Path(d) / "report.html", clf, result, threshold=threshold,
+                                        image_root=_root(ev))
             return out.read_bytes()
 
     c2.download_button("Download report (HTML)", data=report, file_name="realitycheck-report.html",

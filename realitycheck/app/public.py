@@ -57,3 +57,27 @@ def badge() -> None:
         st.error(f"Settings file not used ({s.problem}); running in public mode.", icon=":material/lock:")
     elif s.public:
         st.caption(":material/lock: Public mode: uploads only; server paths are off.")
+
+
+def shown_path(path, root: str | None = None) -> str:
+    """A result's file as this deployment may show it: public mode shows it relative to the
+    session's upload folder (or just its name), never the server folder it sits in."""
+    import os
+
+    p = str(path)
+    if not is_public():
+        return p
+    if root and os.path.abspath(p).startswith(os.path.abspath(root) + os.sep):
+        return os.path.relpath(os.path.abspath(p), os.path.abspath(root))
+    return os.path.basename(p)
+
+
+def shown_result(result, root: str | None = None):
+    """An EvaluationResult copy whose paths and source are `shown_path`ed (for downloads); as is locally."""
+    import dataclasses
+
+    if not is_public():
+        return result
+    table = result.table.assign(path=[shown_path(p, root) for p in result.table["path"]],
+                                error=[safe(str(e)) for e in result.table["error"]])
+    return dataclasses.replace(result, table=table, source=safe(result.source))
