@@ -508,3 +508,27 @@ def test_classify_page_panel_and_history(tiny_checkpoint, signed_jpeg, monkeypat
     assert list(view["provenance"]) == ["declared AI-generated", "no provenance"]
     if rows["signed.jpg"]["label"] == "real":
         assert any("signed.jpg" in e.value and "The model says REAL" in e.value for e in at.error)
+
+
+def test_evaluate_page_counts_declarations(tiny_checkpoint, signed_jpeg, monkeypatch):
+    pytest.importorskip("streamlit.testing.v1")
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(tiny_checkpoint))
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(tiny_checkpoint.parent))
+    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("realitycheck/app/evaluate_page.py").run()
+    at.radio(key="eval_source").set_value("Image files upload").run()
+    at.file_uploader(key="eval_files_real").set_value([("cam.jpg", _camera_jpeg(), "image/jpeg"),
+                                                       ("signed.jpg", signed_jpeg, "image/jpeg")])
+    at.file_uploader(key="eval_files_fake").set_value([("plain.jpg", _save(_pixels(8), "JPEG"), "image/jpeg")])
+    at.button(key="FormSubmitter:eval_files_form-Evaluate").click().run()
+    assert not at.exception, at.exception
+    assert any(e.label == "What the files declare (provenance): 1 declare AI" for e in at.expander), \
+        [e.label for e in at.expander]
+    s = at.session_state["evaluation"]["result"].summary(0.5)
+    assert s["provenance"]["by_group"]["real"]["declared_ai"] == 1
+    assert s["provenance"]["by_group"]["real"]["camera"] == 1

@@ -345,6 +345,9 @@ def _results(ev: dict) -> None:
     _cards(s)
     _charts(ev, s, threshold)
     _failed(ev, s)
+    from realitycheck.app import provenance_panel
+
+    provenance_panel.render_counts(s.get("provenance"))
     _downloads(ev, threshold)
     _error_browser(ev, threshold)
 

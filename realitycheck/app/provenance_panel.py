@@ -39,3 +39,25 @@ def render(prov: P.Provenance | None, label: str | None, demo: bool = False, key
             st.caption(f":material/info: {note}")
         st.caption("Metadata is evidence about the file, not about the pixels: unsigned metadata can be forged, "
                    "and most shared images carry none. The verdict above is the model's alone.")
+
+
+def render_counts(declared: dict | None) -> None:
+    """Evaluate page: per-group counts of what the files declare, and the disagreements first."""
+    if not declared:
+        return
+    from realitycheck.app import public
+
+    n_clash = int(declared.get("disagreements") or 0)
+    if n_clash:
+        st.error(f"**{n_clash} file(s) where the model and the file's own declaration disagree** "
+                 "(e.g. the file declares AI, the model says real).", icon=":material/report:")
+    rows = [{"group": g, "files": c.get("files", 0), "declare AI": c.get("declared_ai", 0),
+             **{P.KIND_WORDS[k]: c.get(k, 0) for k in P.KINDS}} for g, c in (declared.get("by_group") or {}).items()]
+    with st.expander(f"What the files declare (provenance): {int(declared.get('declared_ai') or 0)} declare AI",
+                     expanded=bool(n_clash)):
+        st.dataframe(rows, hide_index=True, width="stretch")
+        for c in declared.get("disagreement_files") or []:
+            st.markdown(f"- `{public.shown_path(c['path'])}`: the file declares **{P.KIND_WORDS[c['provenance']]}**, "
+                        f"the model says **{c['predicted']}**")
+        st.caption("Read from each file's metadata; never part of p(fake). Unsigned metadata can be forged, and "
+                   "most shared images carry none.")
