@@ -386,6 +386,9 @@ def _pillow_metadata(data: bytes, notes: list[str]) -> dict:
     except UnidentifiedImageError:
         notes.append("not an image Pillow can read: EXIF/XMP not read")
         return out
+    except Image.DecompressionBombError:
+        notes.append("image dimensions over the decompression-bomb limit: EXIF/XMP not read")
+        return out
     except (ValueError, OSError, SyntaxError, EOFError, MemoryError) as exc:
         msg = str(exc)
         if "too large" in msg.lower() or "too much memory" in msg.lower():
@@ -409,7 +412,15 @@ def _pillow_metadata(data: bytes, notes: list[str]) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            exif = img.getexif()
+            if img.format == "TIFF":
+                exif = img.getexif()  # the TIFF's own tags, read with the header
+            else:
+                # from the raw block only: Pillow's PNG getexif() decodes every pixel when the
+                # EXIF chunk is absent before the image data (a 50 MP PNG would take seconds)
+                exif = Image.Exif()
+                raw = info.get("exif")
+                if isinstance(raw, (bytes, bytearray)) and raw:
+                    exif.load(bytes(raw))
             sub = exif.get_ifd(EXIF_IFD) if exif else {}
     except Exception as exc:  # noqa: BLE001 - a corrupt EXIF block
         notes.append(f"EXIF damaged ({_clip(exc, 100) or type(exc).__name__}): ignored")

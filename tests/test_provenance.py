@@ -532,3 +532,27 @@ def test_evaluate_page_counts_declarations(tiny_checkpoint, signed_jpeg, monkeyp
     s = at.session_state["evaluation"]["result"].summary(0.5)
     assert s["provenance"]["by_group"]["real"]["declared_ai"] == 1
     assert s["provenance"]["by_group"]["real"]["camera"] == 1
+
+
+def test_bad_input_corpus_never_raises_and_never_decodes_pixels(tmp_path, monkeypatch):
+    """Metadata only: no case of the shared bad-input corpus makes provenance decode an image
+    (a 50 MP PNG or a bomb would otherwise cost seconds), raise, or warn."""
+    import warnings
+
+    from PIL import ImageFile
+
+    from tests.bad_inputs_corpus import corpus
+
+    cases = list(corpus(tmp_path))  # built first: building decodes images
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.format) or real_load(self))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for case in cases:
+            src = getattr(case, "data", None) or getattr(case, "path", None)
+            if src is None:
+                continue
+            p = P.read_provenance(src)
+            assert p.kind in P.KINDS and all("\n" not in n for n in p.notes), (case.name, p)
+    assert decoded == []
