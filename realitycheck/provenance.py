@@ -166,7 +166,7 @@ def _read(source: Source) -> bytes:
     return data
 
 
-def read_provenance(source: Source, name: str | None = None) -> Provenance:
+def read_provenance(source: Source) -> Provenance:
     """The provenance of a file (path, bytes or file object). Never raises: problems become notes."""
     try:
         data = _read(source)

@@ -328,7 +328,7 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
             # what the file declares, kept beside the prediction (never mixed into p_fake)
             state.remember(state.PREDICTIONS, key, {"name": name, "pred": pred, "source": source,
                                                     "bytes": len(data),
-                                                    "provenance": provenance.read_provenance(data, name)},
+                                                    "provenance": provenance.read_provenance(data)},
                            state.MAX_CACHED_PREDICTIONS)
     threshold = float(state.get(state.THRESHOLD))
     history = state.get(state.HISTORY)
