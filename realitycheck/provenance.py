@@ -229,7 +229,7 @@ def _weigh(found: list[_Found], camera: str | None, notes: list[str]) -> Provena
     elif best.kind == AI_EDITED:
         head = f"The file declares it was edited{who} with AI"
     elif best.kind == CAMERA:
-        head = f"The file declares a camera capture{f', {camera},' if camera else ''}"
+        head = f"The file declares a camera capture{f' with a {camera}' if camera else ''}"
     else:
         head = "The file carries a declaration of its origin that does not mention AI"
     if best.source == "c2pa":

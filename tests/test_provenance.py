@@ -244,6 +244,14 @@ def test_xmp_forms_in_png(form):
     assert p.kind == P.AI_EDITED and "compositeWithTrainedAlgorithmicMedia" in p.claim
 
 
+def test_remote_manifest_reference_is_not_fetched():
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description rdf:about="" xmlns:dcterms="http://purl.org/dc/terms/" '
+           b'dcterms:provenance="https://example.invalid/manifest.c2pa"/></rdf:RDF></x:xmpmeta>')
+    p = P.read_provenance(_save(_pixels(), "JPEG", xmp=xmp))
+    assert p.kind == P.NONE and any("remote C2PA manifest, which is not fetched" in n for n in p.notes)
+
+
 def test_unknown_source_type_is_other():
     p = P.read_provenance(_save(_pixels(), "JPEG", xmp=_xmp("somethingNew")))
     assert p.kind == P.OTHER and "somethingNew" in p.claim
