@@ -328,6 +328,9 @@ def test_crafted_session_state_reads_no_path(public, watch):
     at.button(key="FormSubmitter:classify_form-Classify").click().run()
     assert not at.exception
     assert at.session_state["history"][0]["model"] != "secret"  # classified with the server's model
+    assert not any(cb.key == "allow_slow_methods" for cb in at.checkbox)  # slow CAM methods: not offered ...
+    assert at.session_state["cam_method"] == "gradcam"  # ... and the planted "scorecam" was replaced
+    assert not any("is slow" in w.value for w in at.warning)
     assert not watch, watch
 
 
