@@ -66,6 +66,8 @@ def _expand_inputs(paths: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 def cmd_predict(args) -> int:
+    from realitycheck.provenance import KIND_WORDS, disagreement, read_provenance
+
     inputs = _expand_inputs(args.paths)
     if not inputs:
         raise UserError("no images to predict")
@@ -76,10 +78,12 @@ def cmd_predict(args) -> int:
                                  progress=lambda d, t: bar.update(d - bar.n)):
         results.append(pred)
     bar.close()
+    # what each file declares about its origin: shown beside the verdict, never mixed into p_fake
+    declared = [read_provenance(path) for path in inputs]
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+        print(json.dumps([{**r.to_dict(), "provenance": p.to_dict()} for r, p in zip(results, declared)], indent=2))
     else:
-        for r in results:
+        for r, p in zip(results, declared):
             if r.ok:
                 extra = f"  [{r.face_message}]" if r.faces == 0 or len(r.face_p_fake) > 1 else ""
                 if len(r.face_p_fake) > 1:
@@ -87,7 +91,11 @@ def cmd_predict(args) -> int:
                 if r.unfamiliar:
                     extra += f"  [UNFAMILIAR (score {r.ood_score:.2f}): this verdict is unreliable]"
                 note = f"  ({'; '.join(r.notes)})" if r.notes else ""
-                print(f"{r.name}\t{r.label}\tp_fake={r.p_fake:.3f}\t{r.seconds * 1000:.0f} ms{extra}{note}")
+                said = f"\tprovenance: {KIND_WORDS[p.kind]}" if p.kind != "none" else ""
+                print(f"{r.name}\t{r.label}\tp_fake={r.p_fake:.3f}\t{r.seconds * 1000:.0f} ms{extra}{note}{said}")
+                clash = disagreement(p, r.label)
+                if clash:
+                    print(f"  NOTE: {clash}")
             else:
                 print(f"{r.name}\tERROR\t{r.error}")
     failed = sum(not r.ok for r in results)

@@ -52,9 +52,10 @@ def ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module", autouse=True)
 def weights_env(ckpt):
     """Point the app at the test checkpoint for the whole module (restored afterwards)."""
-    saved = {k: os.environ.get(k) for k in ("REALITYCHECK_WEIGHTS", "REALITYCHECK_WEIGHTS_DIR")}
+    saved = {k: os.environ.get(k) for k in ("REALITYCHECK_WEIGHTS", "REALITYCHECK_WEIGHTS_DIR", "REALITYCHECK_ROOTS")}
     os.environ["REALITYCHECK_WEIGHTS"] = str(ckpt)
     os.environ["REALITYCHECK_WEIGHTS_DIR"] = str(ckpt.parent)
+    os.environ["REALITYCHECK_ROOTS"] = str(ckpt.parent.parent)  # server paths: the test's temporary folders
     yield
     for k, v in saved.items():
         if v is None:

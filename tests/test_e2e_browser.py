@@ -55,9 +55,10 @@ def weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(weights):
+def server(weights, tmp_path_factory):
     port = _free_port()
-    env = {**os.environ, "REALITYCHECK_WEIGHTS": str(weights), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = {**os.environ, "REALITYCHECK_WEIGHTS": str(weights), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+           "REALITYCHECK_ROOTS": str(tmp_path_factory.getbasetemp())}  # the Evaluate test types a temporary folder
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",

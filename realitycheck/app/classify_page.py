@@ -120,10 +120,13 @@ def _settings(demo: bool) -> tuple[str, float, str]:
 
     if demo:
         return X.DEFAULT_METHOD, state.DEFAULTS[state.OPACITY], _evidence_choice(True, st)
+    from realitycheck.app import public
+
     c1, c2, c3, c4 = st.columns([1.6, 1.6, 2.4, 1.1])
-    allow_slow = c4.checkbox("Slow methods", key=state.SLOW_OK,
-                             help="ScoreCAM and AblationCAM: one forward pass per feature channel, "
-                                  "about a minute or more per image on this CPU.")
+    allow_slow = public.settings().slow_methods and c4.checkbox(
+        "Slow methods", key=state.SLOW_OK,
+        help="ScoreCAM and AblationCAM: one forward pass per feature channel, "
+             "about a minute or more per image on this CPU.")
     options = _methods(allow_slow)
     if state.get(state.METHOD) not in options:
         state.put(state.METHOD, X.DEFAULT_METHOD)
@@ -156,8 +159,12 @@ def _faces(pred) -> None:
 def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evidence: str) -> None:
     from realitycheck import explain as X
 
+    from realitycheck.app import public
+
     h = key[1]
     slow = method in X.SLOW_METHODS
+    if slow and not public.settings().slow_methods:
+        method, slow = X.DEFAULT_METHOD, False  # a planted session value cannot start minutes of CPU
     target = _target(evidence, pred)
     cached = common.has_explanation(clf, h, method, target)
     if slow and not cached:
@@ -237,6 +244,9 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
             _faces(pred)
             for note in pred.notes:
                 st.caption(f":material/info: {note}")
+            from realitycheck.app import provenance_panel
+
+            provenance_panel.render(rec.get("provenance"), pred.label, demo)
         with right:
             if pred.image is None:
                 st.caption("No image kept for the heatmap.")

@@ -49,7 +49,12 @@ def one_line(exc: BaseException | str) -> str:
 
 
 def show_error(message: str, details: str | None = None) -> None:
-    """`st.error` with one line, plus an expander with the details when there are any."""
+    """`st.error` with one line, plus an expander with the details when there are any.
+
+    In public mode server paths are taken out of both (`access.redact`)."""
+    from realitycheck.app import public
+
+    message, details = public.safe(str(message)), public.safe(details) if details else details
     st.error(one_line(message), icon=":material/error:")
     if details and details.strip() and details.strip() != one_line(message):
         with st.expander("Details"):
@@ -84,9 +89,15 @@ def run_page(body: Callable[[], None], where: str) -> None:
 
 def available_models() -> list[Path]:
     """Checkpoints in the weights folder, the default path, and those loaded in this session."""
+    from realitycheck import access
+    from realitycheck.app import public
+
     found: list[Path] = list(inference.list_weights())
     default = inference.default_weights_path()
-    extra = [Path(p) for p in state.get(state.EXTRA_MODELS)]
+    # session state could hold any path: only checkpoints in the weights folders, this session's
+    # uploads (and, locally, the allowed roots) are ever opened
+    settings, own = public.settings(), public.session_dirs()
+    extra = [Path(p) for p in state.get(state.EXTRA_MODELS) if access.model_allowed(p, settings, own)]
     for p in [default, *extra]:
         if p.is_file() and all(p.resolve() != q.resolve() for q in found):
             found.append(p)
@@ -95,8 +106,11 @@ def available_models() -> list[Path]:
 
 def active_model_path() -> Path | None:
     """The session's choice if it still exists, else the default weights, else the first listed."""
+    from realitycheck import access
+    from realitycheck.app import public
+
     chosen = state.get(state.ACTIVE_MODEL)
-    if chosen and Path(chosen).is_file():
+    if chosen and access.model_allowed(chosen, public.settings(), public.session_dirs()):
         return Path(chosen)
     default = inference.default_weights_path()
     if default.is_file():
@@ -149,6 +163,12 @@ def card_of(path: Path) -> ModelCard:
 
 
 def no_weights_message() -> None:
+    from realitycheck.app import public
+
+    if public.is_public():
+        st.warning("**No trained weights are installed on this server**, so nothing can be classified yet.",
+                   icon=":material/warning:")
+        return
     st.warning(
         "**No trained weights are present**, so nothing can be classified yet (RealityCheck never "
         "guesses with an untrained model).",
@@ -200,7 +220,10 @@ def _pct(v: Any) -> str:
 
 def sidebar() -> None:
     """Active model and its card, the decision threshold, demo mode."""
+    from realitycheck.app import public
+
     with st.sidebar:
+        public.badge()
         st.toggle("Demo mode", key=state.DEMO,
                   help="Large verdicts and plain-language explanations; hides the settings.")
         path = active_model_path()
@@ -275,7 +298,10 @@ def accept_upload(data: bytes, name: str) -> str | None:
     seen = state.get(state.SEEN_UPLOADS)
     if h in seen:
         return None
+    from realitycheck.app import public
+
     used = state.get(state.UPLOADED_BYTES)
+    budget = public.settings().session_upload_bytes
     per_file = int(st.get_option("server.maxUploadSize")) * 1024 * 1024
     try:
         from realitycheck import uploads
@@ -283,13 +309,13 @@ def accept_upload(data: bytes, name: str) -> str | None:
         uploads = None
     if uploads is not None:
         try:
-            total = uploads.check_upload_size(len(data), used, per_file, state.MAX_SESSION_UPLOAD_BYTES, name=name)
+            total = uploads.check_upload_size(len(data), used, per_file, budget, name=name)
         except uploads.UploadError as exc:
             return str(exc)
     else:
         total = used + len(data)
-        if total > state.MAX_SESSION_UPLOAD_BYTES:
-            return f"{name}: this session has reached its upload limit of {state.MAX_SESSION_UPLOAD_BYTES >> 20} MB"
+        if total > budget:
+            return f"{name}: this session has reached its upload limit of {budget >> 20} MB"
     seen.add(h)
     state.put(state.UPLOADED_BYTES, total)
     return None
@@ -312,11 +338,21 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
         keys.append(key)
         if key not in preds:
             todo.append((key, name, data))
+    from realitycheck import provenance
+    from realitycheck.app import public
+
+    refused = public.allow_classifications(len(todo))
+    if refused:
+        state.get(state.CLASSIFY_ERRORS).append(refused)
+        return [k for k in keys if k in preds]
     if todo:
         results = clf.predict([d for _, _, d in todo], [n for _, n, _ in todo], keep_images=True)
         for (key, name, data), pred in zip(todo, results):
+            # what the file declares, kept beside the prediction (never mixed into p_fake)
             state.remember(state.PREDICTIONS, key, {"name": name, "pred": pred, "source": source,
-                                                    "bytes": len(data)}, state.MAX_CACHED_PREDICTIONS)
+                                                    "bytes": len(data),
+                                                    "provenance": provenance.read_provenance(data)},
+                           state.MAX_CACHED_PREDICTIONS)
     threshold = float(state.get(state.THRESHOLD))
     history = state.get(state.HISTORY)
     for key, (name, _data) in zip(keys, items):
@@ -325,10 +361,14 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
         rec["name"] = name  # the same bytes may arrive under another name
         if not pred.ok:
             continue
+        label = inference.verdict(pred.p_fake, threshold)
+        prov = rec.get("provenance")
         history.append({
             "time": _dt.datetime.now(),
             "name": name,
-            "label": inference.verdict(pred.p_fake, threshold),
+            "label": label,
+            "provenance": provenance.KIND_WORDS[prov.kind] if prov else "",
+            "disagreement": (provenance.disagreement(prov, label) or "") if prov else "",
             "p_fake": float(pred.p_fake),
             "faces": pred.faces,
             "seconds": float(pred.seconds),

@@ -64,6 +64,13 @@ def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=()) -> None
 
 
 def _source_folder(clf) -> None:
+    from realitycheck import access
+    from realitycheck.app import public
+    from realitycheck.data import DataError
+
+    if public.is_public():  # never reached from the menu in public mode; refuse if it ever is
+        common.show_error("Server paths are turned off on this public deployment: upload files instead.")
+        return
     with st.form("eval_folder_form", border=False):
         path = st.text_input("Folder or CSV path on the server", key="eval_path",
                              placeholder=common.LABELLED_PLACEHOLDER, help=LAYOUT_HELP)
@@ -72,7 +79,12 @@ def _source_folder(clf) -> None:
         if not path.strip():
             st.warning("Enter a folder or CSV path first.")
             return
-        _evaluate(clf, Path(path.strip()).expanduser(), label=path.strip())
+        try:  # only under the allowed roots; every file a CSV lists is checked too
+            source = access.checked_labelled_source(path.strip(), public.settings())
+        except (access.PathRefused, DataError) as exc:
+            common.show_error(str(exc), details=LAYOUT_HELP)
+            return
+        _evaluate(clf, source, label=path.strip())
 
 
 def _source_zip(clf) -> None:
@@ -211,8 +223,14 @@ def _charts(ev: dict, s: dict, threshold: float) -> None:
     c1.plotly_chart(plots.calibration_fig({name: curves}), key="eval_calibration")
 
 
+def _root(ev: dict) -> str | None:
+    return getattr(ev.get("tmp"), "name", None)
+
+
 def _failed(ev: dict, s: dict) -> None:
-    reasons = s.get("failed_reasons") or {}
+    from realitycheck.app import public
+
+    reasons = {public.shown_path(p, _root(ev)): public.safe(r) for p, r in (s.get("failed_reasons") or {}).items()}
     skipped = ev.get("skipped") or []
     if reasons:
         n = len(reasons)
@@ -237,7 +255,10 @@ def _error_browser(ev: dict, threshold: float) -> None:
     st.caption(f"{len(wrong)} misclassified images. Pick one to see it with its Grad-CAM heatmap.")
     view = wrong[["path", "true_label", "predicted", "p_fake", "faces"]].drop_duplicates("path").copy()
     view["p_fake"] = pd.to_numeric(view["p_fake"], errors="coerce")
-    st.dataframe(view, hide_index=True, width="stretch",
+    from realitycheck.app import public
+
+    shown = view.assign(path=[public.shown_path(p, _root(ev)) for p in view["path"]])  # public: no server folders
+    st.dataframe(shown, hide_index=True, width="stretch",
                  column_config={"p_fake": st.column_config.NumberColumn("p(fake)", format="%.3f")})
     paths = view["path"].astype(str).tolist()
     # Keyed by the run: a second evaluation gets a fresh picker instead of the old run's choice.
@@ -281,8 +302,11 @@ def _eval_classifier(ev: dict):
 
 
 def _downloads(ev: dict, threshold: float) -> None:
-    t = M.rethreshold(ev["result"].table, threshold)
-    csv = t.reindex(columns=M.TABLE_COLUMNS).to_csv(index=False).encode("utf-8")
+    from realitycheck.app import public
+
+    shown = public.shown_result(ev["result"], _root(ev))  # public mode: no server folders in downloads
+    t = M.rethreshold(shown.table, threshold)
+    csv = t.reindex(columns=M.TABLE_COLUMNS + ["provenance"]).to_csv(index=False).encode("utf-8")
     c1, c2 = st.columns(2)
     c1.download_button("Download results (CSV)", data=csv, file_name="realitycheck-results.csv",
                        mime="text/csv", key="eval_dl_csv")
@@ -290,13 +314,14 @@ def _downloads(ev: dict, threshold: float) -> None:
     if clf is None:
         c2.caption("HTML report: needs the model that produced these results.")
         return
-    result = ev["result"]
+    result = shown
 
     def report() -> bytes:
         from realitycheck import evaluate
 
         with tempfile.TemporaryDirectory(prefix="realitycheck-report-") as d:
-            out = evaluate.write_report(Path(d) / "report.html", clf, result, threshold=threshold)
+            out = evaluate.write_report(Path(d) / "report.html", clf, result, threshold=threshold,
+                                        image_root=_root(ev))
             return out.read_bytes()
 
     c2.download_button("Download report (HTML)", data=report, file_name="realitycheck-report.html",
@@ -356,6 +381,9 @@ def _results(ev: dict) -> None:
     _per_source(s)
     _charts(ev, s, threshold)
     _failed(ev, s)
+    from realitycheck.app import provenance_panel
+
+    provenance_panel.render_counts(s.get("provenance"))
     _downloads(ev, threshold)
     _error_browser(ev, threshold)
 
@@ -364,9 +392,14 @@ def render() -> None:
     st.title("Evaluate on labelled images")
     st.caption("Measure the active model on photos whose true class you know. The model runs once; "
                "the threshold slider then re-scores the stored results instantly.")
+    from realitycheck.app import public
+
     clf = common.current_classifier()
     if clf is not None:
-        source = st.radio("Labelled images from", SOURCES, horizontal=True, key="eval_source")
+        sources = SOURCES if not public.is_public() else SOURCES[1:]  # public: uploads only
+        if st.session_state.get("eval_source") not in sources:
+            st.session_state.pop("eval_source", None)
+        source = st.radio("Labelled images from", sources, horizontal=True, key="eval_source")
         if source == SOURCES[0]:
             _source_folder(clf)
         elif source == SOURCES[1]:

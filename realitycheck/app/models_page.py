@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from realitycheck import checkpoints, inference, plots
-from realitycheck.app import common, state
+from realitycheck.app import common, public, state
 from realitycheck.checkpoints import CheckpointError
 
 RADIO_KEY = "models_active_radio"
@@ -41,7 +41,8 @@ def _list(paths: list[Path]) -> None:
     st.subheader("Available models")
     if not paths:
         st.warning("No checkpoints found. Train one (`realitycheck train`) or load one below.", icon=":material/warning:")
-        st.caption(f"Weights folder: `{inference.weights_dir()}`")
+        if not public.is_public():
+            st.caption(f"Weights folder: `{inference.weights_dir()}`")
         return
     active = common.active_model_path()
     options = [str(p) for p in paths]
@@ -59,7 +60,8 @@ def _list(paths: list[Path]) -> None:
                 common.show_error(str(exc))
                 continue
             st.markdown(checkpoints.card_markdown(card, p.name))
-            st.caption(f"Path: `{p}`")
+            if not public.is_public():
+                st.caption(f"Path: `{p}`")
 
 
 def _adopt(path: Path, what: str) -> None:
@@ -85,8 +87,20 @@ def _adopt(path: Path, what: str) -> None:
 
 
 def _load() -> None:
+    settings = public.settings()
+    if not settings.server_paths and not settings.allow_checkpoint_upload:
+        return  # public mode: the server's own models only
     st.subheader("Load a checkpoint")
-    tab_up, tab_path = st.tabs(["Upload a file", "Path on the server"])
+    tabs = (["Upload a file"] if settings.allow_checkpoint_upload else []) + (
+        ["Path on the server"] if settings.server_paths else [])
+    shown = dict(zip(tabs, st.tabs(tabs)))
+    if "Upload a file" in shown:
+        _load_upload(shown["Upload a file"])
+    if "Path on the server" in shown:
+        _load_path(shown["Path on the server"])
+
+
+def _load_upload(tab_up) -> None:
     with tab_up:
         st.caption("A RealityCheck `.pt` checkpoint or a bare state_dict (`.pt`/`.pth`), up to 50 MB. "
                    "The original project's RealityCheck.pth is about 100 MB: load it by server path.")
@@ -110,6 +124,11 @@ def _load() -> None:
                     target.write_bytes(data)
                     _adopt(target, up.name)  # reruns on success
                     state.drop_temp_dir(tmp)
+
+
+def _load_path(tab_path) -> None:
+    from realitycheck import access
+
     with tab_path:
         with st.form("model_path_form", border=False):
             path = st.text_input("Checkpoint path on the server", key="model_path",
@@ -119,16 +138,19 @@ def _load() -> None:
             if not path.strip():
                 st.warning("Enter a path first.")
             else:
-                p = Path(path.strip()).expanduser()
-                if not p.is_file():
-                    common.show_error(f"{p}: no such file" if not p.exists() else
-                                      f"{p}: is a folder; expected a .pt/.pth weights file")
+                try:  # only under the allowed roots, never a device or a link out of them
+                    p = access.check_path(path.strip(), public.settings(), want="file")
+                except access.PathRefused as exc:
+                    common.show_error(str(exc))
                 else:
-                    _adopt(p.resolve(), p.name)
+                    _adopt(p, p.name)
 
 
 def _compare(paths: list[Path]) -> None:
     st.subheader("Compare two models")
+    if public.is_public():
+        st.caption("Comparing models on a labelled folder of the server is turned off on this public deployment.")
+        return
     if len(paths) < 2:
         st.info("Comparing needs two models: load another checkpoint above.", icon=":material/balance:")
         _show_comparison()
@@ -147,11 +169,19 @@ def _compare(paths: list[Path]) -> None:
         elif not folder.strip():
             st.warning("Enter a labelled folder or CSV path first.")
         else:
-            _run_comparison([Path(a), Path(b)], str(Path(folder.strip()).expanduser()))
+            from realitycheck import access
+            from realitycheck.data import DataError
+
+            try:  # only under the allowed roots; every file a CSV lists is checked too
+                source = access.checked_labelled_source(folder.strip(), public.settings())
+            except (access.PathRefused, DataError) as exc:
+                common.show_error(str(exc))
+            else:
+                _run_comparison([Path(a), Path(b)], source, folder.strip())
     _show_comparison()
 
 
-def _run_comparison(paths: list[Path], folder: str) -> None:
+def _run_comparison(paths: list[Path], folder, label: str) -> None:
     from realitycheck import evaluate
     from realitycheck.data import DataError
 
@@ -175,6 +205,7 @@ def _run_comparison(paths: list[Path], folder: str) -> None:
         return
     finally:
         bar.empty()
+    comparison["folder"] = label
     state.put(state.COMPARISON, comparison)
 
 

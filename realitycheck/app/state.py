@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
 PERSISTENT_WIDGET_KEYS = (THRESHOLD, DEMO, METHOD, OPACITY, SLOW_OK, EVIDENCE, EVAL_THRESHOLD)
 
 # Per-session caps: uploads are held in memory and on disk for the session's lifetime.
-MAX_SESSION_UPLOAD_BYTES = 200 * 1024 * 1024  # 200 MB of uploads per browser session
+# (the per-session upload budget is a deployment setting: access.AccessSettings.session_upload_bytes)
 MAX_CACHED_PREDICTIONS = 40  # decoded images kept for re-rendering heatmaps
 MAX_CACHED_EXPLANATIONS = 80
 
