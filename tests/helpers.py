@@ -40,3 +40,13 @@ def save_tiny_checkpoint(path: str | os.PathLike, **card_fields) -> Path:
     card = ModelCard(arch="efficientnet_lite0", **card_fields,
                      preprocessing=Preprocessing(resize=96, crop=80, mean=(0.5,) * 3, std=(0.5,) * 3))
     return checkpoints.save_checkpoint(path, models.build_model("efficientnet_lite0", pretrained=True), card)
+
+
+# The dashboard's pages, by the names tests use (one place: AppTest switches pages by file path)
+APP_PAGES = {
+    "classify": "realitycheck/app/classify_page.py",
+    "evaluate": "realitycheck/app/evaluate_page.py",
+    "history": "realitycheck/app/history_page.py",
+    "models": "realitycheck/app/models_page.py",
+    "about": "realitycheck/app/about_page.py",
+}

@@ -24,13 +24,9 @@ from realitycheck.checkpoints import ModelCard, Preprocessing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
-PAGES = {
-    "classify": "realitycheck/app/classify_page.py",
-    "evaluate": "realitycheck/app/evaluate_page.py",
-    "history": "realitycheck/app/history_page.py",
-    "models": "realitycheck/app/models_page.py",
-    "about": "realitycheck/app/about_page.py",
-}
+from tests.helpers import APP_PAGES  # noqa: E402
+
+PAGES = APP_PAGES
 TIMEOUT = 120  # the first run imports torch; Grad-CAM + faithfulness on 2 shared cores
 
 

@@ -21,13 +21,9 @@ from realitycheck import access
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
-PAGES = {
-    "classify": "realitycheck/app/classify.py",
-    "evaluate": "realitycheck/app/evaluate_page.py",
-    "session": "realitycheck/app/session.py",
-    "models": "realitycheck/app/models_page.py",
-    "about": "realitycheck/app/about.py",
-}
+from tests.helpers import APP_PAGES  # noqa: E402
+
+PAGES = APP_PAGES
 TIMEOUT = 120
 SENTINEL = "rc-secret-outside"  # every file a test plants outside the roots has this in its path
 
