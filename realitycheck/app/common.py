@@ -370,6 +370,7 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
             "provenance": provenance.KIND_WORDS[prov.kind] if prov else "",
             "disagreement": (provenance.disagreement(prov, label) or "") if prov else "",
             "p_fake": float(pred.p_fake),
+            "unfamiliar": pred.unfamiliar,
             "faces": pred.faces,
             "seconds": float(pred.seconds),
             "threshold": threshold,

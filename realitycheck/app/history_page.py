@@ -12,7 +12,7 @@ import streamlit as st
 from realitycheck import plots
 from realitycheck.app import common, state
 
-COLUMNS = ["time", "name", "label", "p_fake", "provenance", "faces", "seconds", "threshold", "model", "source",
+COLUMNS = ["time", "name", "label", "p_fake", "unfamiliar", "provenance", "faces", "seconds", "threshold", "model", "source",
            "disagreement"]
 
 
@@ -54,7 +54,7 @@ def render() -> None:
     clashes = df[df["disagreement"].fillna("").astype(str) != ""]
     for _, row in clashes.iterrows():
         st.error(f"**{row['name']}**: {row['disagreement']}", icon=":material/report:")
-    view = df[["thumbnail", "time", "name", "label", "p_fake", "provenance", "faces", "seconds", "threshold",
+    view = df[["thumbnail", "time", "name", "label", "p_fake", "unfamiliar", "provenance", "faces", "seconds", "threshold",
                "model"]].copy()
     view["seconds"] = pd.to_numeric(view["seconds"], errors="coerce") * 1000
     st.dataframe(
@@ -68,6 +68,8 @@ def render() -> None:
                                                       "(C2PA, XMP, generator text, camera EXIF); not part of p(fake)."),
             "p_fake": st.column_config.ProgressColumn("p(fake)", min_value=0.0, max_value=1.0, format="percent"),
             "faces": st.column_config.NumberColumn("faces found", format="%d"),
+            "unfamiliar": st.column_config.CheckboxColumn("unfamiliar", help="Outside what the model was trained "
+                                                          "on: the verdict is unreliable (empty: the model has no such check)."),
             "seconds": st.column_config.NumberColumn("time (ms)", format="%.0f ms"),
             "threshold": st.column_config.NumberColumn("threshold", format="%.2f"),
         },
