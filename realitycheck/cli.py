@@ -7,6 +7,7 @@ errors. User errors print one clear line, never a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -66,15 +67,37 @@ def _expand_inputs(paths: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 
+def _ray_pipeline(args) -> dict:
+    """The --ray options as `distributed` keyword arguments."""
+    return {"address": args.ray_address, "actors": args.ray_actors, "gpus_per_actor": args.ray_gpus_per_actor}
+
+
 def cmd_predict(args) -> int:
+    if args.ray:  # a listing file (one path or URI a line) is an input list, as Ray reads it
+        from realitycheck.distributed import read_listing
+
+        args.paths = [x for p in args.paths
+                      for x in (read_listing(p) if p.endswith((".txt", ".lst")) and Path(p).is_file() else [p])]
     inputs = _expand_inputs(args.paths)
     if not inputs:
         raise UserError("no images to predict")
     clf = _load(args)
     bar = _progress_bar(len(inputs), "predict", args.progress and len(inputs) > 1)
     results = []
-    for pred in clf.iter_predict(inputs, workers=0 if len(inputs) < 2 * clf.batch_size else None,
-                                 progress=lambda d, t: bar.update(d - bar.n)):
+    if args.ray:
+        from realitycheck import distributed
+
+        try:
+            stream = list(distributed.iter_predict(clf, inputs, progress=lambda d, t: bar.update(d - bar.n),
+                                                   **_ray_pipeline(args)))
+        except distributed.RayUnavailableError as exc:
+            raise UserError(str(exc)) from None
+        position = {p: i for i, p in enumerate(inputs)}  # Ray finishes in any order; print in input order
+        stream.sort(key=lambda r: position.get(r.name, len(position)))
+    else:
+        stream = clf.iter_predict(inputs, workers=0 if len(inputs) < 2 * clf.batch_size else None,
+                                  progress=lambda d, t: bar.update(d - bar.n))
+    for pred in stream:
         results.append(pred)
     bar.close()
     if args.json:
@@ -150,12 +173,20 @@ def cmd_evaluate(args) -> int:
     from realitycheck.data import DataError
 
     clf = _load(args)
+    run, ray_errors = evaluate.evaluate_folder, ()
+    if args.ray:
+        from realitycheck import distributed
+
+        run, ray_errors = functools.partial(distributed.evaluate_folder, **_ray_pipeline(args)), (
+            distributed.RayUnavailableError,)
     try:
-        result = evaluate.evaluate_folder(
-            clf, args.folder, split=args.split, csv_path=args.csv, resume=args.resume,
-            progress=args.progress, workers=args.workers, log=lambda m: print(m, file=sys.stderr))
-    except (DataError, evaluate.ResumeError) as exc:
+        result = run(clf, args.folder, split=args.split, csv_path=args.csv, resume=args.resume,
+                     progress=args.progress, workers=args.workers, log=lambda m: print(m, file=sys.stderr))
+    except (DataError, evaluate.ResumeError, *ray_errors) as exc:
         raise UserError(str(exc)) from None
+    if args.parquet:
+        Path(args.parquet).parent.mkdir(parents=True, exist_ok=True)
+        result.table.to_parquet(args.parquet, index=False)
     if result.interrupted:
         print(f"realitycheck: interrupted after {len(result.table)} images; partial results in {args.csv}; "
               "rerun with --resume to continue", file=sys.stderr)
@@ -223,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="realitycheck", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def ray_opts(p):
+        p.add_argument("--ray", action="store_true", help="run on Ray Data: a local Ray, or the cluster at --ray-address")
+        p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
+        p.add_argument("--ray-actors", type=int, default=1, help="model actors, each loads the checkpoint once (default 1)")
+        p.add_argument("--ray-gpus-per-actor", type=float, default=0.0, help="GPUs reserved per model actor (default 0)")
+
     def weights_opts(p):
         p.add_argument("--weights", help="checkpoint file (default: the shipped model in weights/)")
         p.add_argument("--threshold", type=float, default=0.5, help="decision threshold on p_fake (default 0.5)")
@@ -236,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto: bf16 for batches where the CPU supports it, fp32 for single images")
     p.add_argument("--crop-face", action="store_true", help="classify the largest detected face only")
+    ray_opts(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("explain", help="write Grad-CAM family heatmaps for images")
@@ -261,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: from the cores)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument("--parquet", help="also write the per-image table as Parquet (same columns as --csv)")
+    ray_opts(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train", help="train or fine-tune a detector on a labelled folder")

@@ -103,8 +103,13 @@ def _table(rows: list[dict]) -> pd.DataFrame:
 def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: str | os.PathLike | None = None,
                    resume: bool = False, progress: bool | Callable[[int, int], None] = False,
                    workers: int | None = None, log: Callable[[str], None] = lambda m: None,
-                   source: str = "", mapping: dict | None = None) -> EvaluationResult:
-    """Run `clf` over (path, label) items, streaming; returns the per-image table."""
+                   source: str = "", mapping: dict | None = None,
+                   predict_stream: Callable[..., Iterable[Prediction]] | None = None) -> EvaluationResult:
+    """Run `clf` over (path, label) items, streaming; returns the per-image table.
+
+    `predict_stream(paths, progress=...)` replaces `clf.iter_predict` (e.g. a Ray pipeline, see
+    `distributed`); the CSV, resume and interrupt handling stay this one.
+    """
     done = pd.DataFrame(columns=TABLE_COLUMNS)
     csv_file = Path(csv_path) if csv_path else None
     if csv_file and resume and csv_file.exists():
@@ -140,7 +145,8 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     interrupted = False
     try:
         pending: list[dict] = []
-        for pred in clf.iter_predict([str(p) for p, _ in items], workers=workers, progress=progress_cb):
+        stream = predict_stream or (lambda paths, progress: clf.iter_predict(paths, workers=workers, progress=progress))
+        for pred in stream([str(p) for p, _ in items], progress=progress_cb):
             row = prediction_row(pred, labels.get(pred.name, ""))
             rows.append(row)
             pending.append(row)

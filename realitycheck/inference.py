@@ -126,6 +126,14 @@ class _Prepared:
         self.error, self.seconds, self.image = error, seconds, image
 
 
+Prepared = _Prepared  # the public name, for pipelines that decode in one place and predict in another (distributed)
+
+
+def draft_size_for(card: ModelCard) -> int:
+    """How large a JPEG is decoded (PIL draft) for this card: no larger than its resize. Every path uses this."""
+    return card.preprocessing.resize
+
+
 def prepare(source, name: str | None, transform: Callable, *, face_check: bool = True, crop_face: bool = False,
             draft_size: int | None = None, keep_image: bool = False) -> _Prepared:
     """Decode + face check + preprocess one input, never raising for a bad image."""
@@ -229,7 +237,7 @@ class Classifier:
 
     # -- the model -----------------------------------------------------------------------------
     def _draft_size(self) -> int:
-        return self.card.preprocessing.resize
+        return draft_size_for(self.card)
 
     def probabilities(self, x: torch.Tensor, precision: str | None = None) -> np.ndarray:
         """p_fake for a batch of preprocessed tensors (averaged with the mirror image if the card says so)."""
@@ -269,6 +277,10 @@ class Classifier:
         return self._finish(prepared, p, time.perf_counter() - t0)
 
     # -- public API ----------------------------------------------------------------------------
+    def predict_prepared(self, prepared: list[_Prepared], precision: str | None = None) -> list[Prediction]:
+        """One batch of already-decoded inputs (`prepare` ran elsewhere, e.g. a Ray task) -> Predictions."""
+        return self._run_batch(prepared, precision)
+
     def predict(self, inputs: Sequence, names: Sequence[str] | None = None, *, keep_images: bool = False,
                 precision: str | None = None) -> list[Prediction]:
         """Predict a list of paths, bytes, file objects or PIL images; bad ones get `error`."""

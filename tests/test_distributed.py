@@ -1,0 +1,177 @@
+"""Ray Data folder scoring: the same per-image results and metrics as the local path, faults survived.
+
+One local 2-CPU Ray serves the module (starting Ray takes seconds). Each run loads the tiny
+checkpoint in its model actors, so these are the slow tests of the suite (~10 s each here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray", reason="ray[data] is not installed (requirements.txt pins it)")
+
+from realitycheck import cli, distributed, evaluate  # noqa: E402
+from realitycheck.inference import Classifier  # noqa: E402
+
+N_PER_CLASS = 14
+BROKEN = ["fake/broken.jpg", "real/empty.png"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    distributed.connect(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, sample_face) -> Path:
+    """Small noise images (no face), one real portrait (a face), and two broken files."""
+    root = tmp_path_factory.mktemp("labelled")
+    rng = np.random.default_rng(1)
+    for label in ("real", "fake"):
+        (root / label).mkdir()
+        for i in range(N_PER_CLASS):
+            arr = (rng.random((60 + i, 90, 3)) * 255).astype("uint8")
+            Image.fromarray(arr).save(root / label / f"{label}_{i:02d}.jpg", quality=85)
+    shutil.copy(sample_face, root / "real" / "portrait.jpg")
+    (root / BROKEN[0]).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / BROKEN[1]).write_bytes(b"")
+    return root
+
+
+def _run_cli(capsys, *args) -> tuple[int, str]:
+    capsys.readouterr()
+    code = cli.main([str(a) for a in args])
+    return code, capsys.readouterr().out
+
+
+def _table(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, dtype={"error": str}, keep_default_na=True)
+    df["error"] = df["error"].fillna("")
+    return df.sort_values("path").reset_index(drop=True)
+
+
+def test_evaluate_ray_matches_the_local_path_and_resumes(local_ray, labelled, tiny_checkpoint, tmp_path, capsys):
+    common = ["evaluate", labelled, "--weights", tiny_checkpoint, "--precision", "fp32", "--batch-size", 4,
+              "--json", "--no-progress"]
+    code, out = _run_cli(capsys, *common, "--workers", 0, "--csv", tmp_path / "local.csv")
+    assert code == 0
+    local = json.loads(out)
+    code, out = _run_cli(capsys, *common, "--ray", "--csv", tmp_path / "ray.csv", "--parquet", tmp_path / "ray.parquet")
+    assert code == 0
+    remote = json.loads(out)
+
+    a, b = _table(tmp_path / "local.csv"), _table(tmp_path / "ray.csv")
+    assert list(b.columns) == evaluate.TABLE_COLUMNS
+    assert len(b) == 2 * N_PER_CLASS + 1 + len(BROKEN) and b["path"].is_unique
+    assert a["path"].tolist() == b["path"].tolist()
+    np.testing.assert_allclose(b["p_fake"].to_numpy(float), a["p_fake"].to_numpy(float), atol=1e-5)
+    for col in ("true_label", "predicted", "correct", "faces", "error"):
+        assert a[col].astype(object).fillna(-1).tolist() == b[col].astype(object).fillna(-1).tolist(), col
+    assert b.loc[b["path"].str.endswith("portrait.jpg"), "faces"].item() == 1  # the face check ran
+    assert sorted(remote["failed"]) == sorted(local["failed"]) == sorted(str(labelled / x) for x in BROKEN)
+    assert remote["failed_reasons"] == local["failed_reasons"]
+    parquet = pd.read_parquet(tmp_path / "ray.parquet")
+    assert list(parquet.columns) == evaluate.TABLE_COLUMNS and len(parquet) == len(b)
+
+    # resume: an interrupted Ray run (header, 10 finished rows, a torn last line) scores only the rest
+    lines = (tmp_path / "ray.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "part.csv").write_text("".join(lines[:11]) + lines[11][:15])
+    clf = Classifier.from_file(tiny_checkpoint, precision="fp32", batch_size=4)
+    asked = []
+    resumed = distributed.evaluate_folder(clf, labelled, csv_path=tmp_path / "part.csv", resume=True,
+                                          progress=lambda done, total: asked.append(total))
+    assert resumed.resumed == 10 and asked[-1] == len(b) - 10
+    assert resumed.table["path"].tolist() == [str(p) for p, _ in evaluate.discover(labelled)]  # local order, each once
+    again = resumed.table.sort_values("path").reset_index(drop=True)
+    np.testing.assert_allclose(again["p_fake"].to_numpy(float), b["p_fake"].to_numpy(float), atol=1e-5)
+    assert _table(tmp_path / "part.csv")["path"].tolist() == b["path"].tolist()
+
+    volatile = {"seconds", "images_per_second"}
+    assert set(remote) == set(local)
+    for key in set(local) - volatile:
+        if isinstance(local[key], float):
+            assert remote[key] == pytest.approx(local[key], abs=1e-5), key
+        elif key not in ("ci95", "calibration", "best_threshold_balanced_accuracy", "threshold_for_fpr_5pct"):
+            assert remote[key] == local[key], key
+
+
+def test_predict_ray_reads_a_listing_file_and_prints_like_local(local_ray, labelled, tiny_checkpoint, tmp_path,
+                                                                 capsys):
+    files = [labelled / "real" / "portrait.jpg", labelled / "fake" / "fake_03.jpg", labelled / BROKEN[0]]
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("# one path a line\n" + "\n".join(map(str, files)) + "\n\n")
+    common = ["predict", "--weights", tiny_checkpoint, "--precision", "fp32", "--json", "--no-progress"]
+    code_local, out_local = _run_cli(capsys, *common[:1], *files, *common[1:])
+    code_ray, out_ray = _run_cli(capsys, *common[:1], listing, *common[1:], "--ray")
+    assert code_local == code_ray == 1  # one input failed
+    local, remote = json.loads(out_local), json.loads(out_ray)
+    assert [r["path"] for r in remote] == [r["path"] for r in local] == list(map(str, files))
+    for r, l in zip(remote, local):
+        assert (r["label"], r["faces"], r["error"], r["face_message"]) == (l["label"], l["faces"], l["error"],
+                                                                             l["face_message"])
+        if l["p_fake"] is not None:
+            assert r["p_fake"] == pytest.approx(l["p_fake"], abs=1e-5)
+
+
+def _model_actor_pids() -> set[int]:
+    """Ray model-actor processes started by this test process (found through /proc; Linux)."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    mine, grew = {os.getpid()}, True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in mine} - mine
+        mine |= new
+        grew = bool(new)
+    out = set()
+    for pid in mine - {os.getpid()}:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith("ray::") and "ModelActor" in cmd:
+            out.add(pid)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the actor process through /proc (Linux)")
+def test_a_killed_model_actor_is_restarted_and_every_image_scored_once(local_ray, labelled, tiny_checkpoint):
+    clf = Classifier.from_file(tiny_checkpoint, precision="fp32", batch_size=2)  # many small batches
+    killed, seen_after = [], set()
+
+    def on_progress(done: int, total: int) -> None:
+        if not killed:
+            pids = _model_actor_pids()
+            assert len(pids) == 1, pids
+            os.kill(pids.pop(), signal.SIGKILL)  # the actor dies as a crashed or preempted worker would
+            killed.append(done)
+        else:
+            seen_after.update(_model_actor_pids())
+
+    result = distributed.evaluate_folder(clf, labelled, progress=on_progress)
+    table = result.table
+    n = 2 * N_PER_CLASS + 1 + len(BROKEN)
+    assert killed and killed[0] < n
+    assert len(table) == n and table["path"].is_unique  # none lost, none twice
+    assert (table["error"] != "").sum() == len(BROKEN)
+    assert seen_after, "no restarted model actor served the rest of the run"
+    reference = {Path(p.name).name: p.p_fake for p in clf.predict(sorted(str(x) for x in labelled.rglob("*_0*.jpg")))}
+    got = dict(zip(table["path"].map(lambda s: Path(s).name), table["p_fake"]))
+    for name, p in reference.items():
+        assert got[name] == pytest.approx(p, abs=1e-5)
