@@ -46,6 +46,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True}
+    _check_reachable(address or os.environ.get("RAY_ADDRESS"))
     if address:
         kwargs["address"] = address
     elif not os.environ.get("RAY_ADDRESS"):
@@ -60,6 +61,20 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI draws its own bar from the driver
     ctx.print_on_execution_start = False
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail in seconds on a HOST:PORT nobody listens at (Ray itself waits minutes for its GCS)."""
+    import socket
+
+    if not address or "://" in address or address == "auto" or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise RayUnavailableError(f"no Ray cluster answers at {address} ({exc}); start one with `ray start --head` "
+                                  "or leave out --ray-address for a local Ray") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +207,9 @@ def build_dataset(clf: Classifier, paths: Sequence[str], *, actors: int = 1, cpu
     # decoded: 0.25 GiB), reserved so a node is not oversubscribed. Declaring it also keeps decoding
     # its own stage of CPU tasks, scaling with the CPUs rather than with the model copies: Ray fuses
     # stages with equal resource arguments (one-CPU tasks into one-CPU actors) into the actors.
+    # Actors that would hold every CPU would starve the decode tasks: then each actor decodes its own.
+    fuse_decode = fuse_decode or (not gpus_per_actor and
+                                  actors * cpus_per_actor + decode_cpus > ray.cluster_resources().get("CPU", 0))
     decode_args = {} if fuse_decode else {"memory": DECODE_TASK_MEMORY}
     ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=batch, num_cpus=decode_cpus,
                         fn_kwargs={"preprocessing": clf.card.preprocessing, "face_check": clf.face_check,

@@ -175,3 +175,8 @@ def test_a_killed_model_actor_is_restarted_and_every_image_scored_once(local_ray
     got = dict(zip(table["path"].map(lambda s: Path(s).name), table["p_fake"]))
     for name, p in reference.items():
         assert got[name] == pytest.approx(p, abs=1e-5)
+
+
+def test_an_address_nobody_answers_at_fails_in_one_line_without_waiting():
+    with pytest.raises(distributed.RayUnavailableError, match="no Ray cluster answers at 127.0.0.1:1"):
+        distributed._check_reachable("127.0.0.1:1", timeout=2)
