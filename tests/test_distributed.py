@@ -17,11 +17,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
-ray = pytest.importorskip("ray", reason="ray[data] is not installed (requirements.txt pins it)")
+from realitycheck import cli, distributed, evaluate
+from realitycheck.inference import Classifier
 
-from realitycheck import cli, distributed, evaluate  # noqa: E402
-from realitycheck.inference import Classifier  # noqa: E402
+try:
+    import ray
+except ImportError:  # pragma: no cover - requirements.txt pins ray[data]
+    ray = None
 
 N_PER_CLASS = 14
 BROKEN = ["fake/broken.jpg", "real/empty.png"]
@@ -29,6 +31,8 @@ BROKEN = ["fake/broken.jpg", "real/empty.png"]
 
 @pytest.fixture(scope="module")
 def local_ray():
+    if ray is None:
+        pytest.skip("ray[data] is not installed (requirements.txt pins it)")
     distributed.connect(num_cpus=2)
     yield
     ray.shutdown()
@@ -62,6 +66,7 @@ def _table(path: Path) -> pd.DataFrame:
     return df.sort_values("path").reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_evaluate_ray_matches_the_local_path_and_resumes(local_ray, labelled, tiny_checkpoint, tmp_path, capsys):
     common = ["evaluate", labelled, "--weights", tiny_checkpoint, "--precision", "fp32", "--batch-size", 4,
               "--json", "--no-progress"]
@@ -107,6 +112,7 @@ def test_evaluate_ray_matches_the_local_path_and_resumes(local_ray, labelled, ti
             assert remote[key] == local[key], key
 
 
+@pytest.mark.slow
 def test_predict_ray_reads_a_listing_file_and_prints_like_local(local_ray, labelled, tiny_checkpoint, tmp_path,
                                                                  capsys):
     files = [labelled / "real" / "portrait.jpg", labelled / "fake" / "fake_03.jpg", labelled / BROKEN[0]]
@@ -150,6 +156,7 @@ def _model_actor_pids() -> set[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the actor process through /proc (Linux)")
 def test_a_killed_model_actor_is_restarted_and_every_image_scored_once(local_ray, labelled, tiny_checkpoint):
     clf = Classifier.from_file(tiny_checkpoint, precision="fp32", batch_size=2)  # many small batches
@@ -180,3 +187,26 @@ def test_a_killed_model_actor_is_restarted_and_every_image_scored_once(local_ray
 def test_an_address_nobody_answers_at_fails_in_one_line_without_waiting():
     with pytest.raises(distributed.RayUnavailableError, match="no Ray cluster answers at 127.0.0.1:1"):
         distributed._check_reachable("127.0.0.1:1", timeout=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# torchrun DDP training
+# ---------------------------------------------------------------------------------------------
+
+def test_shards_of_an_epoch_cover_the_single_process_order_once():
+    from realitycheck.ddp import Dist, ShardSampler
+
+    for kw in ({"shuffle": True}, {"shuffle": False}, {"weights": [1.0] * 7 + [3.0] * 3, "num_samples": 10}):
+        single = ShardSampler(10, Dist(), seed=5, **kw)
+        single.set_epoch(2)
+        shards = []
+        for rank in range(3):
+            s = ShardSampler(10, Dist(rank=rank, world=3), seed=5, **kw)
+            s.set_epoch(2)
+            shards.append(list(s))
+        assert [len(x) for x in shards] == [4, 4, 4]  # equal steps on every rank (padded)
+        merged = [shards[r][i] for i in range(4) for r in range(3)]
+        assert merged[:10] == list(single)  # the same epoch as one process, dealt out round-robin
+    a, b = ShardSampler(10, Dist(), seed=5), ShardSampler(10, Dist(), seed=5)
+    b.set_epoch(1)
+    assert list(a) != list(b)  # a new order each epoch
