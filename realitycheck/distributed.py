@@ -252,8 +252,12 @@ def evaluate_folder(clf: Classifier, folder: str | os.PathLike, *, split: str | 
                             cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor)
 
     kwargs.pop("workers", None)  # local decoding processes; Ray schedules its own tasks
-    result = evaluate.evaluate_folder(clf, folder, split=split, predict_stream=stream, **kwargs)
-    order = {str(p): i for i, (p, _) in enumerate(evaluate.discover(folder, split=split))}
+    src = evaluate.discover(folder, split=split)  # listed once: a million paths on a network share take time
+    (kwargs.get("log") or (lambda m: None))(f"labels: {src.describe()}")
+    items = list(src)
+    result = evaluate.evaluate_items(clf, items, source=src.describe(), mapping=src.mapping, predict_stream=stream,
+                                     **kwargs)
+    order = {str(p): i for i, (p, _) in enumerate(items)}
     key = result.table["path"].astype(str).map(lambda p: order.get(p, len(order)))
     result.table = result.table.assign(_order=key).sort_values("_order", kind="stable").drop(columns="_order")
     result.table = result.table.reset_index(drop=True)
