@@ -148,3 +148,18 @@ def broadcast_flag(d: Dist, flag: bool) -> bool:
     box = [flag]
     dist.broadcast_object_list(box, src=0)
     return bool(box[0])
+
+
+def average_buffers(model: nn.Module, d: Dist) -> None:
+    """Average floating buffers (batch-norm running statistics) over the ranks, in place.
+
+    DDP keeps the parameters identical, but each rank updates its running statistics from its own
+    last batches after DDP's last broadcast, so without this the ranks would validate (and rank 0
+    would save) slightly different models.
+    """
+    if not d.enabled:
+        return
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf)
+            buf.div_(d.world)

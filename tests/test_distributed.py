@@ -6,19 +6,24 @@ checkpoint in its model actors, so these are the slow tests of the suite (~10 s 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from realitycheck import cli, distributed, evaluate
 from realitycheck.inference import Classifier
+from conftest import REPO_ROOT, cli_env  # noqa: E402
 
 try:
     import ray
@@ -210,3 +215,64 @@ def test_shards_of_an_epoch_cover_the_single_process_order_once():
     a, b = ShardSampler(10, Dist(), seed=5), ShardSampler(10, Dist(), seed=5)
     b.set_epoch(1)
     assert list(a) != list(b)  # a new order each epoch
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    """'real' = smooth noise, 'fake' = the same plus a fine checkerboard: learnable in a few steps."""
+    root = tmp_path_factory.mktemp("toy")
+    rng = np.random.default_rng(0)
+    checker = (np.indices((48, 48)).sum(0) % 2 * 60).astype(np.int16)[..., None]
+    for label in ("real", "fake"):
+        (root / label).mkdir()
+        for i in range(32):
+            base = Image.fromarray((rng.random((48, 48, 3)) * 255).astype("uint8")).filter(ImageFilter.GaussianBlur(3))
+            arr = np.asarray(base).astype(np.int16) + (checker - 30 if label == "fake" else 0)
+            Image.fromarray(np.clip(arr, 0, 255).astype("uint8")).save(root / label / f"{label}_{i:03d}.png")
+    return root
+
+
+def _torchrun(*args, processes: int = 2) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+           "-m", "realitycheck", "train", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=cli_env(), cwd=REPO_ROOT)
+
+
+def _digests(stderr: str) -> dict[int, dict[int, str]]:
+    """{epoch: {rank: weights sha1}} from the lines every rank logs."""
+    out: dict[int, dict[int, str]] = {}
+    for rank, digest, epoch in re.findall(r"rank (\d+): weights sha1 (\w+) after epoch (\d+)", stderr):
+        out.setdefault(int(epoch), {})[int(rank)] = digest
+    return out
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_train_in_step_write_once_and_resume(toy, tmp_path):
+    from realitycheck import checkpoints
+
+    out = tmp_path / "ddp"
+    common = [toy, "--out", out, "--max-steps", 4, "--batch-size", 8, "--resize", 48, "--crop", 40, "--lr", 3e-3,
+              "--workers", 0, "--augment", "flip", "--precision", "fp32", "--patience", 10, "--no-progress"]
+    r = _torchrun(*common, "--epochs", 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 processes (gloo)" in r.stderr
+    digests = _digests(r.stderr)
+    assert set(digests) == {1, 2} and all(set(d) == {0, 1} for d in digests.values())
+    assert all(d[0] == d[1] for d in digests.values()), digests  # the ranks hold identical weights
+    assert digests[1][0] != digests[2][0]  # and the steps changed them
+    rows = list(csv.DictReader(open(out.with_suffix(".log.csv"))))
+    assert [int(x["epoch"]) for x in rows] == [1, 2]
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    # one checkpoint and one card, written by rank 0 only
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.curves.png", "ddp.log.csv", "ddp.md", "ddp.pt",
+                                                           "ddp.train-state.pt"]
+    assert r.stderr.count("wrote ") == 1
+    card = checkpoints.read_card(out.with_suffix(".pt"))
+    assert card.training["processes"] == 2 and card.training["command"].startswith("torchrun --nproc_per_node 2")
+    assert card.metrics["test"]["n"] == card.training["n_test"]  # the gathered val, then test, each item once
+
+    r = _torchrun(*common, "--epochs", 3, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("resumed from") == 1 and "after epoch 2" in r.stderr
+    assert set(_digests(r.stderr)) == {3} and len(set(_digests(r.stderr)[3].values())) == 1
+    assert [int(x["epoch"]) for x in csv.DictReader(open(out.with_suffix(".log.csv")))] == [1, 2, 3]
