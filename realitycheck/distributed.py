@@ -121,8 +121,8 @@ def decode_batch(batch: dict, *, preprocessing, face_check: bool, crop_face: boo
             try:
                 pr = prepare(_read_uri(path), path, transform, face_check=face_check, crop_face=crop_face,
                              draft_size=draft_size)
-            except OSError as exc:
-                pr = Prepared(path, error=f"{path}: cannot read ({exc})")
+            except (OSError, ValueError) as exc:  # pyarrow: missing object, no access, unknown scheme
+                pr = Prepared(path, error=f"{path}: cannot read ({str(exc).splitlines()[0]})")
         else:  # exactly what the local loader does with a path
             pr = prepare(path, None, transform, face_check=face_check, crop_face=crop_face, draft_size=draft_size)
         ok = pr.error is None

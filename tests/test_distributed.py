@@ -122,12 +122,18 @@ def test_predict_ray_reads_a_listing_file_and_prints_like_local(local_ray, label
                                                                  capsys):
     files = [labelled / "real" / "portrait.jpg", labelled / "fake" / "fake_03.jpg", labelled / BROKEN[0]]
     listing = tmp_path / "inputs.txt"
-    listing.write_text("# one path a line\n" + "\n".join(map(str, files)) + "\n\n")
+    uris = [files[0].resolve().as_uri(), "nosuch://bucket/x.jpg"]  # file:// is read through pyarrow like s3://
+    listing.write_text("# one path a line\n" + "\n".join(map(str, files + uris)) + "\n\n")
     common = ["predict", "--weights", tiny_checkpoint, "--precision", "fp32", "--json", "--no-progress"]
     code_local, out_local = _run_cli(capsys, *common[:1], *files, *common[1:])
     code_ray, out_ray = _run_cli(capsys, *common[:1], listing, *common[1:], "--ray")
     assert code_local == code_ray == 1  # one input failed
     local, remote = json.loads(out_local), json.loads(out_ray)
+    by_uri = remote[len(files):]
+    remote = remote[:len(files)]
+    assert [r["path"] for r in by_uri] == uris
+    assert by_uri[0]["p_fake"] == pytest.approx(local[0]["p_fake"], abs=1e-5) and by_uri[0]["faces"] == 1
+    assert by_uri[1]["p_fake"] is None and by_uri[1]["error"].startswith("nosuch://bucket/x.jpg: cannot read")
     assert [r["path"] for r in remote] == [r["path"] for r in local] == list(map(str, files))
     for r, l in zip(remote, local):
         assert (r["label"], r["faces"], r["error"], r["face_message"]) == (l["label"], l["faces"], l["error"],
