@@ -50,8 +50,14 @@ class Preprocessing:
     # average the probabilities of the image and its mirror image (test-time flip); a faces model
     # should not care which way a face looks, and averaging the two views steadies its score
     mirror_average: bool = False
+    # "none": the whole image (resize + centre crop); "face": each detected face aligned to a fixed
+    # FFHQ-like framing of crop x crop pixels (faces.align_face with `zoom`), the whole image only
+    # when no face is found
+    align: str = "none"
+    zoom: float = 1.0
 
     def transform(self) -> Callable:
+        """Whole image -> tensor (resize shorter side, centre crop, normalise)."""
         from torchvision import transforms as T
 
         interp = T.InterpolationMode(self.interpolation)
@@ -61,6 +67,32 @@ class Preprocessing:
             T.ToTensor(),
             T.Normalize(self.mean, self.std),
         ])
+
+    def tensor_transform(self) -> Callable:
+        """An image already at the model's input size -> tensor (normalise only)."""
+        from torchvision import transforms as T
+
+        return T.Compose([T.ToTensor(), T.Normalize(self.mean, self.std)])
+
+    def views(self, image, report) -> list[tuple[object, str, int | None]]:
+        """What the model looks at: (PIL image at input size or whole image, region words, face index).
+
+        The one rule for every path (predict, evaluate, explain, train): aligned cards score each
+        detected face; otherwise, or when no face was found, the whole image is scored.
+        """
+        if self.align == "face" and report is not None and report.count:
+            from realitycheck.faces import align_face
+
+            return [(align_face(image, f.landmarks, self.crop, self.zoom), f"aligned face {i + 1}", i)
+                    for i, f in enumerate(report.faces)]
+        return [(image, "centre crop", None)]
+
+    def to_tensor(self, view) -> "torch.Tensor":
+        """The tensor of one view from `views` (aligned faces are already at input size)."""
+        img, region, face = view
+        if face is not None:
+            return self.tensor_transform()(img)
+        return self.transform()(img)
 
     def crop_box(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
         """The (left, top, right, bottom) region of an image of `size` that the model actually sees."""
@@ -271,6 +303,10 @@ def card_problem(card: ModelCard) -> str | None:
         return f"preprocessing interpolation {p.interpolation!r} is not known"
     if not isinstance(p.mirror_average, bool):
         return f"preprocessing mirror_average={p.mirror_average!r}; expected true or false"
+    if p.align not in ("none", "face"):
+        return f"preprocessing align={p.align!r}; expected none or face"
+    if not isinstance(p.zoom, (int, float)) or isinstance(p.zoom, bool) or not 0.3 <= p.zoom <= 3.0:
+        return f"preprocessing zoom={p.zoom!r}; expected a number between 0.3 and 3"
     if not isinstance(card.name, str):
         return f"name {card.name!r} is not text"
     return None
@@ -350,8 +386,11 @@ def card_markdown(card: ModelCard, filename: str = "") -> str:
         f"- File: `{filename}`" if filename else "",
         f"- Architecture: `{card.arch}`; classes (index order): {card.classes}",
         f"- Initial weights: {card.init}",
-        f"- Preprocessing: resize shorter side to {p.resize} px ({p.interpolation}), centre-crop {p.crop} px, "
-        f"normalise mean={list(p.mean)} std={list(p.std)}"
+        (f"- Preprocessing: each face found by YuNet aligned from its landmarks to a {p.crop} px FFHQ-like "
+         f"framing (zoom {p.zoom}); the whole image (resize {p.resize}, centre-crop {p.crop}) when no face is found; "
+         if p.align == "face" else
+         f"- Preprocessing: resize shorter side to {p.resize} px ({p.interpolation}), centre-crop {p.crop} px, ")
+        + f"normalise mean={list(p.mean)} std={list(p.std)}"
         + ("; prediction = average over the image and its mirror image" if p.mirror_average else ""),
         f"- Created: {card.created} by RealityCheck {card.realitycheck_version}",
         "",

@@ -14,8 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-# models.ARCHITECTURES, spelled out so `--help` does not import torch (a test keeps the two equal)
-ARCHS = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50"]
+from realitycheck.train_config import ARCH_NAMES as ARCHS, add_train_arguments  # torch-free
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -207,20 +206,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from realitycheck.checkpoints import CheckpointError
     from realitycheck.data import DataError
-    from realitycheck.train import TrainConfig, fit
+    from realitycheck.train import config_from_args, fit
 
-    cfg = TrainConfig(data=args.data, arch=args.arch, mode=args.mode, out=args.out, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, augment=args.augment, resize=args.resize,
-                      crop=args.crop, seed=args.seed, extra_real=args.extra_real or [],
-                      init_weights=args.init_weights, resume=args.resume, patience=args.patience,
-                      precision=args.precision, limit=args.limit, max_steps=args.max_steps,
-                      workers=args.workers, teacher=args.teacher, ema=args.ema)
-    if args.progress:
-        os.environ["REALITYCHECK_PROGRESS"] = "1"
+    cfg = config_from_args(args)
     try:
         fit(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
-    except (DataError, FileNotFoundError) as exc:
+    except (DataError, FileNotFoundError, CheckpointError) as exc:
         raise UserError(str(exc)) from None
     return EXIT_OK
 
@@ -303,30 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     ray_opts(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("train", help="train or fine-tune a detector on a labelled folder")
-    p.add_argument("data")
-    p.add_argument("--arch", choices=ARCHS, default="efficientnet_lite0")
-    p.add_argument("--mode", choices=["finetune", "feature-extract"], default="finetune")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--out", default="weights/model", help="checkpoint path (NAME.pt, NAME.md, NAME.log.csv ...)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
-    p.add_argument("--init-weights", help="resnet50: local ImageNet file or RealityCheck.pth to start from")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--augment", choices=["none", "flip", "crop", "full"], default="full",
-                   help="crop: flip + random crop (no resampling); full: + JPEG re-compression, blur, colour jitter")
-    p.add_argument("--ema", type=float, default=0.0, help="keep an exponential moving average of the weights (e.g. 0.998)")
-    p.add_argument("--resize", type=int, default=256)
-    p.add_argument("--crop", type=int, default=224)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patience", type=int, default=4)
-    p.add_argument("--extra-real", action="append", help="real-only folder added to training (repeatable)")
-    p.add_argument("--teacher", help="distil from this checkpoint's soft labels (e.g. train resnet50 from the default)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
-    p.add_argument("--limit", type=int, help="at most N images per class (quick tries)")
-    p.add_argument("--max-steps", type=int, help="at most N steps per epoch (smoke tests)")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p = sub.add_parser("train", help="train or fine-tune a detector on labelled sources")
+    add_train_arguments(p)  # every option comes from train_config.TrainConfig
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("info", help="show model cards")

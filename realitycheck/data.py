@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -140,12 +141,150 @@ def _from_csv(path: Path) -> LabelledSource:
 
 
 # ---------------------------------------------------------------------------------------------
+# Several named sources in one run
+# ---------------------------------------------------------------------------------------------
+
+class Item(tuple):
+    """(path, label, source, group): one labelled image and where it came from.
+
+    A tuple, so code that only wants (path, label) can keep indexing [0] and [1].
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, path, label, source="", group=None):
+        return super().__new__(cls, (Path(path), label, source, group))
+
+    path = property(lambda self: self[0])
+    label = property(lambda self: self[1])
+    source = property(lambda self: self[2])
+    group = property(lambda self: self[3])
+
+
+@dataclass
+class SourceSpec:
+    """One labelled source: a folder (with real/ and fake/, or of one `label`), a CSV, and how to use it.
+
+    `group`: a regular expression on the file stem whose first group names the split group
+    (e.g. `^(.+)_\\d+$` for diffusion prompt groups). `include`: a regular expression on the file
+    name that picks this source's files from a mixed folder. `weight`: sampling weight relative to
+    the other sources of the same class (1 = in proportion to its size).
+    """
+
+    name: str
+    path: str
+    label: str | None = None
+    group: str | None = None
+    include: str | None = None
+    weight: float = 1.0
+
+    def items(self) -> list[Item]:
+        root = Path(self.path)
+        if self.label is not None:
+            if self.label not in ("real", "fake"):
+                raise DataError(f"source {self.name}: label must be real or fake, not {self.label!r}")
+            if not root.is_dir():
+                raise DataError(f"source {self.name}: {root}: no such folder")
+            pairs = [(p, self.label) for p in walk_images(root)]
+        else:
+            pairs = list(discover(root))
+        inc = re.compile(self.include) if self.include else None
+        grp = re.compile(self.group) if self.group else None
+        labels = {lab for _, lab in pairs}
+        out = []
+        for p, lab in pairs:
+            if inc and not inc.search(p.name):
+                continue
+            g = None
+            if grp:
+                m = grp.match(p.stem)
+                g = f"{self.name}:{m.group(1) if m and m.groups() else p.stem}"
+            out.append(Item(p, lab, self.name if len(labels) == 1 else f"{self.name}/{lab}", g))
+        if not out:
+            raise DataError(f"source {self.name}: no images found under {root}"
+                            f"{' matching ' + self.include if self.include else ''}")
+        return out
+
+
+def parse_data_arg(text: str) -> list[SourceSpec]:
+    """`--data` values: PATH, NAME=PATH, or a manifest file (.toml) naming several sources."""
+    name, sep, path = text.partition("=")
+    if not sep or os.sep in name or not name:
+        name, path = "", text
+    if path.lower().endswith(".toml"):
+        return load_manifest(path)
+    p = Path(path)
+    return [SourceSpec(name=name or p.name or str(p), path=path)]
+
+
+def load_manifest(path: str | os.PathLike) -> list[SourceSpec]:
+    """Sources from a TOML manifest: `[[source]]` tables with name, path, label, group, include, weight.
+
+    Relative paths are relative to the manifest, so a manifest travels with its data.
+    """
+    import tomllib
+
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such manifest") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a valid TOML manifest ({exc})") from None
+    specs = []
+    known = set(SourceSpec.__dataclass_fields__)
+    for i, entry in enumerate(doc.get("source", []), start=1):
+        if not isinstance(entry, dict) or "path" not in entry or "name" not in entry:
+            raise DataError(f"{path}: source #{i} needs at least name and path")
+        unknown = set(entry) - known
+        if unknown:
+            raise DataError(f"{path}: source {entry['name']}: unknown field(s) {sorted(unknown)}")
+        entry = dict(entry)
+        p = Path(entry["path"])
+        entry["path"] = str(p if p.is_absolute() else (path.parent / p))
+        specs.append(SourceSpec(**entry))
+    if not specs:
+        raise DataError(f"{path}: the manifest names no [[source]]")
+    return specs
+
+
+def collect_sources(specs: list[SourceSpec]) -> list[Item]:
+    """Every item of every source; a file listed by two sources is an error (it would leak)."""
+    items, seen = [], {}
+    for spec in specs:
+        for it in spec.items():
+            key = str(it.path.resolve())
+            if key in seen:
+                raise DataError(f"{it.path} is in two sources ({seen[key]} and {it.source})")
+            seen[key] = it.source
+            items.append(it)
+    return items
+
+
+def sample_weights(items: list[Item], source_weights: dict[str, float] | None = None) -> list[float]:
+    """Per-item sampling weights: the two classes equally often, sources within a class by weight.
+
+    Within a class each source's share is weight x size / sum(weight x size) (weight 1 = in
+    proportion to its size); each class gets half of all draws, whatever its count.
+    """
+    source_weights = source_weights or {}
+    mass: dict[str, float] = {}
+    for it in items:
+        mass[it[1]] = mass.get(it[1], 0.0) + source_weights.get(it[2], 1.0)
+    return [0.5 * source_weights.get(it[2], 1.0) / mass[it[1]] for it in items]
+
+
+# ---------------------------------------------------------------------------------------------
 # Splits
 # ---------------------------------------------------------------------------------------------
 
-def split_of(path: str | os.PathLike, fractions=(0.70, 0.15, 0.15), seed: int = 0) -> str:
-    """'train', 'val' or 'test' from a hash of the file name: stable when files are added or moved."""
-    name = Path(path).name
+def split_of(path: str | os.PathLike, fractions=(0.70, 0.15, 0.15), seed: int = 0, group: str | None = None) -> str:
+    """'train', 'val' or 'test' from a hash of the file name: stable when files are added or moved.
+
+    With `group` (e.g. a diffusion prompt group) the hash is of the group, so near-duplicates
+    made from one prompt always land on the same side.
+    """
+    name = group if group else Path(path).name
     h = int.from_bytes(hashlib.sha1(f"{seed}:{name}".encode()).digest()[:8], "big") / 2**64
     if h < fractions[0]:
         return "train"
@@ -154,10 +293,11 @@ def split_of(path: str | os.PathLike, fractions=(0.70, 0.15, 0.15), seed: int = 
     return "test"
 
 
-def split_items(items: list[tuple[Path, str]], fractions=(0.70, 0.15, 0.15), seed: int = 0) -> dict[str, list[tuple[Path, str]]]:
-    out: dict[str, list[tuple[Path, str]]] = {"train": [], "val": [], "test": []}
-    for p, label in items:
-        out[split_of(p, fractions, seed)].append((p, label))
+def split_items(items: list, fractions=(0.70, 0.15, 0.15), seed: int = 0) -> dict[str, list]:
+    """Items (pairs or `Item`s) by split; an `Item`'s group, when it has one, decides its side."""
+    out: dict[str, list] = {"train": [], "val": [], "test": []}
+    for it in items:
+        out[split_of(it[0], fractions, seed, getattr(it, "group", None))].append(it)
     return out
 
 
@@ -184,7 +324,7 @@ class ImageDataset:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        path, label = self.items[i]
+        path, label = self.items[i][0], self.items[i][1]
         try:
             img = load_image(path, draft_size=self.draft_size).image
             return self.transform(img), self.class_index[label], i

@@ -110,25 +110,27 @@ def _read_uri(uri: str) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 def decode_batch(batch: dict, *, preprocessing, face_check: bool, crop_face: bool, draft_size: int) -> dict:
-    """CPU stage: `inference.prepare` on each path; a bad image becomes a row with its error."""
-    transform = preprocessing.transform()
-    shape = (3, preprocessing.crop, preprocessing.crop)
+    """CPU stage: `inference.prepare` on each path; a bad image becomes a row with its error.
+
+    An image yields one view per aligned face (or one whole-image view): its tensor travels as raw
+    float32 bytes of (views, 3, crop, crop), so rows of different view counts share one column.
+    """
     cols: dict[str, list] = {k: [] for k in ("path", "name", "tensor", "ok", "faces", "boxes", "face_message",
-                                             "region", "notes", "error", "seconds")}
+                                             "region", "notes", "error", "seconds", "per_face")}
     for path in batch["path"]:
         path = str(path)
         if is_uri(path):
             try:
-                pr = prepare(_read_uri(path), path, transform, face_check=face_check, crop_face=crop_face,
+                pr = prepare(_read_uri(path), path, preprocessing, face_check=face_check, crop_face=crop_face,
                              draft_size=draft_size)
             except (OSError, ValueError) as exc:  # pyarrow: missing object, no access, unknown scheme
                 pr = Prepared(path, error=f"{path}: cannot read ({str(exc).splitlines()[0]})")
         else:  # exactly what the local loader does with a path
-            pr = prepare(path, None, transform, face_check=face_check, crop_face=crop_face, draft_size=draft_size)
+            pr = prepare(path, None, preprocessing, face_check=face_check, crop_face=crop_face, draft_size=draft_size)
         ok = pr.error is None
         cols["path"].append(path)
         cols["name"].append(pr.name)
-        cols["tensor"].append(pr.tensor.numpy() if ok else np.zeros(shape, np.float32))
+        cols["tensor"].append(pr.tensor.numpy().astype(np.float32).tobytes() if ok else b"")
         cols["ok"].append(ok)
         cols["faces"].append(-1 if pr.faces is None else int(pr.faces))
         cols["boxes"].append(json.dumps([list(map(int, b)) for b in pr.boxes]))
@@ -137,9 +139,10 @@ def decode_batch(batch: dict, *, preprocessing, face_check: bool, crop_face: boo
         cols["notes"].append(json.dumps(pr.notes))
         cols["error"].append(pr.error or "")
         cols["seconds"].append(float(pr.seconds))
-    out = {k: np.array(v, dtype=object) for k, v in cols.items() if k not in ("tensor", "ok", "faces", "seconds")}
-    out["tensor"] = np.stack(cols["tensor"]).astype(np.float32) if cols["tensor"] else np.zeros((0, *shape), np.float32)
+        cols["per_face"].append(bool(pr.per_face))
+    out = {k: np.array(v, dtype=object) for k, v in cols.items() if k not in ("ok", "faces", "seconds", "per_face")}
     out["ok"] = np.array(cols["ok"], dtype=bool)
+    out["per_face"] = np.array(cols["per_face"], dtype=bool)
     out["faces"] = np.array(cols["faces"], dtype=np.int64)
     out["seconds"] = np.array(cols["seconds"], dtype=np.float64)
     return out
@@ -150,15 +153,18 @@ class ModelActor:
 
     def __init__(self, weights: str, classifier_kwargs: dict):
         self.clf = Classifier.from_file(weights, **classifier_kwargs)
+        crop = self.clf.card.preprocessing.crop
+        self.view_shape = (3, crop, crop)
 
     def __call__(self, batch: dict) -> dict:
         prepared = []
         for i in range(len(batch["path"])):
             if batch["ok"][i]:
                 faces = int(batch["faces"][i])
+                tensor = np.frombuffer(batch["tensor"][i], dtype=np.float32).reshape(-1, *self.view_shape).copy()
                 prepared.append(Prepared(
-                    str(batch["name"][i]), tensor=batch["tensor"][i], faces=None if faces < 0 else faces,
-                    boxes=[tuple(b) for b in json.loads(batch["boxes"][i])], face_message=str(batch["face_message"][i]),
+                    str(batch["name"][i]), tensor=tensor, faces=None if faces < 0 else faces,
+                    per_face=bool(batch["per_face"][i]), boxes=[tuple(b) for b in json.loads(batch["boxes"][i])], face_message=str(batch["face_message"][i]),
                     region=str(batch["region"][i]), notes=json.loads(batch["notes"][i]),
                     seconds=float(batch["seconds"][i])))
             else:

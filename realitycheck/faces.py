@@ -1,75 +1,186 @@
-"""Face check: how many faces an image holds, where, and an optional crop to the largest.
+"""Faces: where they are (YuNet), their five landmarks, and an FFHQ-like aligned crop of each.
 
-OpenCV's Haar cascade is used because it ships inside opencv-python-headless (<5), which
-pytorch-grad-cam already depends on: no extra dependency, no model download, ~10 ms per image
-on 2 cores. MTCNN would need facenet-pytorch (which pins older torch releases) or a weights
-download; scikit-image's LBP cascade is slower and adds scikit-image. The detector only tells
-the user whether the photo matches what the classifier was trained on; it is not a verdict.
+YuNet is the small CNN face detector of the OpenCV model zoo (MIT licence; 230 KB ONNX shipped in
+`realitycheck/assets/`). It runs in the OpenCV the project already installs (`cv2.FaceDetectorYN`),
+finds faces the Haar cascade missed (non-frontal, large diffusion portraits: docs/generalization.md
+has the rates per source) and gives five landmarks per face, which is what alignment needs.
+
+Alignment follows the FFHQ recipe (eyes and mouth corners -> an oriented square), with a `zoom`
+that tightens it: every face reaches the model at one scale and one framing whatever the photo's
+resolution or crop, so "how big is the face" and "how was it framed" stop being cues.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-DETECT_MAX_SIDE = 480  # detection runs on a downscaled copy; faces smaller than ~5% are ignored
+YUNET_PATH = Path(__file__).resolve().parent / "assets" / "face_detection_yunet_2026may.onnx"
+YUNET_LICENCE = "YuNet face detector, OpenCV model zoo (opencv_zoo/models/face_detection_yunet), MIT licence"
+DETECT_MAX_SIDE = 640  # detection runs on a downscaled copy: same faces, 4-30 ms instead of 100+
+SCORE_THRESHOLD = 0.6
+MIN_FACE_FRACTION = 0.04  # ignore faces under 4% of the image's shorter side (crowd in the background)
+MAX_FACES = 8  # beyond this, only the largest are scored
+
+
+@dataclass
+class Face:
+    box: tuple[int, int, int, int]  # (x, y, w, h) in image pixels
+    landmarks: np.ndarray  # (5, 2): right eye, left eye (the person's), nose tip, right and left mouth corner
+    score: float
+
+    @property
+    def eyes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(eye on the image's left, eye on the image's right)."""
+        a, b = self.landmarks[0], self.landmarks[1]
+        return (a, b) if a[0] <= b[0] else (b, a)
 
 
 @dataclass
 class FaceReport:
     count: int
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # (x, y, w, h), largest first
-    available: bool = True  # False when OpenCV/cascade is missing: count is then unknown
+    available: bool = True  # False when the detector cannot run: count is then unknown
+    faces: list[Face] = field(default_factory=list)  # same order as boxes
+    error: str = ""
 
     @property
     def message(self) -> str:
         if not self.available:
-            return "face check unavailable"
+            return f"face check unavailable{': ' + self.error if self.error else ''}"
         if self.count == 0:
-            return "no face found: the model was trained on clear, frontal, prominent faces, so this verdict is unreliable"
+            return "no face found: the model was trained on clear, prominent faces, so this verdict is unreliable"
         if self.count == 1:
             return "1 face found"
-        return f"{self.count} faces found: the verdict covers the whole image, not each face"
+        return f"{self.count} faces found"
 
 
-_local = threading.local()  # cv2 cascades are not thread-safe; one per thread
+class FaceDetectorUnavailable(RuntimeError):
+    """YuNet could not be loaded (missing file, OpenCV without FaceDetectorYN)."""
 
 
-def _cascade():
-    c = getattr(_local, "cascade", None)
-    if c is None:
-        import cv2
+_local = threading.local()  # cv2 detectors keep per-call state: one per thread
 
-        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-        c = cv2.CascadeClassifier(path)
-        if c.empty():
-            raise RuntimeError(f"OpenCV Haar cascade missing at {path} (opencv-python-headless>=5 ships none; pin <5)")
-        _local.cascade = c
-    return c
+
+def _detector():
+    det = getattr(_local, "yunet", None)
+    if det is None:
+        try:
+            import cv2
+        except ImportError as exc:  # pragma: no cover - OpenCV is a requirement
+            raise FaceDetectorUnavailable(f"OpenCV is not installed ({exc})") from None
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise FaceDetectorUnavailable(f"OpenCV {cv2.__version__} has no FaceDetectorYN (needs >= 4.5.4)")
+        if not YUNET_PATH.is_file():
+            raise FaceDetectorUnavailable(f"face detector model missing at {YUNET_PATH} (reinstall the package)")
+        try:
+            det = cv2.FaceDetectorYN.create(str(YUNET_PATH), "", (320, 320), SCORE_THRESHOLD, 0.3, 50)
+        except cv2.error as exc:
+            raise FaceDetectorUnavailable(f"could not load {YUNET_PATH.name}: {str(exc).strip()[:120]}") from None
+        _local.yunet = det
+    return det
+
+
+def detector_problem() -> str | None:
+    """None when face detection works here, else the reason (shown once by the app and CLI)."""
+    try:
+        _detector()
+        return None
+    except FaceDetectorUnavailable as exc:
+        return str(exc)
 
 
 def find_faces(image: Image.Image) -> FaceReport:
-    """Detect frontal faces; boxes are in the coordinates of `image`."""
+    """Detect faces with landmarks; coordinates are in the pixels of `image`, largest face first."""
     try:
-        cascade = _cascade()
-        import cv2
-    except Exception:  # pragma: no cover - depends on the installation
-        return FaceReport(count=0, available=False)
+        det = _detector()
+    except FaceDetectorUnavailable as exc:
+        return FaceReport(count=0, available=False, error=str(exc))
     w, h = image.size
     scale = min(1.0, DETECT_MAX_SIDE / max(w, h))
     small = image if scale == 1.0 else image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-    gray = np.asarray(small.convert("L"))
-    if min(gray.shape) < 24:
+    sw, sh = small.size
+    if min(sw, sh) < 16:
         return FaceReport(count=0)
-    gray = cv2.equalizeHist(gray)
-    min_side = max(20, int(0.08 * min(gray.shape)))
-    found = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-    boxes = [tuple(int(round(v / scale)) for v in box) for box in (found if len(found) else [])]
-    boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
-    return FaceReport(count=len(boxes), boxes=boxes)
+    bgr = np.ascontiguousarray(np.asarray(small.convert("RGB"))[:, :, ::-1])
+    det.setInputSize((sw, sh))
+    _, found = det.detect(bgr)
+    faces: list[Face] = []
+    min_side = MIN_FACE_FRACTION * min(w, h)
+    for row in (found if found is not None else []):
+        x, y, bw, bh = (float(v) / scale for v in row[:4])
+        if max(bw, bh) < min_side:
+            continue
+        lm = np.asarray(row[4:14], dtype=np.float64).reshape(5, 2) / scale
+        box = (int(round(max(0.0, x))), int(round(max(0.0, y))), int(round(bw)), int(round(bh)))
+        faces.append(Face(box=box, landmarks=lm, score=float(row[14])))
+    faces.sort(key=lambda f: f.box[2] * f.box[3], reverse=True)
+    faces = faces[:MAX_FACES]
+    return FaceReport(count=len(faces), boxes=[f.box for f in faces], faces=faces)
+
+
+# ---------------------------------------------------------------------------------------------
+# Alignment
+# ---------------------------------------------------------------------------------------------
+
+def aligned_quad(landmarks: np.ndarray, zoom: float = 1.0) -> np.ndarray:
+    """The FFHQ crop square from five landmarks: corners (top-left, bottom-left, bottom-right, top-right).
+
+    FFHQ: the square's half-side is max(2 x eye distance, 1.8 x eye-to-mouth), centred a little
+    below the eyes and turned so the eyes are level. `zoom` < 1 tightens it around the face.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    e1, e2 = lm[0], lm[1]
+    eye_left, eye_right = (e1, e2) if e1[0] <= e2[0] else (e2, e1)  # as seen in the image
+    m1, m2 = lm[3], lm[4]
+    eye_avg = (eye_left + eye_right) / 2
+    eye_to_eye = eye_right - eye_left
+    mouth_avg = (m1 + m2) / 2
+    eye_to_mouth = mouth_avg - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x /= max(np.hypot(*x), 1e-6)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8) * zoom
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def align_face(image: Image.Image, landmarks: np.ndarray, size: int, zoom: float = 1.0) -> Image.Image:
+    """The face warped to a `size` x `size` square in the fixed framing (reflection outside the photo).
+
+    Large faces are first shrunk with area averaging so the warp never aliases; small ones are
+    enlarged by the warp itself (bilinear).
+    """
+    import cv2
+
+    quad = aligned_quad(landmarks, zoom)
+    side = float(np.hypot(*(quad[3] - quad[0])))
+    arr = np.asarray(image.convert("RGB"))
+    shrink = side / size
+    if shrink > 1.5:
+        h, w = arr.shape[:2]
+        f = 1.0 / shrink
+        arr = cv2.resize(arr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        quad = quad * np.array([arr.shape[1] / w, arr.shape[0] / h])
+    src = quad[:3].astype(np.float32)
+    dst = np.array([[0, 0], [0, size], [size, size]], dtype=np.float32)
+    m = cv2.getAffineTransform(src, dst)
+    out = cv2.warpAffine(arr, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return Image.fromarray(out)
+
+
+def landmark_position(landmarks: np.ndarray, size: int, zoom: float = 1.0) -> np.ndarray:
+    """Where the five landmarks land in the aligned `size` square (used by tests and region words)."""
+    import cv2
+
+    quad = aligned_quad(landmarks, zoom)
+    m = cv2.getAffineTransform(quad[:3].astype(np.float32), np.array([[0, 0], [0, size], [size, size]], np.float32))
+    pts = np.asarray(landmarks, dtype=np.float64)
+    return pts @ m[:, :2].T + m[:, 2]
 
 
 def crop_to_face(image: Image.Image, box: tuple[int, int, int, int], margin: float = 0.35) -> Image.Image:

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from realitycheck import checkpoints
-from realitycheck.checkpoints import CheckpointError, ModelCard
+from realitycheck.checkpoints import CheckpointError, ModelCard, Preprocessing
 from realitycheck.faces import FaceReport, crop_to_face, find_faces
 from realitycheck.images import ImageError, LoadedImage, load_image
 from realitycheck.images import _describe as describe_name
@@ -68,6 +68,7 @@ class Prediction:
     face_boxes: list = field(default_factory=list)
     face_message: str = ""
     region: str = "centre crop"  # the part of the image the model saw
+    face_p_fake: list = field(default_factory=list)  # aligned models: p_fake of each face (boxes' order)
     seconds: float = 0.0
     error: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -117,13 +118,15 @@ def resolve_precision(precision: str, batch: int) -> str:
 class _Prepared:
     """What decoding one image yields: tensor + face info, or an error. Picklable for workers."""
 
-    __slots__ = ("name", "tensor", "faces", "boxes", "face_message", "region", "notes", "error", "seconds", "image")
+    __slots__ = ("name", "tensor", "faces", "boxes", "face_message", "region", "notes", "error", "seconds", "image",
+                 "per_face")
 
     def __init__(self, name, tensor=None, faces=None, boxes=(), face_message="", region="centre crop",
-                 notes=(), error=None, seconds=0.0, image=None):
+                 notes=(), error=None, seconds=0.0, image=None, per_face=False):
+        # tensor: (views, 3, H, W): one view per aligned face, or one whole-image view
         self.name, self.tensor, self.faces, self.boxes = name, tensor, faces, list(boxes)
         self.face_message, self.region, self.notes = face_message, region, list(notes)
-        self.error, self.seconds, self.image = error, seconds, image
+        self.error, self.seconds, self.image, self.per_face = error, seconds, image, per_face
 
 
 Prepared = _Prepared  # the public name, for pipelines that decode in one place and predict in another (distributed)
@@ -134,9 +137,9 @@ def draft_size_for(card: ModelCard) -> int:
     return card.preprocessing.resize
 
 
-def prepare(source, name: str | None, transform: Callable, *, face_check: bool = True, crop_face: bool = False,
+def prepare(source, name: str | None, pre: Preprocessing, *, face_check: bool = True, crop_face: bool = False,
             draft_size: int | None = None, keep_image: bool = False) -> _Prepared:
-    """Decode + face check + preprocess one input, never raising for a bad image."""
+    """Decode + face check + the card's views (aligned faces or whole image), never raising for a bad image."""
     t0 = time.perf_counter()
     label = describe_name(name or (str(source) if isinstance(source, (str, os.PathLike)) else "image"))
     try:
@@ -147,15 +150,22 @@ def prepare(source, name: str | None, transform: Callable, *, face_check: bool =
         else:
             loaded = load_image(source, name=name, draft_size=draft_size)
         img = loaded.image
-        report = find_faces(img) if face_check else FaceReport(count=0, available=False)
-        region = "centre crop"
-        if crop_face and report.count:
+        aligned = pre.align == "face"
+        report = find_faces(img) if (face_check or aligned) else FaceReport(count=0, available=False)
+        if crop_face and report.count and not aligned:
             img = crop_to_face(img, report.boxes[0])
-            region = "face crop"
-        tensor = transform(img)
+        views = pre.views(img, report) if aligned else [(img, "face crop" if crop_face and report.count else "centre crop", None)]
+        tensor = torch.stack([pre.to_tensor(v) for v in views])
+        per_face = aligned and report.count > 0
+        message = report.message if (face_check or aligned) else "face check off"
+        if aligned and report.count > 1:
+            message += ": each face is scored; the image's verdict is its most suspicious face"
+        elif aligned and report.available and not report.count:
+            message += " (the whole image was scored)"
+        region = (views[0][1] if len(views) == 1 else f"{len(views)} aligned faces") if per_face else views[0][1]
         return _Prepared(loaded.name, tensor, report.count if report.available else None, report.boxes,
-                         report.message if face_check else "face check off", region, loaded.notes,
-                         seconds=time.perf_counter() - t0, image=img if keep_image else None)
+                         message, region, loaded.notes, seconds=time.perf_counter() - t0,
+                         image=img if keep_image else None, per_face=per_face)
     except ImageError as exc:
         return _Prepared(label, error=str(exc), seconds=time.perf_counter() - t0)
     except Exception as exc:  # an unexpected decoder failure must not end a folder run
@@ -164,15 +174,15 @@ def prepare(source, name: str | None, transform: Callable, *, face_check: bool =
 
 
 class _PathDataset(torch.utils.data.Dataset):
-    def __init__(self, items: Sequence, transform, face_check, crop_face, draft_size):
-        self.items, self.transform = items, transform
+    def __init__(self, items: Sequence, pre, face_check, crop_face, draft_size):
+        self.items, self.pre = items, pre
         self.face_check, self.crop_face, self.draft_size = face_check, crop_face, draft_size
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
-        pr = prepare(self.items[i], None, self.transform, face_check=self.face_check,
+        pr = prepare(self.items[i], None, self.pre, face_check=self.face_check,
                      crop_face=self.crop_face, draft_size=self.draft_size)
         if pr.tensor is not None:
             # Plain bytes through the pipe, not a shared-memory tensor: torch's fd sharing runs a
@@ -261,11 +271,14 @@ class Classifier:
             if pr.error is not None:
                 out.append(Prediction(name=pr.name, error=pr.error, seconds=pr.seconds, threshold=self.threshold))
                 continue
-            pf = float(p_fake[k]); k += 1
+            n_views = int(pr.tensor.shape[0])
+            views = [float(v) for v in p_fake[k:k + n_views]]; k += n_views
+            pf = max(views)  # the image is as suspicious as its most suspicious face
             out.append(Prediction(
                 name=pr.name, label=verdict(pf, self.threshold), p_fake=pf, p_real=1.0 - pf,
                 threshold=self.threshold, faces=pr.faces, face_boxes=pr.boxes, face_message=pr.face_message,
-                region=pr.region, seconds=pr.seconds + share, notes=pr.notes, image=pr.image))
+                region=pr.region, face_p_fake=views if pr.per_face else [], seconds=pr.seconds + share,
+                notes=pr.notes, image=pr.image))
         return out
 
     def _run_batch(self, prepared: list[_Prepared], precision: str | None = None) -> list[Prediction]:
@@ -273,7 +286,7 @@ class Classifier:
         if not good:
             return self._finish(prepared, None, 0.0)
         t0 = time.perf_counter()
-        p = self.probabilities(torch.stack(good), precision)
+        p = self.probabilities(torch.cat(good), precision)
         return self._finish(prepared, p, time.perf_counter() - t0)
 
     # -- public API ----------------------------------------------------------------------------
@@ -287,7 +300,7 @@ class Classifier:
         names = list(names) if names is not None else [None] * len(inputs)
         results: list[Prediction] = []
         for start in range(0, len(inputs), self.batch_size):
-            chunk = [prepare(src, nm, self.transform, face_check=self.face_check, crop_face=self.crop_face,
+            chunk = [prepare(src, nm, self.card.preprocessing, face_check=self.face_check, crop_face=self.crop_face,
                              draft_size=self._draft_size(), keep_image=keep_images)
                      for src, nm in zip(inputs[start:start + self.batch_size], names[start:start + self.batch_size])]
             results += self._run_batch(chunk, precision)
@@ -306,7 +319,7 @@ class Classifier:
         items = items if isinstance(items, Sequence) else list(items)
         total = len(items) if total is None else total
         workers = default_workers() if workers is None else workers
-        ds = _PathDataset(items, self.transform, self.face_check, self.crop_face, self._draft_size())
+        ds = _PathDataset(items, self.card.preprocessing, self.face_check, self.crop_face, self._draft_size())
         loader = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, num_workers=workers,
                                              collate_fn=_identity_collate, prefetch_factor=2 if workers else None)
         done = 0

@@ -512,3 +512,43 @@ def metrics_from_table(
     result["n_failed"] = int((~ok).sum())
     result["unlabelled"] = [str(v) for v in paths[ok & ~labelled]]
     return result
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """95% Wilson score interval of a rate k/n (sound for rates near 0 or 1 and small n)."""
+    if n <= 0:
+        return (None, None)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+def per_source(sources: Sequence[str], y_true: Sequence[str], p_fake: Sequence[float], threshold: float = 0.5,
+               unfamiliar: Sequence[bool] | None = None) -> pd.DataFrame:
+    """One row per source: its images' class, count, and the rate that matters for that class.
+
+    For fakes the detection rate (share called fake), for reals the false-alarm rate (share
+    called fake), each with a 95% Wilson interval; mean p_fake; and, when given, the share flagged
+    unfamiliar. A source holding both classes gets one row per class.
+    """
+    df = pd.DataFrame({"source": list(sources), "label": [_norm_label(v) for v in y_true],
+                       "p_fake": pd.to_numeric(pd.Series(list(p_fake)), errors="coerce")})
+    if unfamiliar is not None:
+        df["unfamiliar"] = list(unfamiliar)
+    df = df[df["label"].notna() & df["p_fake"].notna()]
+    rows = []
+    for (src, label), g in df.groupby(["source", "label"], sort=True):
+        n = len(g)
+        k = int((g["p_fake"] >= threshold).sum())
+        lo, hi = wilson_interval(k, n)
+        row = {"source": src, "label": label, "n": n,
+               "rate_name": "detection rate" if label == "fake" else "false-alarm rate",
+               "rate": k / n, "ci95_low": lo, "ci95_high": hi, "called_fake": k,
+               "mean_p_fake": float(g["p_fake"].mean())}
+        if unfamiliar is not None:
+            row["unfamiliar_rate"] = float(pd.Series(g["unfamiliar"]).astype(bool).mean())
+        rows.append(row)
+    cols = ["source", "label", "n", "rate_name", "rate", "ci95_low", "ci95_high", "called_fake", "mean_p_fake"]
+    return pd.DataFrame(rows, columns=cols + (["unfamiliar_rate"] if unfamiliar is not None else []))

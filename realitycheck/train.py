@@ -1,12 +1,18 @@
 """Training: feature extraction (frozen backbone) and fine-tuning, reproducible and resumable.
 
-The flow mirrors torchvision's references/classification: build model -> data with a fixed,
-recorded split -> train with AdamW + cosine schedule -> keep the best epoch by validation AUC
--> stop early -> evaluate the test split ONCE with the best weights -> write checkpoint + card.
+`fit` reads top to bottom like torchvision's references/classification/train.py:
+build data (named sources, a leak-free recorded split, class-balanced sampling) -> build model ->
+build optimiser and schedule -> per epoch: train one epoch, score validation through the same
+`Classifier` path the product uses, save state -> keep the best epoch by validation AUC, stop
+early -> score the test split ONCE with the best weights -> write checkpoint + card.
+
+`train_config.TrainConfig` is the one table of training options (the CLI and the command stored
+in a card are both derived from it).
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -15,7 +21,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,8 +32,11 @@ from torch import nn
 
 from realitycheck import checkpoints, models
 from realitycheck.checkpoints import ModelCard, Preprocessing
-from realitycheck.data import ImageDataset, collate_skip_errors, discover, split_items, split_of
+from realitycheck.data import (DataError, Item, collect_sources, collate_skip_errors, parse_data_arg,
+                               sample_weights, split_items, split_of)
+from realitycheck.images import ImageError, load_image
 from realitycheck.inference import resolve_precision
+from realitycheck.train_config import TrainConfig, add_train_arguments, command_args, command_line, config_from_args  # noqa: F401
 
 # Normalisation each architecture was pretrained with.
 ARCH_NORMALISATION = {
@@ -36,36 +45,9 @@ ARCH_NORMALISATION = {
 }
 
 
-@dataclass
-class TrainConfig:
-    data: str
-    arch: str = "efficientnet_lite0"
-    mode: str = "finetune"  # or "feature-extract"
-    out: str = "weights/model"
-    epochs: int = 15
-    batch_size: int = 32
-    lr: float = 1e-3  # head learning rate; the backbone gets lr * backbone_lr_scale
-    backbone_lr_scale: float = 0.3
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    patience: int = 4  # epochs without validation-AUC improvement before stopping
-    seed: int = 0
-    resize: int = 256  # shorter side; 256 keeps the 140k images at native resolution
-    crop: int = 224  # random crop in training, centre crop at test time
-    augment: str = "full"  # "none" | "flip" | "crop" (flip + random crop, no resampling) | "full" (+ JPEG, blur, colour)
-    ema: float = 0.0  # exponential moving average of the weights (e.g. 0.998); 0 = off
-    extra_real: list[str] = field(default_factory=list)  # real-only folders added to training
-    init_weights: str | None = None  # resnet50: a local ImageNet / RealityCheck.pth file
-    precision: str = "auto"  # "bf16" autocast where the CPU supports it, else fp32
-    limit: int | None = None  # use at most N images per class (smoke tests)
-    max_steps: int | None = None  # stop an epoch after N steps (smoke tests)
-    resume: bool = False
-    workers: int = 1
-    half: bool = True  # store the shipped weights in fp16 (half the size, same predictions)
-    teacher: str | None = None  # distil from this checkpoint's soft labels (e.g. ResNet50 from the default)
-    distill_weight: float = 0.7  # share of the loss from the teacher's soft labels
-    distill_temperature: float = 2.0
-
+# ---------------------------------------------------------------------------------------------
+# Augmentation
+# ---------------------------------------------------------------------------------------------
 
 class JpegRecompress:
     """Re-encode as JPEG at a random quality: the model must not key on compression."""
@@ -92,16 +74,41 @@ class RandomBlur:
         return img.filter(ImageFilter.GaussianBlur(random.uniform(*self.sigma)))
 
 
+class RandomRescale:
+    """Down- or up-scale the whole photo by a random factor with a random filter, for both classes.
+
+    Sources differ in resolution (200 px UTKFace, 768 px diffusion portraits): after this, "how
+    many pixels the face had" and "how it was resampled" no longer tell the class.
+    """
+
+    FILTERS = (Image.BILINEAR, Image.BICUBIC, Image.LANCZOS, Image.BOX)
+
+    def __init__(self, scale=(0.35, 2.0), p=0.8, min_side=64, max_side=1600):
+        self.scale, self.p, self.min_side, self.max_side = scale, p, min_side, max_side
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if random.random() >= self.p:
+            return img
+        s = math.exp(random.uniform(math.log(self.scale[0]), math.log(self.scale[1])))
+        w, h = img.size
+        s = min(max(s, self.min_side / min(w, h)), self.max_side / max(w, h))
+        return img.resize((max(1, round(w * s)), max(1, round(h * s))), random.choice(self.FILTERS))
+
+
 def train_transform(pre: Preprocessing, augment: str) -> Callable:
+    """Whole-image training transform (align == "none")."""
     from torchvision import transforms as T
 
-    steps: list = [T.Resize(pre.resize, antialias=True)]
+    steps: list = []
+    if augment == "robust":
+        steps += [RandomRescale(), JpegRecompress(quality=(50, 95), p=0.7)]
+    steps += [T.Resize(pre.resize, antialias=True)]
     # Random crops move the image by whole pixels and never resample it, so the high-frequency traces
     # a generator leaves survive; with crop == resize the crop pads by reflection to still shift.
     crop = T.RandomCrop(pre.crop, padding=pre.crop // 16 if pre.crop >= pre.resize else None, padding_mode="reflect")
     if augment == "full":
         steps += [JpegRecompress(), RandomBlur(), crop, T.RandomHorizontalFlip(), T.ColorJitter(0.1, 0.1, 0.05, 0.0)]
-    elif augment == "crop":
+    elif augment in ("crop", "robust"):
         steps += [crop, T.RandomHorizontalFlip()]
     elif augment == "flip":
         steps += [T.CenterCrop(pre.crop), T.RandomHorizontalFlip()]
@@ -111,18 +118,166 @@ def train_transform(pre: Preprocessing, augment: str) -> Callable:
     return T.Compose(steps)
 
 
+class AlignedTrainTransform:
+    """Face-aligned training view: photo-level augmentation, then the test-time detector and alignment.
+
+    The largest face is found on the augmented photo itself (as at test time), aligned with a
+    little jitter of scale and position, and mirrored half the time. No face: the whole image.
+    """
+
+    def __init__(self, pre: Preprocessing, augment: str):
+        from torchvision import transforms as T
+
+        self.pre = pre
+        self.photo = ([RandomRescale(), JpegRecompress(quality=(50, 95), p=0.7)] if augment in ("robust", "full")
+                      else [])
+        self.flip = augment != "none"
+        self.whole = T.Compose([T.Resize(pre.resize, antialias=True), T.CenterCrop(pre.crop)])
+        self.tensor = pre.tensor_transform()
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        from realitycheck.faces import align_face, find_faces
+
+        for step in self.photo:
+            img = step(img)
+        report = find_faces(img)
+        if report.count:
+            lm = report.faces[0].landmarks.copy()
+            if self.flip:  # jitter: +-6% scale, +-3% shift of the framing
+                centre = lm.mean(0)
+                lm = centre + (lm - centre) * random.uniform(0.94, 1.06)
+                eye_dist = float(np.hypot(*(lm[1] - lm[0])))
+                lm = lm + np.array([random.uniform(-1, 1), random.uniform(-1, 1)]) * 0.03 * 4 * eye_dist * self.pre.zoom
+            view = align_face(img, lm, self.pre.crop, self.pre.zoom)
+        else:
+            view = self.whole(img)
+        if self.flip and random.random() < 0.5:
+            view = view.transpose(Image.FLIP_LEFT_RIGHT)
+        return self.tensor(view)
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """(path, label, ...) items decoded and augmented on demand; an unreadable file becomes an error entry."""
+
+    def __init__(self, items: list, transform: Callable, max_side: int | None = None, classes=models.CLASSES):
+        self.items, self.transform, self.max_side = list(items), transform, max_side
+        self.class_index = {c: i for i, c in enumerate(classes)}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        path, label = self.items[i][0], self.items[i][1]
+        try:
+            img = load_image(path).image
+            if self.max_side and max(img.size) > self.max_side:
+                img = shrink_to(img, self.max_side)
+            return self.transform(img), self.class_index[label], i
+        except ImageError as exc:
+            return str(exc), self.class_index[label], i
+
+
+def shrink_to(img: Image.Image, max_side: int) -> Image.Image:
+    s = max_side / max(img.size)
+    return img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))), Image.BOX)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def _init_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
+def _worker_init(worker_id: int) -> None:
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 1: data
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainData:
+    splits: dict  # "train" / "val" / "test" -> list[Item]
+    description: str
+    n_extra: int
+    sources: list  # source names
+    weights: list  # per train item sampling weight
+
+
+def _subset(items: list[Item], n: int, seed: int) -> list[Item]:
+    """A fixed subset of n items chosen by a hash of the file name (the same on every machine)."""
+    import hashlib
+
+    key = lambda it: hashlib.sha1(f"subset:{seed}:{it[0].name}".encode()).digest()  # noqa: E731
+    return sorted(items, key=key)[:n]
+
+
+def build_data(cfg: TrainConfig) -> TrainData:
+    """Named sources -> items -> a leak-free split (group-aware) -> class-balanced sampling weights."""
+    if not cfg.data:
+        raise DataError("no training data: give a folder, NAME=FOLDER or a .toml manifest")
+    specs = [s for d in cfg.data for s in parse_data_arg(d)]
+    items = collect_sources(specs)
+    if cfg.max_per_source:
+        by_source: dict[str, list] = {}
+        for it in items:
+            by_source.setdefault(it[2], []).append(it)
+        items = [it for src in by_source.values() for it in _subset(src, cfg.max_per_source, cfg.seed)]
+    if cfg.limit:
+        by = {"real": [], "fake": []}
+        for it in items:
+            by[it[1]].append(it)
+        items = by["real"][: cfg.limit] + by["fake"][: cfg.limit]
+    splits = split_items(items, seed=cfg.seed)
+    extra = []
+    for folder in cfg.extra_real:
+        # Only the train share of an extra folder (same hash split): its val/test share stays unseen,
+        # so false alarms on that kind of photo can be measured honestly afterwards.
+        for spec in parse_data_arg(folder):
+            extra += [it for it in spec.items() if it[1] == "real" and split_of(it[0], seed=cfg.seed) == "train"]
+    if cfg.limit:
+        extra = extra[: cfg.limit]
+    splits["train"] = splits["train"] + extra
+    weights = {}
+    for sw in cfg.source_weight:
+        name, sep, w = sw.partition("=")
+        try:
+            weights[name] = float(w)
+        except ValueError:
+            raise DataError(f"--source-weight {sw!r}: expected NAME=NUMBER") from None
+    sources = sorted({it[2] for it in items + extra})
+    unknown = set(weights) - set(sources)
+    if unknown:
+        raise DataError(f"--source-weight names unknown source(s) {sorted(unknown)}; sources: {sources}")
+    desc = "; ".join(f"{s.name}: {s.path}" for s in specs)
+    return TrainData(splits, desc, len(extra), sources, sample_weights(splits["train"], weights))
+
+
+def _loader(ds, batch_size, workers, seed, weights=None):
+    g = torch.Generator()
+    g.manual_seed(seed)
+    sampler = None
+    if weights is not None:
+        sampler = torch.utils.data.WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=g)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=workers,
+        collate_fn=collate_skip_errors, generator=g, persistent_workers=workers > 0, drop_last=False,
+        worker_init_fn=_worker_init)
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 2: model
+# ---------------------------------------------------------------------------------------------
+
+def build_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
     """Build the model and say where its weights came from (recorded in the card)."""
+    if cfg.init_weights and cfg.arch in models.LITE_STAGES:
+        model, _ = checkpoints.load_checkpoint(cfg.init_weights)
+        return model, f"RealityCheck checkpoint {Path(cfg.init_weights).name}"
     if cfg.arch in models.LITE_STAGES:
-        if cfg.init_weights:
-            model, _ = checkpoints.load_checkpoint(cfg.init_weights)
-            return model, f"RealityCheck checkpoint {Path(cfg.init_weights).name}"
         return models.build_model(cfg.arch, pretrained=True), f"ImageNet ({models.lite_weights_package(cfg.arch)} package)"
     # resnet50
     if cfg.init_weights:
@@ -146,6 +301,19 @@ def _init_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
         return models.build_model("resnet50", pretrained=False), "random (from scratch): ImageNet weights unavailable offline"
 
 
+_init_model = build_model  # the name earlier sessions used
+
+
+def preprocessing_of(cfg: TrainConfig) -> Preprocessing:
+    mean, std = ARCH_NORMALISATION[cfg.arch]
+    return Preprocessing(resize=cfg.resize, crop=cfg.crop, mean=mean, std=std, align=cfg.align,
+                         zoom=cfg.zoom if cfg.align == "face" else 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 3: optimiser and schedule
+# ---------------------------------------------------------------------------------------------
+
 def param_groups(model: nn.Module, cfg: TrainConfig, init: str) -> list[dict]:
     """Head at cfg.lr; a pretrained backbone slower (it should move little), a random one at full rate."""
     head_prefixes = models.get_arch(cfg.arch).head_prefixes
@@ -158,38 +326,103 @@ def param_groups(model: nn.Module, cfg: TrainConfig, init: str) -> list[dict]:
     return groups
 
 
-def _collect_items(cfg: TrainConfig):
-    src = discover(cfg.data)
-    items = list(src)
-    if cfg.limit:
-        by = {"real": [], "fake": []}
-        for p, lab in items:
-            by[lab].append((p, lab))
-        items = by["real"][: cfg.limit] + by["fake"][: cfg.limit]
-    splits = split_items(items, seed=cfg.seed)
-    extra = []
-    for folder in cfg.extra_real:
-        # Only the train share of an extra folder (same hash split): its val/test share stays unseen,
-        # so false alarms on that kind of photo can be measured honestly afterwards.
-        extra += [(p, "real") for p, lab in discover(folder) if lab == "real" and split_of(p, seed=cfg.seed) == "train"]
-    if cfg.limit:
-        extra = extra[: cfg.limit]
-    splits["train"] = splits["train"] + extra
-    return src, splits, len(extra)
+def build_optimizer(model: nn.Module, cfg: TrainConfig, init: str, steps_per_epoch: int):
+    """AdamW + linear warm-up + cosine decay over the whole run."""
+    groups = param_groups(model, cfg, init)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = min(steps_per_epoch, max(1, total_steps // 20))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total_steps)))))
+    return opt, sched, groups
 
 
-def _loader(ds, batch_size, shuffle, workers, seed):
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate_skip_errors,
-        generator=g, persistent_workers=workers > 0, drop_last=False,
-    )
+class Distiller:
+    """Soft labels from a teacher checkpoint, renormalised to the teacher's preprocessing."""
+
+    def __init__(self, cfg: TrainConfig, pre: Preprocessing, device: torch.device):
+        teacher, card = checkpoints.load_checkpoint(cfg.teacher)
+        self.model = teacher.to(device).to(memory_format=torch.channels_last).eval()
+        tp = card.preprocessing
+        self.scale = self.shift = None
+        if (tp.mean, tp.std) != (pre.mean, pre.std):
+            # same crop, the teacher's normalisation: x_teacher = (x * std + mean - mean_t) / std_t
+            s_std, s_mean = torch.tensor(pre.std).view(1, 3, 1, 1), torch.tensor(pre.mean).view(1, 3, 1, 1)
+            t_std, t_mean = torch.tensor(tp.std).view(1, 3, 1, 1), torch.tensor(tp.mean).view(1, 3, 1, 1)
+            self.scale, self.shift = (s_std / t_std).to(device), ((s_mean - t_mean) / t_std).to(device)
+        self.weight, self.T = cfg.distill_weight, cfg.distill_temperature
+
+    def loss(self, x, logits, hard_loss, autocast):
+        with torch.inference_mode(), autocast():
+            t_logits = self.model(x if self.scale is None else x * self.scale + self.shift).float()
+        T = self.T
+        soft = nn.functional.kl_div(nn.functional.log_softmax(logits.float() / T, 1),
+                                    nn.functional.softmax(t_logits.clone() / T, 1), reduction="batchmean") * T * T
+        return (1 - self.weight) * hard_loss + self.weight * soft
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 4: one epoch, and scoring a split
+# ---------------------------------------------------------------------------------------------
+
+def train_one_epoch(model, loader, opt, sched, loss_fn, ema, cfg, steps, autocast, device, distiller=None,
+                    desc="") -> dict:
+    model.train()
+    if cfg.mode == "feature-extract":  # frozen backbone: keep its batch-norm statistics frozen too
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.eval()
+    losses, correct, seen = [], 0, 0
+    for step, (x, y, _, bad) in enumerate(_progress(loader, steps, desc)):
+        if step >= steps:
+            break
+        if x is None:
+            continue
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
+        with autocast():
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        if distiller is not None:
+            loss = distiller.loss(x, logits, loss, autocast)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        losses.append(loss.item())
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+    return {"train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_accuracy": correct / max(1, seen), "seen": seen}
+
+
+def score_items(model: nn.Module, card: ModelCard, items: list, precision: str = "fp32",
+                workers: int = 0, keep: list | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+    """(p_fake, y_is_fake, errors) through the product's own `Classifier` path (faces, alignment, views).
+
+    A CPU copy of the weights is scored, so validation sees exactly what `predict` would say.
+    """
+    from realitycheck.inference import Classifier
+
+    clf = Classifier(copy.deepcopy(model).float().cpu(), card, precision=precision, face_check=True, batch_size=32)
+    preds = list(clf.iter_predict([str(it[0]) for it in items], workers=workers))
+    ps, ys, errors = [], [], []
+    for it, pr in zip(items, preds):
+        if pr.error:
+            errors.append((str(it[0]), pr.error))
+            continue
+        ps.append(pr.p_fake)
+        ys.append(it[1] == "fake")
+        if keep is not None:
+            keep.append(it)
+    return np.asarray(ps, dtype=float), np.asarray(ys, dtype=bool), errors
 
 
 @torch.inference_mode()
-def predict_loader(model: nn.Module, loader, precision: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
-    """(p_fake, y_is_fake, item_index, errors) over a loader; class 0 is fake."""
+def predict_loader(model: nn.Module, loader, precision: str, fake_index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """(p_fake, y_is_fake, item_index, errors) over a loader of whole-image tensors."""
     model.eval()
     ps, ys, idxs, errors = [], [], [], []
     for x, y, idx, bad in loader:
@@ -199,8 +432,8 @@ def predict_loader(model: nn.Module, loader, precision: str) -> tuple[np.ndarray
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(x)
-        ps.append(logits.float().softmax(1)[:, 0].numpy())
-        ys.append((y == 0).numpy())
+        ps.append(logits.float().softmax(1)[:, fake_index].numpy())
+        ys.append((y == fake_index).numpy())
         idxs.append(idx.numpy())
     if not ps:
         return np.zeros(0), np.zeros(0, bool), np.zeros(0, int), errors
@@ -216,6 +449,35 @@ def _val_stats(p: np.ndarray, y: np.ndarray) -> dict:
     auc = float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else float("nan")
     loss = float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[False, True]))
     return {"val_loss": loss, "val_accuracy": acc, "val_auc": auc}
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 5: state (resume) and the card
+# ---------------------------------------------------------------------------------------------
+
+def save_state(path: Path, model, opt, sched, ema, epoch, best_auc, best_epoch, train_seconds, log_rows) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "ema": ema.state_dict() if ema is not None else {},
+                "epoch": epoch, "best_auc": best_auc, "best_epoch": best_epoch, "train_seconds": train_seconds,
+                "torch_rng": torch.get_rng_state(), "log_rows": json.dumps(log_rows)}, tmp)
+    tmp.replace(path)  # a kill mid-write never leaves a torn state file
+
+
+def restore_state(path: Path, model, opt, sched, ema, device) -> dict:
+    st = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(st["model"]); opt.load_state_dict(st["optimizer"]); sched.load_state_dict(st["scheduler"])
+    if ema is not None and st.get("ema"):
+        ema.load_state_dict(st["ema"])
+    torch.set_rng_state(st["torch_rng"].cpu())
+    return {"start_epoch": st["epoch"] + 1, "best_auc": st["best_auc"], "best_epoch": st["best_epoch"],
+            "train_seconds": st.get("train_seconds", 0.0), "log_rows": json.loads(st["log_rows"]), "epoch": st["epoch"]}
+
+
+def write_log(log_rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(log_rows[0]))
+        w.writeheader(); w.writerows(log_rows)
 
 
 def _plot_curves(log_rows: list[dict], path: Path) -> None:
@@ -238,203 +500,191 @@ def _plot_curves(log_rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _progress(it, total, desc):
+def _progress(it, total, desc, enabled: bool | None = None):
     try:
         from tqdm import tqdm
 
         return tqdm(it, total=total, desc=desc, leave=False, file=sys.stderr, mininterval=2.0,
-                    disable=not sys.stderr.isatty() and os.environ.get("REALITYCHECK_PROGRESS") != "1")
+                    disable=not sys.stderr.isatty() if enabled is None else not enabled)
     except ImportError:  # pragma: no cover
         return it
 
 
-def fit(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
+def write_card(card: ModelCard, cfg: TrainConfig, data: TrainData, log_rows, best_epoch, precision, train_seconds,
+               test_metrics, errors, device) -> None:
+    val_row = next(r for r in log_rows if r["epoch"] == best_epoch)
+    card.training = {
+        "data": list(cfg.data),
+        "sources": data.sources,
+        "extra_real": [str(x) for x in cfg.extra_real],
+        "split": "hash of file name, or of the source's group where it names one (sha1 of 'seed:key'), "
+                 "70/15/15, seed %d" % cfg.seed,
+        "n_train": len(data.splits["train"]), "n_val": len(data.splits["val"]), "n_test": len(data.splits["test"]),
+        "n_per_source": {s: {k: sum(1 for it in v if it[2] == s) for k, v in data.splits.items()} for s in data.sources},
+        "sampling": "classes balanced (each half of the draws); sources within a class by size x weight",
+        "mode": cfg.mode, "epochs_run": len(log_rows), "best_epoch": best_epoch,
+        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "resume", "extra_real")},
+        "precision": precision, "train_seconds": round(train_seconds),
+        "teacher": str(cfg.teacher) if cfg.teacher else None,
+        "machine": f"{os.cpu_count()} CPU cores, {device}, torch {torch.__version__}",
+        "command": command_line(cfg),
+        "test_files": sorted(Path(it[0]).name for it in data.splits["test"]),
+    }
+    card.metrics = {"val": {k.replace("val_", ""): v for k, v in val_row.items() if k.startswith("val_")},
+                    "test": test_metrics}
+    card.notes.append("Test metrics are computed once on the held-out test split with the epoch chosen by validation AUC.")
+    if any("faces-140k" in d for d in cfg.data):
+        card.notes.append("Training data: FFHQ (real) and StyleGAN (fake) faces, CC BY-NC-SA 4.0: research, evaluation and demos only.")
+    if errors:
+        card.notes.append(f"{len(errors)} unreadable test files were skipped")
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+def score_test(model: nn.Module, card: ModelCard, data: TrainData, workers: int, log) -> tuple[dict, list]:
+    """Test metrics overall and per source (rates with 95% CIs). Test files absent here: empty, and said."""
+    from realitycheck.metrics import compute_metrics, per_source
+
+    items = [it for it in data.splits["test"] if Path(it[0]).exists()]
+    if not items:
+        log("note: the test split's files are not on this machine; score them later with --test-only")
+        card.notes.append("Test split not scored where it was trained: run the card's command with --test-only.")
+        return {}, []
+    kept: list = []
+    p, y, errors = score_items(model, card, items, workers=workers, keep=kept)
+    metrics = compute_metrics(np.where(y, "fake", "real"), p, threshold=0.5)
+    table = per_source([it[2] for it in kept], [it[1] for it in kept], p, threshold=0.5)
+    metrics["per_source"] = table.to_dict(orient="records")
+    card.notes = [n for n in card.notes if "Test split not scored" not in n]
+    return metrics, errors
+
+
+def test_only(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
+    """Score the test split of a finished run (trained elsewhere, e.g. on a GPU machine without the test files)."""
+    out = Path(cfg.out).with_suffix(".pt") if Path(cfg.out).suffix not in (".pt", ".pth") else Path(cfg.out)
+    model, card = checkpoints.load_checkpoint(out)
+    data = build_data(cfg)
+    metrics, errors = score_test(model, card, data, cfg.workers, log)
+    card.metrics["test"] = metrics
+    card.training["n_test"] = len(data.splits["test"])
+    card.training["test_files"] = sorted(Path(it[0]).name for it in data.splits["test"])
+    card.training["test_scored"] = (f"separately (--test-only) on {cfg.data} without --max-per-source (the held-out share "
+                                    f"of every file), {os.cpu_count()} CPU cores, torch {torch.__version__}")
+    if errors:
+        card.notes.append(f"{len(errors)} unreadable test files were skipped")
+    checkpoints.save_checkpoint(out, model, card, half=cfg.half)
+    log(f"test: {card.test_summary()}; updated {out}")
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def fit(cfg: TrainConfig, log: Callable[[str], None] = print, progress: bool | None = None) -> Path:
     """Train per `cfg`; returns the path of the best checkpoint (with test metrics in its card)."""
+    if cfg.test_only:
+        return test_only(cfg, log)
     seed_everything(cfg.seed)
-    precision = resolve_precision(cfg.precision, cfg.batch_size)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, cfg.batch_size) if device.type == "cpu" else \
+        ("fp32" if cfg.precision == "fp32" else "bf16")
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
     out = Path(cfg.out)
     if out.suffix not in (".pt", ".pth"):
         out = out.with_suffix(".pt")
     out.parent.mkdir(parents=True, exist_ok=True)
-    state_path = out.with_suffix(".train-state.pt")
-    log_path = out.with_suffix(".log.csv")
+    state_path, log_path, best_path = out.with_suffix(".train-state.pt"), out.with_suffix(".log.csv"), out.with_suffix(".best-tmp.pt")
 
-    mean, std = ARCH_NORMALISATION[cfg.arch]
-    pre = Preprocessing(resize=cfg.resize, crop=cfg.crop, mean=mean, std=std)
-    src, splits, n_extra = _collect_items(cfg)
-    log(f"data: {src.describe()}; split train/val/test = "
-        f"{len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])} (+{n_extra} extra real in train)")
-    if not splits["train"] or not splits["val"]:
+    # 1. data
+    pre = preprocessing_of(cfg)
+    data = build_data(cfg)
+    log(f"data: {data.description}; split train/val/test = {len(data.splits['train'])}/{len(data.splits['val'])}/"
+        f"{len(data.splits['test'])} (+{data.n_extra} extra real in train); sources: {', '.join(data.sources)}")
+    if not data.splits["train"] or not data.splits["val"]:
         raise ValueError("not enough images to make train and validation splits")
+    transform = AlignedTrainTransform(pre, cfg.augment) if cfg.align == "face" else train_transform(pre, cfg.augment)
+    train_dl = _loader(TrainDataset(data.splits["train"], transform, cfg.max_side), cfg.batch_size, cfg.workers,
+                       cfg.seed, data.weights)
+    steps = math.ceil(len(data.splits["train"]) / cfg.batch_size)
+    if cfg.max_steps:
+        steps = min(steps, cfg.max_steps)
 
-    model, init = _init_model(cfg)
+    # 2. model
+    model, init = build_model(cfg)
     if cfg.mode == "feature-extract":
         models.freeze_backbone(model, cfg.arch)
-    model = model.to(memory_format=torch.channels_last)
-    groups = param_groups(model, cfg, init)
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    model = model.to(device).to(memory_format=torch.channels_last)
 
-    train_ds = ImageDataset(splits["train"], train_transform(pre, cfg.augment))
-    val_ds = ImageDataset(splits["val"], pre.transform())
-    train_dl = _loader(train_ds, cfg.batch_size, True, cfg.workers, cfg.seed)
-    val_dl = _loader(val_ds, 64, False, cfg.workers, cfg.seed)
-    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
-    if cfg.max_steps:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = min(steps_per_epoch, max(1, total_steps // 20))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total_steps)))))
+    # 3. optimiser, schedule, loss, EMA, teacher
+    opt, sched, groups = build_optimizer(model, cfg, init, steps)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    teacher = teacher_pre = None
-    if cfg.teacher:
-        teacher, teacher_card = checkpoints.load_checkpoint(cfg.teacher)
-        teacher = teacher.to(memory_format=torch.channels_last).eval()
-        teacher_pre = teacher_card.preprocessing
-        if (teacher_pre.mean, teacher_pre.std) != (pre.mean, pre.std):
-            # same crop, the teacher's normalisation: x_teacher = (x * std + mean - mean_t) / std_t
-            s_std, s_mean = torch.tensor(pre.std).view(1, 3, 1, 1), torch.tensor(pre.mean).view(1, 3, 1, 1)
-            t_std, t_mean = torch.tensor(teacher_pre.std).view(1, 3, 1, 1), torch.tensor(teacher_pre.mean).view(1, 3, 1, 1)
-            renorm = lambda x: (x * s_std + s_mean - t_mean) / t_std  # noqa: E731
-        else:
-            renorm = lambda x: x  # noqa: E731
+    distiller = Distiller(cfg, pre, device) if cfg.teacher else None
+    if distiller:
         log(f"distilling from {cfg.teacher} (weight {cfg.distill_weight}, T={cfg.distill_temperature})")
-
     ema = None
     if cfg.ema:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+
+    # 4. resume
     start_epoch, best_auc, best_epoch, log_rows, train_seconds = 1, -1.0, 0, [], 0.0
     if cfg.resume and state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(st["model"]); opt.load_state_dict(st["optimizer"]); sched.load_state_dict(st["scheduler"])
-        if ema is not None and st.get("ema"):
-            ema.load_state_dict(st["ema"])
-        start_epoch, best_auc, best_epoch = st["epoch"] + 1, st["best_auc"], st["best_epoch"]
-        train_seconds = st.get("train_seconds", 0.0)
-        torch.set_rng_state(st["torch_rng"])
-        log_rows = json.loads(st["log_rows"])
+        st = restore_state(state_path, model, opt, sched, ema, device)
+        start_epoch, best_auc, best_epoch = st["start_epoch"], st["best_auc"], st["best_epoch"]
+        train_seconds, log_rows = st["train_seconds"], st["log_rows"]
         log(f"resumed from {state_path} after epoch {st['epoch']} (best val AUC {best_auc:.4f} at epoch {best_epoch})")
-    best_path = out.with_suffix(".best-tmp.pt")
     if cfg.resume and start_epoch > 1 and not best_path.exists():
         log("warning: best-epoch weights missing; the best will be re-chosen from here on")
         best_auc = -1.0
 
     card = ModelCard(name=out.stem, arch=cfg.arch, preprocessing=pre, init=init)
-    log(f"model {cfg.arch} ({init}), mode {cfg.mode}, precision {precision}, "
+    log(f"model {cfg.arch} ({init}), mode {cfg.mode}, precision {precision}, device {device}, "
         f"{sum(p.numel() for g in groups for p in g['params']) / 1e6:.2f}M trainable parameters")
+
+    # 5. epochs: train, validate through the product's path, keep the best, save state, stop early
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.time()
-        model.train()
-        if cfg.mode == "feature-extract":  # frozen backbone: keep its batch-norm statistics frozen too
-            for name, mod in model.named_modules():
-                if isinstance(mod, nn.BatchNorm2d):
-                    mod.eval()
-        losses, correct, seen = [], 0, 0
-        bar = _progress(train_dl, steps_per_epoch, f"epoch {epoch}/{cfg.epochs}")
-        for step, (x, y, _, bad) in enumerate(bar):
-            if step >= steps_per_epoch:
-                break
-            if x is None:
-                continue
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            if teacher is not None:
-                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    t_logits = teacher(renorm(x)).float()
-                T = cfg.distill_temperature
-                soft = nn.functional.kl_div(nn.functional.log_softmax(logits.float() / T, 1),
-                                            nn.functional.softmax(t_logits.clone() / T, 1), reduction="batchmean") * T * T
-                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * soft
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            losses.append(loss.item())
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
+        stats = train_one_epoch(model, train_dl, opt, sched, loss_fn, ema, cfg, steps, autocast, device,
+                                distiller, desc=f"epoch {epoch}/{cfg.epochs}")
         scored = ema.module if ema is not None else model  # the weights that would be shipped
-        p, yv, _, _ = predict_loader(scored, val_dl, precision)
-        stats = _val_stats(p, yv)
+        p, yv, _ = score_items(scored, card, data.splits["val"], workers=cfg.workers)
+        val = _val_stats(p, yv)
         epoch_s = time.time() - t0
         train_seconds += epoch_s
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "train_accuracy": correct / max(1, seen), **stats, "lr": opt.param_groups[0]["lr"],
-               "seconds": round(epoch_s, 1), "images_per_second": round(seen / max(epoch_s, 1e-9), 1)}
+        row = {"epoch": epoch, "train_loss": stats["train_loss"], "train_accuracy": stats["train_accuracy"], **val,
+               "lr": opt.param_groups[0]["lr"], "seconds": round(epoch_s, 1),
+               "images_per_second": round(stats["seen"] / max(epoch_s, 1e-9), 1)}
         log_rows.append(row)
-        improved = stats["val_auc"] > best_auc
+        improved = val["val_auc"] > best_auc
         if improved:
-            best_auc, best_epoch = stats["val_auc"], epoch
-            torch.save(scored.state_dict(), best_path)
+            best_auc, best_epoch = val["val_auc"], epoch
+            torch.save({k: v.cpu() for k, v in scored.state_dict().items()}, best_path)
         log(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
-            f"val loss {stats['val_loss']:.4f} acc {stats['val_accuracy']:.3f} AUC {stats['val_auc']:.4f}"
+            f"val loss {val['val_loss']:.4f} acc {val['val_accuracy']:.3f} AUC {val['val_auc']:.4f}"
             f"{' *' if improved else ''} | {epoch_s:.0f}s ({row['images_per_second']} img/s)")
-        with open(log_path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(log_rows[0]))
-            w.writeheader(); w.writerows(log_rows)
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else {},
-                    "epoch": epoch, "best_auc": best_auc, "best_epoch": best_epoch, "train_seconds": train_seconds,
-                    "torch_rng": torch.get_rng_state(), "log_rows": json.dumps(log_rows)}, state_path)
+        write_log(log_rows, log_path)
+        save_state(state_path, model, opt, sched, ema, epoch, best_auc, best_epoch, train_seconds, log_rows)
         if epoch - best_epoch >= cfg.patience:
             log(f"early stop: no validation-AUC improvement for {cfg.patience} epochs")
             break
 
     _plot_curves(log_rows, out.with_suffix(".curves.png"))
+    model = model.cpu()
     model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
-    model = model.to(memory_format=torch.contiguous_format)
+    model = model.to(memory_format=torch.contiguous_format).eval()
 
-    # The test split is touched once, here, with the weights chosen on validation.
-    test_ds = ImageDataset(splits["test"], pre.transform())
-    p, y, idx, errors = predict_loader(model, _loader(test_ds, 64, False, cfg.workers, cfg.seed), "fp32")
-    from realitycheck.metrics import compute_metrics
+    # 6. the test split, touched once, here, with the weights chosen on validation
+    test_metrics, errors = score_test(model, card, data, cfg.workers, log)
 
-    y_true = np.where(y, "fake", "real")
-    test_metrics = compute_metrics(y_true, p, threshold=0.5)
-    val_row = next(r for r in log_rows if r["epoch"] == best_epoch)
-    card.training = {
-        "data": str(cfg.data),
-        "extra_real": [str(x) for x in cfg.extra_real],
-        "split": "hash of file name (sha1 of 'seed:name'), 70/15/15, seed %d" % cfg.seed,
-        "n_train": len(splits["train"]), "n_val": len(splits["val"]), "n_test": len(splits["test"]),
-        "mode": cfg.mode, "epochs_run": len(log_rows), "best_epoch": best_epoch,
-        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "resume", "extra_real")},
-        "precision": precision, "train_seconds": round(train_seconds),
-        "teacher": str(cfg.teacher) if cfg.teacher else None,
-        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
-        "command": "realitycheck train " + " ".join(_cli_args(cfg)),
-        "test_files": sorted(Path(pth).name for pth, _ in splits["test"]),
-    }
-    card.metrics = {"val": {k.replace("val_", ""): v for k, v in val_row.items() if k.startswith("val_")},
-                    "test": test_metrics}
-    card.notes.append("Test metrics are computed once on the held-out test split with the epoch chosen by validation AUC.")
-    if "faces-140k" in str(cfg.data):
-        card.notes.append("Training data: FFHQ (real) and StyleGAN (fake) faces, CC BY-NC-SA 4.0: research, evaluation and demos only.")
-    if errors:
-        card.notes.append(f"{len(errors)} unreadable test files were skipped")
+    # 7. card and checkpoint
+    write_card(card, cfg, data, log_rows, best_epoch, precision, train_seconds, test_metrics, errors, device)
     path = checkpoints.save_checkpoint(out, model, card, half=cfg.half)
     best_path.unlink(missing_ok=True)
     log(f"best epoch {best_epoch} (val AUC {best_auc:.4f}); test: {card.test_summary()}; wrote {path}")
     return path
-
-
-def _cli_args(cfg: TrainConfig) -> list[str]:
-    args = [str(cfg.data), "--arch", cfg.arch, "--mode", cfg.mode, "--epochs", str(cfg.epochs),
-            "--out", str(cfg.out), "--lr", str(cfg.lr), "--batch-size", str(cfg.batch_size),
-            "--augment", cfg.augment, "--resize", str(cfg.resize), "--crop", str(cfg.crop), "--seed", str(cfg.seed)]
-    for e in cfg.extra_real:
-        args += ["--extra-real", str(e)]
-    if cfg.init_weights:
-        args += ["--init-weights", str(cfg.init_weights)]
-    if cfg.teacher:
-        args += ["--teacher", str(cfg.teacher)]
-    if cfg.ema:
-        args += ["--ema", str(cfg.ema)]
-    if cfg.mode == "feature-extract" or cfg.patience != 4:
-        args += ["--patience", str(cfg.patience)]
-    return args

@@ -126,3 +126,47 @@ def test_backbone_learning_rate_depends_on_where_it_started(init, body_lr):
     head, body = param_groups(models.build_model("efficientnet_lite0"), cfg, init)
     assert head["lr"] == 1e-3 and body["lr"] == pytest.approx(body_lr)
     assert len(head["params"]) == 2  # the classifier's weight and bias only
+
+
+def _round_trip(cfg):
+    import argparse
+    import shlex
+
+    from realitycheck.train_config import add_train_arguments, command_line, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    argv = shlex.split(command_line(cfg))[2:]  # drop "realitycheck train"
+    return config_from_args(p.parse_args(argv))
+
+
+def test_stored_command_rebuilds_every_field_of_the_config():
+    """config -> stored command -> parsed config is identical, for a value of every field off its default."""
+    from dataclasses import fields
+
+    from realitycheck.train_config import TrainConfig
+
+    changed = dict(data=["a=/x/one", "/y/two.toml"], arch="efficientnet_lite2", mode="feature-extract", out="w/m",
+                   epochs=3, batch_size=7, lr=0.0031, backbone_lr_scale=0.5, weight_decay=0.01, label_smoothing=0.0,
+                   patience=9, seed=3, resize=200, crop=192, align="face", zoom=0.8, augment="robust", ema=0.99,
+                   extra_real=["/r1", "/r 2"], source_weight=["sd=2.0"], max_per_source=100, max_side=512,
+                   init_weights="i.pt", precision="fp32", device="cpu", limit=5, max_steps=2, workers=0, half=False,
+                   teacher="t.pt", distill_weight=0.5, distill_temperature=3.0)
+    stored = {f.name for f in fields(TrainConfig) if f.metadata.get("stored", True)}
+    assert stored <= set(changed), f"add a changed value for {stored - set(changed)}"
+    cfg = TrainConfig(**changed)
+    assert _round_trip(cfg) == cfg
+    assert _round_trip(TrainConfig(data=["d"])) == TrainConfig(data=["d"])
+
+
+def test_cli_train_options_come_from_the_config():
+    from dataclasses import fields
+
+    from realitycheck import cli
+    from realitycheck.train_config import TrainConfig
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "folder"])
+    for f in fields(TrainConfig):
+        if f.name != "data":
+            assert getattr(args, f.name) == getattr(TrainConfig(data=[]), f.name), f.name

@@ -1,0 +1,183 @@
+"""Several labelled sources, group-aware splits, class balancing, YuNet faces, alignment and per-face verdicts."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from realitycheck.data import (DataError, Item, SourceSpec, collect_sources, load_manifest, parse_data_arg,
+                               sample_weights, split_items)
+from realitycheck.metrics import per_source
+
+from conftest import SAMPLE_IMAGES
+
+
+def _folder(root: Path, names: list[str], size=(32, 32)) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(names))
+    for n in names:
+        Image.fromarray((rng.random((*size, 3)) * 255).astype("uint8")).save(root / n)
+    return root
+
+
+# -- sources -------------------------------------------------------------------------------------
+
+def test_manifest_names_sources_groups_and_subsets(tmp_path):
+    _folder(tmp_path / "diff", [f"grp{g}_{i}.png" for g in range(6) for i in range(5)])
+    _folder(tmp_path / "mixed", [f"utk_{i}.png" for i in range(4)] + [f"aaf_{i}.png" for i in range(3)])
+    _folder(tmp_path / "both" / "real", ["r1.png", "r2.png"])
+    _folder(tmp_path / "both" / "fake", ["f1.png"])
+    (tmp_path / "m.toml").write_text(
+        '[[source]]\nname = "sd"\npath = "diff"\nlabel = "fake"\ngroup = \'^(.+)_\\d+$\'\n\n'
+        '[[source]]\nname = "utk"\npath = "mixed"\nlabel = "real"\ninclude = "^utk_"\n\n'
+        '[[source]]\nname = "aaf"\npath = "mixed"\nlabel = "real"\ninclude = "^aaf_"\n\n'
+        '[[source]]\nname = "both"\npath = "both"\n')
+    items = collect_sources(load_manifest(tmp_path / "m.toml"))
+    counts = collections.Counter(it.source for it in items)
+    assert counts == {"sd": 30, "utk": 4, "aaf": 3, "both/real": 2, "both/fake": 1}
+    assert {it.label for it in items if it.source == "sd"} == {"fake"}
+    # a prompt group never straddles the split: all five images of a group land on one side
+    sides = collections.defaultdict(set)
+    for split, its in split_items(items).items():
+        for it in its:
+            if it.source == "sd":
+                sides[it.group].add(split)
+    assert len(sides) == 6 and all(len(s) == 1 for s in sides.values())
+
+
+def test_a_file_in_two_sources_is_refused(tmp_path):
+    _folder(tmp_path / "a", ["x.png"])
+    specs = [SourceSpec("one", str(tmp_path / "a"), label="real"), SourceSpec("two", str(tmp_path / "a"), label="real")]
+    with pytest.raises(DataError, match="in two sources"):
+        collect_sources(specs)
+
+
+def test_data_argument_forms(tmp_path):
+    _folder(tmp_path / "set" / "real", ["a.png"])
+    _folder(tmp_path / "set" / "fake", ["b.png"])
+    [spec] = parse_data_arg(f"mine={tmp_path / 'set'}")
+    assert spec.name == "mine"
+    assert {it.source for it in spec.items()} == {"mine/real", "mine/fake"}
+    [spec] = parse_data_arg(str(tmp_path / "set"))
+    assert spec.name == "set"
+    with pytest.raises(DataError, match="no such manifest"):
+        parse_data_arg(str(tmp_path / "missing.toml"))
+    (tmp_path / "bad.toml").write_text("[[source]]\nname = 'x'\npath = 'set'\ncolour = 'red'\n")
+    with pytest.raises(DataError, match="unknown field"):
+        parse_data_arg(str(tmp_path / "bad.toml"))
+
+
+def test_sampling_balances_classes_and_weights_sources():
+    items = [Item(f"r{i}.png", "real", "big") for i in range(90)] + [Item(f"s{i}.png", "real", "small") for i in range(10)] \
+        + [Item(f"f{i}.png", "fake", "gen") for i in range(20)]
+    w = np.asarray(sample_weights(items))
+    is_fake = np.array([it.label == "fake" for it in items])
+    assert w[is_fake].sum() == pytest.approx(0.5) and w[~is_fake].sum() == pytest.approx(0.5)
+    small = np.array([it.source == "small" for it in items])
+    assert w[small].sum() == pytest.approx(0.05)  # by size: 10 of 100 reals
+    w2 = np.asarray(sample_weights(items, {"small": 9.0}))
+    assert w2[small].sum() == pytest.approx(0.25)  # 9 x 10 / (90 + 9 x 10) of the real half
+
+
+def test_per_source_table_matches_a_hand_count():
+    sources = ["sd"] * 5 + ["ffhq"] * 4 + ["lfw"] * 3
+    labels = ["fake"] * 5 + ["real"] * 7
+    p = [0.9, 0.8, 0.4, 0.6, 0.1, 0.7, 0.2, 0.1, 0.3, 0.55, 0.05, 0.5]
+    t = per_source(sources, labels, p, threshold=0.5).set_index("source")
+    assert t.loc["sd", "rate_name"] == "detection rate" and t.loc["sd", "called_fake"] == 3
+    assert t.loc["sd", "rate"] == pytest.approx(3 / 5)
+    assert t.loc["ffhq", "rate_name"] == "false-alarm rate" and t.loc["ffhq", "rate"] == pytest.approx(1 / 4)
+    assert t.loc["lfw", "called_fake"] == 2 and t.loc["lfw", "n"] == 3
+    assert t.loc["sd", "ci95_low"] < 0.6 < t.loc["sd", "ci95_high"]
+
+
+# -- faces ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["grace_hopper.jpg", "astronaut_eileen_collins.jpg"])
+def test_yunet_finds_the_face_and_its_landmarks_in_the_sample_images(name):
+    from realitycheck.faces import find_faces
+
+    img = Image.open(SAMPLE_IMAGES / name).convert("RGB")
+    report = find_faces(img)
+    assert report.available and report.count == 1
+    (x, y, w, h) = report.boxes[0]
+    lm = report.faces[0].landmarks
+    assert lm.shape == (5, 2)
+    inside = (lm[:, 0] >= x) & (lm[:, 0] <= x + w) & (lm[:, 1] >= y) & (lm[:, 1] <= y + h)
+    assert inside.all()  # eyes, nose and mouth inside the face box
+    left, right = report.faces[0].eyes
+    assert left[0] < right[0] and abs(left[1] - right[1]) < 0.25 * h  # an upright face: eyes level
+
+
+def test_alignment_puts_the_eyes_where_the_framing_says():
+    from realitycheck.faces import align_face, aligned_quad, find_faces, landmark_position
+
+    img = Image.open(SAMPLE_IMAGES / "grace_hopper.jpg").convert("RGB")
+    lm = find_faces(img).faces[0].landmarks
+    size, zoom = 224, 0.7
+    pts = landmark_position(lm, size, zoom)
+    # FFHQ framing: eyes (nearly) level, either side of the centre line, in the upper half
+    eye_l, eye_r = sorted(pts[:2].tolist())
+    assert abs(eye_l[1] - eye_r[1]) < 0.01 * size
+    assert 0.3 * size < eye_l[1] < 0.6 * size
+    assert (eye_l[0] + eye_r[0]) / 2 == pytest.approx(size / 2, abs=size * 0.03)
+    quad = aligned_quad(lm, zoom)
+    assert np.hypot(*(quad[3] - quad[0])) == pytest.approx(np.hypot(*(quad[1] - quad[0])))  # a square
+    out = align_face(img, lm, size, zoom)
+    assert out.size == (size, size)
+    # rotate and rescale the photo: the aligned eyes land at the same place
+    turned = img.rotate(12, resample=Image.BICUBIC, expand=True).resize((400, 470))
+    lm2 = find_faces(turned).faces[0].landmarks
+    pts2 = landmark_position(lm2, size, zoom)
+    assert np.abs(pts2[:2] - pts[:2]).max() < size * 0.04
+
+
+def _aligned_classifier(tiny_checkpoint, tmp_path):
+    from realitycheck import checkpoints
+    from realitycheck.inference import Classifier
+
+    model, card = checkpoints.load_checkpoint(tiny_checkpoint)
+    card.preprocessing.align, card.preprocessing.zoom = "face", 0.7
+    path = checkpoints.save_checkpoint(tmp_path / "aligned.pt", model, card)
+    return Classifier.from_file(path, precision="fp32")
+
+
+def test_each_face_gets_a_verdict_and_the_image_takes_the_most_suspicious(tiny_checkpoint, tmp_path):
+    clf = _aligned_classifier(tiny_checkpoint, tmp_path)
+    a = Image.open(SAMPLE_IMAGES / "grace_hopper.jpg").convert("RGB").resize((256, 300))
+    b = Image.open(SAMPLE_IMAGES / "astronaut_eileen_collins.jpg").convert("RGB").resize((256, 256))
+    def canvas(*photos):
+        c = Image.new("RGB", (1000, 500), "white")
+        for img, at in photos:
+            c.paste(img, at)
+        return c
+
+    pred = clf.predict_one(canvas((a, (80, 100)), (b, (640, 120))), "two.png")
+    assert pred.ok and pred.faces == 2 and len(pred.face_boxes) == 2
+    assert len(pred.face_p_fake) == 2 and pred.p_fake == max(pred.face_p_fake)
+    # each face's score is that face's own: the same as each face alone on the same canvas
+    alone = [clf.predict_one(canvas(ph), n).p_fake for ph, n in (((a, (80, 100)), "a.png"), ((b, (640, 120)), "b.png"))]
+    assert sorted(pred.face_p_fake) == pytest.approx(sorted(alone), abs=1e-4)
+    assert "most suspicious face" in pred.face_message
+
+
+def test_an_aligned_model_scores_the_whole_image_when_no_face_is_found(tiny_checkpoint, tmp_path):
+    clf = _aligned_classifier(tiny_checkpoint, tmp_path)
+    noise = Image.fromarray((np.random.default_rng(0).random((120, 120, 3)) * 255).astype("uint8"))
+    pred = clf.predict_one(noise, "noise.png")
+    assert pred.ok and pred.faces == 0 and pred.face_p_fake == [] and pred.region == "centre crop"
+    assert "whole image" in pred.face_message
+
+
+def test_a_damaged_alignment_setting_is_refused(tiny_checkpoint, tmp_path):
+    from realitycheck import checkpoints
+
+    model, card = checkpoints.load_checkpoint(tiny_checkpoint)
+    card.preprocessing.align = "eyes"
+    path = checkpoints.save_checkpoint(tmp_path / "bad.pt", model, card)
+    with pytest.raises(checkpoints.CheckpointError, match="align"):
+        checkpoints.load_checkpoint(path)
