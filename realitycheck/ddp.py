@@ -37,18 +37,22 @@ class Dist:
         return self.rank == 0
 
 
-def setup() -> Dist:
-    """Join the process group torchrun describes in the environment (or stay a single process)."""
+def setup(device: torch.device | None = None) -> Dist:
+    """Join the process group torchrun describes in the environment (or stay a single process).
+
+    `device` is the one the run asked for: cuda -> nccl with this process's local GPU, cpu -> gloo.
+    """
+    device = device or torch.device("cpu")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Dist()
+        return Dist(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
-        device, backend = torch.device("cpu"), "gloo"
+        backend = "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
     return Dist(rank=rank, world=world, local_rank=local_rank, device=device)
@@ -118,36 +122,24 @@ def sum_across(d: Dist, *values: float) -> list[float]:
     return t.tolist()
 
 
-def gather_predictions(d: Dist, p: np.ndarray, y: np.ndarray, idx: np.ndarray, errors: list):
-    """Every rank's (p_fake, y, item index, errors) joined, each item once (padding repeats dropped)."""
+def shard(items: Sequence, d: Dist) -> list:
+    """This rank's share of a list scored once (validation): every item on exactly one rank."""
+    return list(items)[d.rank::d.world] if d.enabled else list(items)
+
+
+def gather_scores(d: Dist, p: np.ndarray, y: np.ndarray, errors: list) -> tuple[np.ndarray, np.ndarray, list]:
+    """Every rank's (p_fake, y_is_fake, errors) on its `shard`, joined in rank order."""
     if not d.enabled:
-        return p, y, idx, errors
+        return p, y, errors
     parts: list = [None] * d.world
-    dist.all_gather_object(parts, (p, y, idx, errors))
-    p = np.concatenate([x[0] for x in parts])
-    y = np.concatenate([x[1] for x in parts])
-    idx = np.concatenate([x[2] for x in parts])
-    _, first = np.unique(idx, return_index=True)
-    first.sort()
-    seen_err: dict = {}
-    for part in parts:
-        for i, msg in part[3]:
-            seen_err.setdefault(i, msg)
-    return p[first], y[first], idx[first], sorted(seen_err.items())
+    dist.all_gather_object(parts, (p, y, errors))
+    return (np.concatenate([x[0] for x in parts]), np.concatenate([x[1] for x in parts]),
+            [e for x in parts for e in x[2]])
 
 
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()
-
-
-def broadcast_flag(d: Dist, flag: bool) -> bool:
-    """Rank 0's decision for everyone (e.g. "a resume state exists" when only rank 0 can see it)."""
-    if not d.enabled:
-        return flag
-    box = [flag]
-    dist.broadcast_object_list(box, src=0)
-    return bool(box[0])
 
 
 def average_buffers(model: nn.Module, d: Dist) -> None:

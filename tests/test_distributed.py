@@ -258,7 +258,7 @@ def test_two_ddp_processes_train_in_step_write_once_and_resume(toy, tmp_path):
 
     out = tmp_path / "ddp"
     common = [toy, "--out", out, "--max-steps", 4, "--batch-size", 8, "--resize", 48, "--crop", 40, "--lr", 3e-3,
-              "--workers", 0, "--augment", "flip", "--precision", "fp32", "--patience", 10, "--no-progress"]
+              "--workers", 0, "--augment", "flip", "--precision", "fp32", "--patience", 10]
     r = _torchrun(*common, "--epochs", 2)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 processes (gloo)" in r.stderr
