@@ -117,9 +117,9 @@ def sum_across(d: Dist, *values: float) -> list[float]:
     """Sums of scalars over all ranks (loss totals, counts); the values themselves in one process."""
     if not d.enabled:
         return list(values)
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)  # nccl reduces GPU tensors only
     dist.all_reduce(t)
-    return t.tolist()
+    return t.cpu().tolist()
 
 
 def shard(items: Sequence, d: Dist) -> list:
