@@ -23,7 +23,7 @@ from PIL import Image, ImageFilter
 
 from realitycheck import cli, distributed, evaluate
 from realitycheck.inference import Classifier
-from conftest import REPO_ROOT, cli_env  # noqa: E402
+from conftest import REPO_ROOT, SAMPLE_IMAGES, cli_env  # noqa: E402
 
 try:
     import ray
@@ -120,15 +120,30 @@ def test_evaluate_ray_matches_the_local_path_and_resumes(local_ray, labelled, ti
 @pytest.mark.slow
 def test_predict_ray_reads_a_listing_file_and_prints_like_local(local_ray, labelled, tiny_checkpoint, tmp_path,
                                                                  capsys):
-    files = [labelled / "real" / "portrait.jpg", labelled / "fake" / "fake_03.jpg", labelled / BROKEN[0]]
+    """A face-aligned card: one view per face, so images reach the actors with 0, 1 or 2 face views."""
+    from dataclasses import replace
+
+    from realitycheck import checkpoints
+
+    model, card = checkpoints.load_checkpoint(tiny_checkpoint)
+    aligned = checkpoints.save_checkpoint(tmp_path / "aligned.pt", model,
+                                          replace(card, preprocessing=replace(card.preprocessing, align="face")))
+    portrait = labelled / "real" / "portrait.jpg"
+    with Image.open(portrait) as a, Image.open(SAMPLE_IMAGES / "astronaut_eileen_collins.jpg") as b:
+        b = b.convert("RGB").resize((round(b.width * a.height / b.height), a.height))
+        pair = Image.new("RGB", (a.width + b.width, a.height))
+        pair.paste(a.convert("RGB"), (0, 0)); pair.paste(b, (a.width, 0))
+        pair.save(tmp_path / "two_faces.jpg", quality=92)
+    files = [portrait, tmp_path / "two_faces.jpg", labelled / "fake" / "fake_03.jpg", labelled / BROKEN[0]]
     listing = tmp_path / "inputs.txt"
-    uris = [files[0].resolve().as_uri(), "nosuch://bucket/x.jpg"]  # file:// is read through pyarrow like s3://
+    uris = [portrait.resolve().as_uri(), "nosuch://bucket/x.jpg"]  # file:// is read through pyarrow like s3://
     listing.write_text("# one path a line\n" + "\n".join(map(str, files + uris)) + "\n\n")
-    common = ["predict", "--weights", tiny_checkpoint, "--precision", "fp32", "--json", "--no-progress"]
-    code_local, out_local = _run_cli(capsys, *common[:1], *files, *common[1:])
-    code_ray, out_ray = _run_cli(capsys, *common[:1], listing, *common[1:], "--ray")
-    assert code_local == code_ray == 1  # one input failed
+    common = ["--weights", aligned, "--precision", "fp32", "--json", "--no-progress"]
+    code_local, out_local = _run_cli(capsys, "predict", *files, *common)
+    code_ray, out_ray = _run_cli(capsys, "predict", listing, *common, "--ray")
+    assert code_local == code_ray == 1  # some inputs failed
     local, remote = json.loads(out_local), json.loads(out_ray)
+    assert [r["faces"] for r in local[:3]] == [1, 2, 0]
     by_uri = remote[len(files):]
     remote = remote[:len(files)]
     assert [r["path"] for r in by_uri] == uris
@@ -136,10 +151,11 @@ def test_predict_ray_reads_a_listing_file_and_prints_like_local(local_ray, label
     assert by_uri[1]["p_fake"] is None and by_uri[1]["error"].startswith("nosuch://bucket/x.jpg: cannot read")
     assert [r["path"] for r in remote] == [r["path"] for r in local] == list(map(str, files))
     for r, l in zip(remote, local):
-        assert (r["label"], r["faces"], r["error"], r["face_message"]) == (l["label"], l["faces"], l["error"],
-                                                                             l["face_message"])
+        for key in ("label", "faces", "face_boxes", "error", "face_message", "region", "notes"):
+            assert r[key] == l[key], key
         if l["p_fake"] is not None:
             assert r["p_fake"] == pytest.approx(l["p_fake"], abs=1e-5)
+            assert r["face_p_fake"] == pytest.approx(l["face_p_fake"], abs=1e-5)
 
 
 def _model_actor_pids() -> set[int]:
