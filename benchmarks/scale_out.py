@@ -7,8 +7,9 @@
 ray: scores the same N images (half real, half fake, of faces-140k-sample) with the local path and
 with Ray Data in several layouts on one local Ray, in one run, and prints images/s of each (the
 Ray figures include starting the actors, not starting Ray) and the largest |delta p_fake| against
-the local path. ddp: trains the same few steps with 1 and then 2 torchrun processes (gloo) and
-prints images/s of the training loop from the run logs. Ratios from one run on one machine.
+the local path. ddp: trains one epoch of `--steps` steps per process (batch 16 each) with 1 and then 2 torchrun
+processes (gloo) and prints, from the run logs, images trained per second over the epoch (its
+validation pass included; two processes split it). Ratios from one run on one machine.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def bench_ddp(args) -> dict:
             row = list(csv.DictReader(open(prefix.with_suffix(".log.csv"))))[-1]
             out[f"{n} process(es): training images/s (all ranks)"] = float(row["images_per_second"])
             out[f"{n} process(es): wall seconds incl. start, val and test"] = round(wall, 1)
+    out["load average at the end (1 min)"] = os.getloadavg()[0]
     return out
 
 
