@@ -149,7 +149,7 @@ def decode_batch(batch: dict, *, preprocessing, face_check: bool, crop_face: boo
 
 
 class ModelActor:
-    """GPU/CPU stage: loads the checkpoint once per actor, then scores batches of decoded images."""
+    """Model stage: loads the checkpoint once per actor, then scores batches of decoded images."""
 
     def __init__(self, weights: str, classifier_kwargs: dict):
         self.clf = Classifier.from_file(weights, **classifier_kwargs)
