@@ -67,7 +67,6 @@ def bench_ray(args) -> dict:
     t0 = time.perf_counter()
     list(clf.iter_predict(paths))  # again at the end: the machine's load drifts during a run
     out["local again"] = round(len(paths) / (time.perf_counter() - t0), 2)
-    out["load average at the end (1 min)"] = os.getloadavg()[0]
     return out
 
 
@@ -76,8 +75,8 @@ def bench_ddp(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp) / "data.csv"
         listing.write_text("path,label\n" + "".join(f"{p},{lab}\n" for p, lab in sample(args.limit)))
-        for n in (1, 2):
-            prefix = Path(tmp) / f"ddp{n}"
+        for run, n in enumerate((1, 2, 1, 2)):  # twice each, interleaved: load and disk cache drift
+            prefix = Path(tmp) / f"ddp{run}"
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
                    "-m", "realitycheck", "train", str(listing), "--out", str(prefix), "--epochs", "1",
                    "--max-steps", str(args.steps), "--batch-size", "16", "--resize", "128", "--crop", "112",
@@ -89,9 +88,9 @@ def bench_ddp(args) -> dict:
             import csv
 
             row = list(csv.DictReader(open(prefix.with_suffix(".log.csv"))))[-1]
-            out[f"{n} process(es): training images/s (all ranks)"] = float(row["images_per_second"])
-            out[f"{n} process(es): wall seconds incl. start, val and test"] = round(wall, 1)
-    out["load average at the end (1 min)"] = os.getloadavg()[0]
+            out[f"run {run + 1}, {n} process(es): training images/s (all ranks)"] = float(row["images_per_second"])
+            out[f"run {run + 1}, {n} process(es): wall seconds incl. start, val and test"] = round(wall, 1)
+            out[f"run {run + 1}: load average (1 min) after"] = os.getloadavg()[0]
     return out
 
 
