@@ -1,5 +1,3 @@
-import sys
+from realitycheck.cli import run
 
-from realitycheck.cli import main
-
-sys.exit(main())
+run()

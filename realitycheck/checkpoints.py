@@ -30,8 +30,7 @@ from realitycheck import models
 
 FORMAT = "realitycheck-checkpoint"
 FORMAT_VERSION = 1
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = models.IMAGENET_MEAN, models.IMAGENET_STD  # Preprocessing's defaults
 
 
 class CheckpointError(ValueError):
@@ -118,6 +117,11 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)  # data, split, settings, time
     metrics: dict[str, Any] = field(default_factory=dict)  # e.g. {"test": {...}, "val": {...}}
     notes: list[str] = field(default_factory=list)
+    # unfamiliar-image check: threshold, what it was fitted and chosen on, measured flag rates (statistics
+    # themselves are tensors in the checkpoint under "ood")
+    ood: dict[str, Any] = field(default_factory=dict)
+    # the decision threshold on p_fake this model ships with (chosen on validation; 0.5 unless said)
+    threshold: float = 0.5
     created: str = ""
     realitycheck_version: str = ""
 
@@ -154,13 +158,25 @@ class ModelCard:
         return ", ".join(parts)
 
 
+def default_preprocessing(arch: str, **sizes) -> Preprocessing:
+    """Preprocessing for a model of `arch`: the normalisation its pretrained weights expect (the
+    architecture's spec) and `sizes` (resize=, crop=) or Preprocessing's defaults."""
+    spec = models.get_arch(arch)
+    return Preprocessing(mean=spec.mean, std=spec.std, **sizes)
+
+
+def default_card(name: str, arch: str, **fields) -> ModelCard:
+    """A card for a model of `arch` with the class order and preprocessing its spec implies."""
+    fields.setdefault("preprocessing", default_preprocessing(arch))
+    return ModelCard(name=name, arch=arch, classes=list(models.get_arch(arch).classes), **fields)
+
+
 def original_card(path: str | Path = "RealityCheck.pth") -> ModelCard:
-    """The card implied by the original project's bare state_dict."""
-    return ModelCard(
-        name=Path(path).stem,
-        arch="resnet50",
-        classes=["fake", "real"],
-        preprocessing=Preprocessing(resize=232, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    """The card implied by the original project's bare state_dict (torchvision's IMAGENET1K_V2 sizes)."""
+    return default_card(
+        Path(path).stem,
+        "resnet50",
+        preprocessing=default_preprocessing("resnet50", resize=232, crop=224),
         init="torchvision ResNet50 IMAGENET1K_V2 (as trained by the original project)",
         source="original-reality-check",
         training={"data": "140k Real and Fake Faces (Kaggle), per the original project"},
@@ -217,6 +233,13 @@ def _clean_state_dict(sd: dict) -> dict[str, torch.Tensor]:
     return sd
 
 
+def _state_dict_in(obj: dict, path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return _clean_state_dict(obj)
+    except TypeError:
+        raise CheckpointError(f"{path}: holds a dict that is not a state_dict (values are not all tensors)") from None
+
+
 def _is_original_layout(sd: dict) -> bool:
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     return (
@@ -233,8 +256,7 @@ def _guess_bare(sd: dict, path: Path) -> ModelCard:
         return original_card(path)
     lite = models.lite_arch_of(sd)
     if lite and "_fc.weight" in sd and sd["_fc.weight"].shape[0] == 2:
-        card = ModelCard(name=path.stem, arch=lite, init="unknown", source="bare-state-dict",
-                         preprocessing=Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+        card = default_card(path.stem, lite, init="unknown", source="bare-state-dict")
         card.notes.append("Bare state_dict without a card: class order assumed [fake, real] and default preprocessing.")
         return card
     fc = sd.get("fc.weight")
@@ -249,8 +271,23 @@ def _guess_bare(sd: dict, path: Path) -> ModelCard:
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     """Read weights and card without building a model (cheap: used to list models)."""
+    sd, card, _ = read_checkpoint_extras(path)
+    return sd, card
+
+
+def read_checkpoint_extras(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard, dict]:
+    """Weights, card and the extra tensors a checkpoint carries (e.g. "ood": unfamiliarity statistics)."""
     path = Path(path)
     obj = _read(path)
+    extras = {}
+    if isinstance(obj, dict) and obj.get("format") == FORMAT and isinstance(obj.get("ood"), dict):
+        extras["ood"] = obj["ood"]
+    sd, card = _interpret(obj, path)
+    return sd, card, extras
+
+
+def _interpret(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    """Weights and card from what `_read` found in `path`: a RealityCheck checkpoint or a bare state_dict."""
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         version = obj.get("format_version", 0)
         if not isinstance(version, int):
@@ -269,10 +306,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCar
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]  # common {"state_dict": ..., "epoch": ...} training dumps
     if isinstance(obj, dict):
-        try:
-            sd = _clean_state_dict(obj)
-        except TypeError:
-            raise CheckpointError(f"{path}: holds a dict that is not a state_dict (values are not all tensors)") from None
+        sd = _state_dict_in(obj, path)
         if not sd:
             raise CheckpointError(f"{path}: holds an empty state_dict")
         return sd, _guess_bare(sd, path)
@@ -307,6 +341,8 @@ def card_problem(card: ModelCard) -> str | None:
         return f"preprocessing align={p.align!r}; expected none or face"
     if not isinstance(p.zoom, (int, float)) or isinstance(p.zoom, bool) or not 0.3 <= p.zoom <= 3.0:
         return f"preprocessing zoom={p.zoom!r}; expected a number between 0.3 and 3"
+    if not isinstance(card.threshold, (int, float)) or isinstance(card.threshold, bool) or not 0 < card.threshold < 1:
+        return f"threshold {card.threshold!r}; expected a number between 0 and 1"
     if not isinstance(card.name, str):
         return f"name {card.name!r} is not text"
     return None
@@ -318,8 +354,18 @@ def read_card(path: str | Path) -> ModelCard:
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelCard]:
     """Build the architecture the card names and load the weights strictly; model in eval mode."""
+    model, card, _ = load_checkpoint_extras(path)
+    return model, card
+
+
+def load_checkpoint_extras(path: str | Path) -> tuple[nn.Module, ModelCard, dict]:
+    """`load_checkpoint` plus the extra tensors the file carries (see `read_checkpoint_extras`)."""
     path = Path(path)
-    sd, card = read_checkpoint(path)
+    sd, card, extras = read_checkpoint_extras(path)
+    return _build(sd, card, path), card, extras
+
+
+def _build(sd: dict[str, torch.Tensor], card: ModelCard, path: Path) -> nn.Module:
     problem = card_problem(card)
     if problem:
         raise CheckpointError(f"{path}: {problem}")
@@ -343,15 +389,48 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelCard]:
         )
     model.load_state_dict(sd, strict=True)
     model.eval()
-    return model, card
+    return model
+
+
+def _is_torchvision_imagenet(obj: Any) -> bool:
+    """A torchvision ResNet50 ImageNet state_dict: a single-layer `fc` head instead of the original's."""
+    return isinstance(obj, dict) and obj.get("format") != FORMAT and "fc.weight" in obj and "fc.0.weight" not in obj
+
+
+def load_initial_weights(path: str | Path, arch: str) -> tuple[nn.Module, str]:
+    """A model of `arch` to start training from the file `path`, and where its weights came from.
+
+    `path` is a RealityCheck checkpoint, the original RealityCheck.pth, a bare EfficientNet-Lite
+    state_dict, or (resnet50) a torchvision ImageNet state_dict, whose `fc` head is replaced by the
+    original project's untrained head. Read like every other weights file (weights_only, the same
+    refusals and messages); weights of another architecture are refused.
+    """
+    path = Path(path)
+    obj = _read(path)
+    if arch == "resnet50" and _is_torchvision_imagenet(obj):
+        sd = _state_dict_in(obj, path)
+        model = models.build_model("resnet50", pretrained=False)
+        missing, unexpected = model.load_state_dict({k: v for k, v in sd.items() if not k.startswith("fc.")},
+                                                    strict=False)
+        if unexpected or any(not k.startswith("fc.") for k in missing):
+            raise CheckpointError(f"{path}: not a ResNet50 backbone")
+        return model, f"ImageNet backbone from {path.name}"
+    sd, card = _interpret(obj, path)
+    if card.arch != arch:
+        raise CheckpointError(f"{path}: holds {card.arch} weights; expected {arch} weights to start a {arch} from")
+    model = _build(sd, card, path)
+    if card.source == "original-reality-check":
+        return model, f"original Reality Check weights {path.name}"
+    return model, f"RealityCheck checkpoint {path.name}"
 
 
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
 
-def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard, *, half: bool = False) -> Path:
-    """Write weights + card atomically, and the Markdown card beside them."""
+def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard, *, half: bool = False,
+                    extras: dict | None = None) -> Path:
+    """Write weights + card (+ extra tensors, e.g. "ood") atomically, and the Markdown card beside them."""
     import datetime
 
     from realitycheck import __version__
@@ -363,7 +442,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard, *, half
     sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().contiguous()
           for k, v in model.state_dict().items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "card": card.to_json(), "state_dict": sd}, tmp)
+    obj = {"format": FORMAT, "format_version": FORMAT_VERSION, "card": card.to_json(), "state_dict": sd}
+    for key, tensors in (extras or {}).items():
+        obj[key] = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    torch.save(obj, tmp)
     tmp.replace(path)
     path.with_suffix(".md").write_text(card_markdown(card, path.name))
     return path
@@ -392,6 +474,7 @@ def card_markdown(card: ModelCard, filename: str = "") -> str:
          f"- Preprocessing: resize shorter side to {p.resize} px ({p.interpolation}), centre-crop {p.crop} px, ")
         + f"normalise mean={list(p.mean)} std={list(p.std)}"
         + ("; prediction = average over the image and its mirror image" if p.mirror_average else ""),
+        f"- Decision threshold: fake when p_fake >= {card.threshold:g}",
         f"- Created: {card.created} by RealityCheck {card.realitycheck_version}",
         "",
     ]

@@ -7,7 +7,6 @@ errors. User errors print one clear line, never a traceback.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import signal
@@ -39,7 +38,7 @@ def _load(args, **kwargs):
     from realitycheck.inference import NoWeightsError, load_classifier
 
     try:
-        return load_classifier(args.weights, threshold=getattr(args, "threshold", 0.5),
+        return load_classifier(args.weights, threshold=getattr(args, "threshold", None),
                                batch_size=getattr(args, "batch_size", 16),
                                precision=getattr(args, "precision", "auto"),
                                crop_face=getattr(args, "crop_face", False), **kwargs)
@@ -87,24 +86,25 @@ def cmd_predict(args) -> int:
         from realitycheck import distributed
 
         try:
-            stream = list(distributed.iter_predict(clf, inputs, progress=lambda d, t: bar.update(d - bar.n),
-                                                   **_ray_pipeline(args)))
+            results = list(distributed.iter_predict(clf, inputs, progress=lambda d, t: bar.update(d - bar.n),
+                                                    **_ray_pipeline(args)))
         except distributed.RayUnavailableError as exc:
             raise UserError(str(exc)) from None
-        position = {p: i for i, p in enumerate(inputs)}  # Ray finishes in any order; print in input order
-        stream.sort(key=lambda r: position.get(r.name, len(position)))
     else:
-        stream = clf.iter_predict(inputs, workers=0 if len(inputs) < 2 * clf.batch_size else None,
-                                  progress=lambda d, t: bar.update(d - bar.n))
-    for pred in stream:
-        results.append(pred)
+        for pred in clf.iter_predict(inputs, workers=0 if len(inputs) < 2 * clf.batch_size else None,
+                                     progress=lambda d, t: bar.update(d - bar.n)):
+            results.append(pred)
     bar.close()
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
             if r.ok:
-                extra = f"  [{r.face_message}]" if r.faces == 0 else ""
+                extra = f"  [{r.face_message}]" if r.faces == 0 or len(r.face_p_fake) > 1 else ""
+                if len(r.face_p_fake) > 1:
+                    extra += "  faces p_fake: " + ", ".join(f"{p:.3f}" for p in r.face_p_fake)
+                if r.unfamiliar:
+                    extra += f"  [UNFAMILIAR (score {r.ood_score:.2f}): this verdict is unreliable]"
                 note = f"  ({'; '.join(r.notes)})" if r.notes else ""
                 print(f"{r.name}\t{r.label}\tp_fake={r.p_fake:.3f}\t{r.seconds * 1000:.0f} ms{extra}{note}")
             else:
@@ -129,6 +129,7 @@ def cmd_explain(args) -> int:
     if not inputs:
         raise UserError("no images to explain")
     records, failed = [], 0
+    explainer = explain.Explainer(clf.model, clf.card)  # one private copy of the model for all inputs
     for src in inputs:
         try:
             loaded = load_image(src)
@@ -136,9 +137,8 @@ def cmd_explain(args) -> int:
             records.append({"path": src, "error": str(exc)})
             failed += 1
             continue
-        exp = explain.explain(clf.model, clf.card, [loaded.image], method=args.method,
-                              target_class=args.target_class, batch_size=args.batch_size,
-                              progress=None if args.progress else False)[0]
+        exp = explainer.explain([loaded.image], method=args.method, target_class=args.target_class,
+                                batch_size=args.batch_size, progress=None if args.progress else False)[0]
         # explain's forward pass scores the view it explains; that is the prediction unless the card
         # averages the image with its mirror image, in which case the Classifier gives the verdict
         p_fake = clf.predict([loaded])[0].p_fake if clf.mirror_average else exp.p_fake
@@ -172,15 +172,22 @@ def cmd_evaluate(args) -> int:
     from realitycheck.data import DataError
 
     clf = _load(args)
-    run, ray_errors = evaluate.evaluate_folder, ()
-    if args.ray:
+    common = dict(csv_path=args.csv, resume=args.resume, progress=args.progress, workers=args.workers,
+                  log=lambda m: print(m, file=sys.stderr))
+    ray_errors: tuple = ()
+    if args.ray:  # the same evaluation, with the images scored on Ray Data
         from realitycheck import distributed
 
-        run, ray_errors = functools.partial(distributed.evaluate_folder, **_ray_pipeline(args)), (
-            distributed.RayUnavailableError,)
+        common["predict_stream"] = distributed.predict_stream(clf, **_ray_pipeline(args))
+        ray_errors = (distributed.RayUnavailableError,)
+    sources = list(args.folder or []) + list(args.data or [])
+    if not sources:
+        raise UserError("nothing to evaluate: give a folder, a CSV, NAME=FOLDER or a .toml manifest (--data)")
     try:
-        result = run(clf, args.folder, split=args.split, csv_path=args.csv, resume=args.resume,
-                     progress=args.progress, workers=args.workers, log=lambda m: print(m, file=sys.stderr))
+        if len(sources) == 1 and not args.only_split and not args.data and not str(sources[0]).endswith(".toml"):
+            result = evaluate.evaluate_folder(clf, sources[0], split=args.split, **common)
+        else:
+            result = evaluate.evaluate_sources(clf, sources, only_split=args.only_split, **common)
     except (DataError, evaluate.ResumeError, *ray_errors) as exc:
         raise UserError(str(exc)) from None
     if args.parquet:
@@ -190,12 +197,12 @@ def cmd_evaluate(args) -> int:
         print(f"realitycheck: interrupted after {len(result.table)} images; partial results in {args.csv}; "
               "rerun with --resume to continue", file=sys.stderr)
         return EXIT_SOME_FAILED
-    summary = result.summary(threshold=args.threshold)
+    summary = result.summary(threshold=clf.threshold)
     if args.robustness:
-        summary["robustness"] = evaluate.robustness_sweep(clf, args.folder, split=args.split,
-                                                          threshold=args.threshold, progress=args.progress).to_dict("records")
+        summary["robustness"] = evaluate.robustness_sweep(clf, sources[0], split=args.split,
+                                                          threshold=clf.threshold, progress=args.progress).to_dict("records")
     if args.report:
-        evaluate.write_report(args.report, clf, result, threshold=args.threshold,
+        evaluate.write_report(args.report, clf, result, threshold=clf.threshold,
                               robustness=summary.get("robustness"))
         print(f"report written to {args.report}", file=sys.stderr)
     if args.json:
@@ -255,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def weights_opts(p):
         p.add_argument("--weights", help="checkpoint file (default: the shipped model in weights/)")
-        p.add_argument("--threshold", type=float, default=0.5, help="decision threshold on p_fake (default 0.5)")
+        p.add_argument("--threshold", type=float, default=None,
+                       help="decision threshold on p_fake (default: the one in the model's card, 0.5 unless it says)")
         p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
     p = sub.add_parser("predict", help="classify images and folders")
@@ -281,7 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate", help="measure a model on a labelled folder (real/ and fake/ subfolders)")
-    p.add_argument("folder", help="folder with real/ and fake/, the Kaggle 140k layout, or a CSV of path,label")
+    p.add_argument("folder", nargs="*", help="folder with real/ and fake/, the Kaggle 140k layout, or a CSV of path,label")
+    p.add_argument("--data", action="append", default=[],
+                   help="another labelled source: FOLDER, NAME=FOLDER or a .toml manifest (repeatable); "
+                        "results and metrics are reported per source")
+    p.add_argument("--only-split", choices=["train", "val", "test"],
+                   help="keep only the images of this hash split (the one `train` uses), e.g. the held-out test share")
     weights_opts(p)
     p.add_argument("--split", help="for the Kaggle layout: train, valid or test (default test)")
     p.add_argument("--json", action="store_true")
@@ -312,12 +325,12 @@ def _raise_interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit code. Changes no process-wide state (see `run` for the signal)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help
         return int(exc.code or 0)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends a run as cleanly as Ctrl-C
     try:
         return args.func(args)
     except UserError as exc:
@@ -330,5 +343,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `realitycheck` program (console script, `python -m realitycheck`): SIGTERM ends a run as
+    cleanly as Ctrl-C (partial results kept, `--resume` offered), then `main`'s code is the exit status."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

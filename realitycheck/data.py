@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from realitycheck.images import ImageError, is_image_path, load_image
+from realitycheck.models import CLASSES
 
 LABEL_ALIASES = {
     "real": "real", "fake": "fake", "ai": "fake", "generated": "fake", "synthetic": "fake",
@@ -312,7 +313,7 @@ class ImageDataset:
     so a loader can skip it and report it instead of crashing a long run.
     """
 
-    def __init__(self, items: list[tuple[Path, str]], transform: Callable, classes=("fake", "real"),
+    def __init__(self, items: list[tuple[Path, str]], transform: Callable, classes=CLASSES,
                  draft_size: int | None = None):
         self.items = list(items)
         self.transform = transform

@@ -3,8 +3,9 @@
 The pipeline is the local one cut at its natural seam: `inference.prepare` (read, decode, face
 check, card preprocessing) runs as stateless CPU tasks, and `Classifier.predict_prepared` (the
 forward pass and the card's threshold) runs in a pool of actors that load the checkpoint once each.
-The driver turns the streamed results into the same `Prediction`s, so `evaluate.evaluate_items`
-writes the same CSV, resumes from it and computes the same metrics as a local run.
+The driver turns the streamed results into the same `Prediction`s, in input order, so
+`evaluate.evaluate_items(predict_stream=predict_stream(clf))` writes the same CSV, resumes from it
+and computes the same metrics as a local run.
 
 Faults: Ray Data restarts a model actor that dies and retries its batches (`max_restarts=-1`,
 `max_task_retries=-1` by default); the output of a failed batch is discarded, so every image is
@@ -19,7 +20,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -229,12 +230,14 @@ def build_dataset(clf: Classifier, paths: Sequence[str], *, actors: int = 1, cpu
 
 def iter_predict(clf: Classifier, paths: Sequence[str], *, progress: Callable[[int, int], None] | None = None,
                  address: str | None = None, **pipeline) -> Iterator[Prediction]:
-    """Predictions for `paths` as Ray finishes them (any order), one per path. `pipeline`: see build_dataset."""
+    """Predictions for `paths`, one per path, in their order, as Ray finishes them. `pipeline`: see build_dataset."""
     paths = [str(p) for p in paths]
     if not paths:
         return
     connect(address)
     ds = build_dataset(clf, paths, **pipeline)
+    # input order (as a local run writes its CSV): Ray still works ahead, only the hand-over waits
+    ds.context.execution_options.preserve_order = True
     done = 0
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for row in batch["row"]:
@@ -244,31 +247,14 @@ def iter_predict(clf: Classifier, paths: Sequence[str], *, progress: Callable[[i
             progress(done, len(paths))
 
 
-def evaluate_folder(clf: Classifier, folder: str | os.PathLike, *, split: str | None = None,
-                    address: str | None = None, actors: int = 1, cpus_per_actor: float = 1.0,
-                    gpus_per_actor: float = 0.0, **kwargs):
-    """`evaluate.evaluate_folder` with the forward passes on Ray: same CSV, resume, table and metrics.
+def predict_stream(clf: Classifier, *, address: str | None = None, **pipeline) -> Callable[..., Iterator[Prediction]]:
+    """`clf.iter_predict`'s stand-in for `evaluate.evaluate_items(predict_stream=...)`: the same rows, CSV,
+    resume and metrics as a local evaluation, the images scored on Ray."""
+    def stream(paths: Sequence[str], progress: Callable[[int, int], None] | None = None) -> Iterator[Prediction]:
+        return iter_predict(clf, paths, progress=progress, address=address, **pipeline)
 
-    The returned table is in discovery order (as a local run's), whatever order Ray finished in.
-    """
-    from realitycheck import evaluate
-
-    def stream(paths: list[str], progress=None) -> Iterable[Prediction]:
-        return iter_predict(clf, paths, progress=progress, address=address, actors=actors,
-                            cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor)
-
-    kwargs.pop("workers", None)  # local decoding processes; Ray schedules its own tasks
-    src = evaluate.discover(folder, split=split)  # listed once: a million paths on a network share take time
-    (kwargs.get("log") or (lambda m: None))(f"labels: {src.describe()}")
-    items = list(src)
-    result = evaluate.evaluate_items(clf, items, source=src.describe(), mapping=src.mapping, predict_stream=stream,
-                                     **kwargs)
-    order = {str(p): i for i, (p, _) in enumerate(items)}
-    key = result.table["path"].astype(str).map(lambda p: order.get(p, len(order)))
-    result.table = result.table.assign(_order=key).sort_values("_order", kind="stable").drop(columns="_order")
-    result.table = result.table.reset_index(drop=True)
-    return result
+    return stream
 
 
-__all__ = ["connect", "read_listing", "build_dataset", "iter_predict", "evaluate_folder", "ModelActor",
+__all__ = ["connect", "read_listing", "build_dataset", "iter_predict", "predict_stream", "ModelActor",
            "decode_batch", "RayUnavailableError"]

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,6 @@ class EvaluationResult:
     model: str = ""
     seconds: float = 0.0
     interrupted: bool = False
-    resumed: int = 0  # rows taken from an earlier partial CSV
 
     def metrics(self, threshold: float = 0.5, n_bootstrap: int = 1000) -> dict:
         return M.metrics_from_table(self.table, threshold, n_bootstrap=n_bootstrap)
@@ -52,6 +51,8 @@ class EvaluationResult:
             t_fpr, fpr, tpr = M.threshold_for_fpr(y, p, 0.05)
             extra = {"best_threshold_balanced_accuracy": {"threshold": t_bal, "balanced_accuracy": bal},
                      "threshold_for_fpr_5pct": {"threshold": t_fpr, "fpr": fpr, "recall_fake": tpr}}
+        if len(self.table):
+            extra["per_source"] = M.per_source_from_table(self.table, threshold).to_dict(orient="records")
         failed = self.table.loc[~M.valid_rows(self.table).to_numpy(dtype=bool)] if len(self.table) else self.table
         extra["failed_reasons"] = {str(path): str(err) for path, err in zip(failed["path"], failed["error"])}
         n_scored = len(p)
@@ -60,12 +61,13 @@ class EvaluationResult:
                 "images_per_second": round(n_scored / self.seconds, 2) if self.seconds > 0 else None}
 
 
-def prediction_row(pred: Prediction, true_label: str) -> dict:
+def prediction_row(pred: Prediction, true_label: str, source: str = "") -> dict:
     return {
         "path": pred.name, "true_label": true_label,
         "p_fake": pred.p_fake, "predicted": pred.label,
         "correct": None if pred.label is None else pred.label == true_label,
         "faces": pred.faces, "seconds": round(pred.seconds, 4), "error": pred.error or "",
+        "source": source, "unfamiliar": pred.unfamiliar, "ood_score": pred.ood_score,
     }
 
 
@@ -83,6 +85,9 @@ def _read_partial(csv_path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise ResumeError(f"{csv_path}: cannot resume from this CSV ({str(exc).splitlines()[0]}); "
                           "delete it or choose another --csv") from None
+    for col, default in M.OPTIONAL_COLUMNS.items():
+        if col not in df.columns:
+            df[col] = default
     missing = [c for c in TABLE_COLUMNS if c not in df.columns]
     if missing:
         raise ResumeError(f"{csv_path}: not a RealityCheck results CSV (missing columns {missing}); "
@@ -116,9 +121,10 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
         done = _read_partial(csv_file)
         finished = set(done["path"].astype(str))
         before = len(items)
-        items = [(p, lab) for p, lab in items if str(p) not in finished]
+        items = [it for it in items if str(it[0]) not in finished]
         log(f"resuming: {before - len(items)} images already in {csv_file}, {len(items)} to go")
-    labels = {str(p): lab for p, lab in items}
+    labels = {str(it[0]): it[1] for it in items}
+    sources = {str(it[0]): (it[2] if len(it) > 2 else "") for it in items}
     rows: list[dict] = []
     writer = fh = None
     if csv_file:
@@ -146,8 +152,8 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     try:
         pending: list[dict] = []
         stream = predict_stream or (lambda paths, progress: clf.iter_predict(paths, workers=workers, progress=progress))
-        for pred in stream([str(p) for p, _ in items], progress=progress_cb):
-            row = prediction_row(pred, labels.get(pred.name, ""))
+        for pred in stream([str(it[0]) for it in items], progress=progress_cb):
+            row = prediction_row(pred, labels.get(pred.name, ""), sources.get(pred.name, ""))
             rows.append(row)
             pending.append(row)
             if writer and len(pending) >= clf.batch_size:
@@ -175,7 +181,7 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     if failed:
         log(f"{failed} files could not be read; they are listed under 'failed' and excluded from the metrics")
     return EvaluationResult(table=table, source=source, mapping=mapping or {}, model=clf.name, seconds=seconds,
-                            interrupted=interrupted, resumed=len(done))
+                            interrupted=interrupted)
 
 
 def evaluate_folder(clf: Classifier, folder: str | os.PathLike, *, split: str | None = None, **kwargs) -> EvaluationResult:
@@ -185,6 +191,26 @@ def evaluate_folder(clf: Classifier, folder: str | os.PathLike, *, split: str | 
     log(f"labels: {src.describe()}")
     items = list(src)  # paths only (never pixels); decoding is streamed
     return evaluate_items(clf, items, source=src.describe(), mapping=src.mapping, **kwargs)
+
+
+def evaluate_sources(clf: Classifier, data: list[str], *, only_split: str | None = None, seed: int = 0,
+                     **kwargs) -> EvaluationResult:
+    """Evaluate several labelled sources (folders, NAME=FOLDER, manifests) in one table with a source column.
+
+    `only_split` keeps the images whose hash split (the one `train` uses) is train, val or test:
+    e.g. the held-out test share of every source.
+    """
+    from realitycheck.data import collect_sources, parse_data_arg, split_of
+
+    specs = [s for d in data for s in parse_data_arg(d)]
+    items = collect_sources(specs)
+    if only_split:
+        items = [it for it in items if split_of(it[0], seed=seed, group=it[3]) == only_split]
+    log = kwargs.get("log") or (lambda m: None)
+    desc = "; ".join(f"{s.name}: {s.path}" for s in specs) + (f" [{only_split} split]" if only_split else "")
+    log(f"sources: {desc} ({len(items)} images)")
+    return evaluate_items(clf, items, source=desc, mapping={s.name: s.label or "real/ and fake/" for s in specs},
+                          **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,6 +325,12 @@ def format_summary(s: dict) -> str:
     if s.get("best_threshold_balanced_accuracy"):
         b = s["best_threshold_balanced_accuracy"]
         lines.append(f"threshold maximising balanced accuracy: {b['threshold']:.3f} ({f(b['balanced_accuracy'])})")
+    if s.get("per_source"):
+        lines.append("per source (threshold %s):" % s.get("threshold"))
+        for r in s["per_source"]:
+            unf = f"  unfamiliar {r['unfamiliar_rate']:.1%}" if r.get("unfamiliar_rate") is not None else ""
+            lines.append(f"  {r['source']:<16} {r['label']:<4} n={r['n']:<5} {r['rate_name']} {r['rate']:.1%} "
+                         f"(95% CI {r['ci95_low']:.1%}-{r['ci95_high']:.1%}){unf}")
     if s.get("failed"):
         lines.append("failed files:")
         reasons = s.get("failed_reasons") or {}

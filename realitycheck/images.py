@@ -15,18 +15,17 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Caps that keep a hostile or accidental file from taking the machine down.
+# Caps that keep a hostile or accidental file from taking the machine down. `load_image` checks
+# them itself and leaves Pillow's process-wide settings (MAX_IMAGE_PIXELS, LOAD_TRUNCATED_IMAGES)
+# as the host program has them: Pillow's bomb warning is turned into a refusal per call, and a
+# truncated file is refused unless the host itself asked Pillow to accept truncated data.
 MAX_FILE_BYTES = 50_000_000  # 50 MB per image
 MAX_PIXELS = 40_000_000  # 40 megapixels (checked from the header, before decoding)
 MIN_SIDE_WARN = 32  # smaller than this: classified, but with a warning
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif"}
-
-# Never silently accept truncated data; never let Pillow's own bomb check be the only guard.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS * 2
 
 Source = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 
@@ -40,7 +39,6 @@ class LoadedImage:
     image: Image.Image  # RGB, orientation applied
     name: str
     format: str | None
-    original_size: tuple[int, int]  # (width, height) after EXIF rotation
     notes: list[str] = field(default_factory=list)  # things the user should know
 
 
@@ -174,7 +172,7 @@ def load_image(source: Source, name: str | None = None, *, draft_size: int | Non
         raise ImageError(f"{label}: the image data is corrupt ({msg})") from None
     if min(img.size) < MIN_SIDE_WARN:
         notes.append(f"very small image ({img.size[0]}x{img.size[1]} px): the verdict is unreliable")
-    return LoadedImage(image=img, name=label, format=fmt, original_size=img.size, notes=notes)
+    return LoadedImage(image=img, name=label, format=fmt, notes=notes)
 
 
 def is_image_path(path: str | os.PathLike) -> bool:

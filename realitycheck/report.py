@@ -276,6 +276,27 @@ def _robustness(robustness: pd.DataFrame | None) -> str:
 # public API
 # ---------------------------------------------------------------------------------------------
 
+def _per_source(table: pd.DataFrame | None, threshold: float) -> str:
+    """Rates per source (detection for fakes, false alarms for reals), so no source hides in an average."""
+    from realitycheck.metrics import per_source_from_table
+
+    if table is None or len(table) == 0 or "source" not in table or not table["source"].fillna("").astype(str).any():
+        return ""
+    rows = per_source_from_table(table, threshold)
+    if rows.empty:
+        return ""
+    has_unf = "unfamiliar_rate" in rows
+    head = "<tr><th>source</th><th>class</th><th>images</th><th>rate</th><th>95% CI</th><th>mean p_fake</th>" \
+        + ("<th>unfamiliar</th>" if has_unf else "") + "</tr>"
+    body = "".join(
+        f"<tr><td>{_e(r.source)}</td><td>{_e(r.label)}</td><td>{r.n}</td><td>{_e(r.rate_name)} {r.rate:.1%}</td>"
+        f"<td>{r.ci95_low:.1%}&ndash;{r.ci95_high:.1%}</td><td>{r.mean_p_fake:.3f}</td>"
+        + (f"<td>{r.unfamiliar_rate:.1%}</td>" if has_unf else "") + "</tr>"
+        for r in rows.itertuples(index=False))
+    return ("<h2>Per source</h2><p class=note>Fakes: share detected; reals: share wrongly called fake "
+            f"(false alarms), at threshold {threshold:.2f}.</p><table>{head}{body}</table>")
+
+
 def render_html_report(
     *,
     title: str,
@@ -322,6 +343,7 @@ def render_html_report(
         "Positive class: <span class=fake>fake</span> (AI-generated).</p>",
         "<h2>Summary</h2>",
         _headline(metrics),
+        _per_source(table, threshold),
         "<h2>Model</h2>",
         _kv_table(model_card),
         "<h2>Test data</h2>",

@@ -21,7 +21,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,11 +38,6 @@ from realitycheck.images import ImageError, load_image
 from realitycheck.inference import resolve_precision
 from realitycheck.train_config import TrainConfig, add_train_arguments, command_args, command_line, config_from_args  # noqa: F401
 
-# Normalisation each architecture was pretrained with.
-ARCH_NORMALISATION = {
-    "resnet50": (checkpoints.IMAGENET_MEAN, checkpoints.IMAGENET_STD),
-    **{arch: ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) for arch in models.LITE_STAGES},  # TF-Lite's [-1, 1] scaling
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,27 +267,14 @@ def _loader(ds, batch_size, workers, seed, weights=None, sampler=None):
 # ---------------------------------------------------------------------------------------------
 
 def build_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
-    """Build the model and say where its weights came from (recorded in the card)."""
-    if cfg.init_weights and cfg.arch in models.LITE_STAGES:
-        model, _ = checkpoints.load_checkpoint(cfg.init_weights)
-        return model, f"RealityCheck checkpoint {Path(cfg.init_weights).name}"
+    """Build the model and say where its weights came from (recorded in the card).
+
+    A start-from file goes through the checkpoint reader (its safety checks and messages).
+    """
+    if cfg.init_weights:
+        return checkpoints.load_initial_weights(cfg.init_weights, cfg.arch)
     if cfg.arch in models.LITE_STAGES:
         return models.build_model(cfg.arch, pretrained=True), f"ImageNet ({models.lite_weights_package(cfg.arch)} package)"
-    # resnet50
-    if cfg.init_weights:
-        sd = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
-        if isinstance(sd, dict) and sd.get("format") == checkpoints.FORMAT:
-            model, _ = checkpoints.load_checkpoint(cfg.init_weights)
-            return model, f"RealityCheck checkpoint {Path(cfg.init_weights).name}"
-        model = models.build_model("resnet50", pretrained=False)
-        if "fc.weight" in sd and "fc.0.weight" not in sd:  # torchvision ImageNet file: keep our head
-            sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
-            missing, unexpected = model.load_state_dict(sd, strict=False)
-            if unexpected or any(not k.startswith("fc.") for k in missing):
-                raise checkpoints.CheckpointError(f"{cfg.init_weights}: not a ResNet50 backbone")
-            return model, f"ImageNet backbone from {Path(cfg.init_weights).name}"
-        model.load_state_dict(sd, strict=True)
-        return model, f"original Reality Check weights {Path(cfg.init_weights).name}"
     try:
         return models.build_model("resnet50", pretrained=True), "torchvision ResNet50 IMAGENET1K_V2"
     except models.WeightsUnavailable as exc:
@@ -304,9 +286,9 @@ _init_model = build_model  # the name earlier sessions used
 
 
 def preprocessing_of(cfg: TrainConfig) -> Preprocessing:
-    mean, std = ARCH_NORMALISATION[cfg.arch]
-    return Preprocessing(resize=cfg.resize, crop=cfg.crop, mean=mean, std=std, align=cfg.align,
-                         zoom=cfg.zoom if cfg.align == "face" else 1.0)
+    """The architecture's normalisation (its spec) with this run's sizes and framing."""
+    return checkpoints.default_preprocessing(cfg.arch, resize=cfg.resize, crop=cfg.crop, align=cfg.align,
+                                             zoom=cfg.zoom if cfg.align == "face" else 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,15 +379,20 @@ def train_one_epoch(model, loader, opt, sched, loss_fn, ema, cfg, steps, autocas
             "train_accuracy": correct / max(1, seen), "seen": seen}
 
 
-def score_items(model: nn.Module, card: ModelCard, items: list, precision: str = "fp32",
-                workers: int = 0, keep: list | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+def score_items(model: nn.Module, card: ModelCard, items: list, precision: str = "fp32", workers: int = 0,
+                keep: list | None = None, extras: dict | None = None,
+                flags: list | None = None) -> tuple[np.ndarray, np.ndarray, list]:
     """(p_fake, y_is_fake, errors) through the product's own `Classifier` path (faces, alignment, views).
 
     A CPU copy of the weights is scored, so validation sees exactly what `predict` would say.
     """
     from realitycheck.inference import Classifier
 
-    clf = Classifier(copy.deepcopy(model).float().cpu(), card, precision=precision, face_check=True, batch_size=32)
+    from realitycheck.ood import OODStats
+
+    ood = OODStats.from_tensors(extras["ood"]) if extras and "ood" in extras else None
+    clf = Classifier(copy.deepcopy(model).float().cpu(), card, precision=precision, face_check=True, batch_size=32,
+                     ood=ood)
     preds = list(clf.iter_predict([str(it[0]) for it in items], workers=workers))
     ps, ys, errors = [], [], []
     for it, pr in zip(items, preds):
@@ -416,6 +403,8 @@ def score_items(model: nn.Module, card: ModelCard, items: list, precision: str =
         ys.append(it[1] == "fake")
         if keep is not None:
             keep.append(it)
+        if flags is not None:
+            flags.append(bool(pr.unfamiliar))
     return np.asarray(ps, dtype=float), np.asarray(ys, dtype=bool), errors
 
 
@@ -542,7 +531,8 @@ def write_card(card: ModelCard, cfg: TrainConfig, data: TrainData, log_rows, bes
 # The run
 # ---------------------------------------------------------------------------------------------
 
-def score_test(model: nn.Module, card: ModelCard, data: TrainData, workers: int, log) -> tuple[dict, list]:
+def score_test(model: nn.Module, card: ModelCard, data: TrainData, workers: int, log,
+               extras: dict | None = None) -> tuple[dict, list]:
     """Test metrics overall and per source (rates with 95% CIs). Test files absent here: empty, and said."""
     from realitycheck.metrics import compute_metrics, per_source
 
@@ -552,20 +542,54 @@ def score_test(model: nn.Module, card: ModelCard, data: TrainData, workers: int,
         card.notes.append("Test split not scored where it was trained: run the card's command with --test-only.")
         return {}, []
     kept: list = []
-    p, y, errors = score_items(model, card, items, workers=workers, keep=kept)
-    metrics = compute_metrics(np.where(y, "fake", "real"), p, threshold=0.5)
-    table = per_source([it[2] for it in kept], [it[1] for it in kept], p, threshold=0.5)
+    flags: list = []
+    p, y, errors = score_items(model, card, items, workers=workers, keep=kept, extras=extras, flags=flags)
+    metrics = compute_metrics(np.where(y, "fake", "real"), p, threshold=card.threshold)
+    table = per_source([it[2] for it in kept], [it[1] for it in kept], p, threshold=card.threshold,
+                       unfamiliar=flags if extras and "ood" in extras else None)
     metrics["per_source"] = table.to_dict(orient="records")
+    if extras and "ood" in extras:
+        card.ood["test_flag_rate"] = float(np.mean(flags)) if flags else None
     card.notes = [n for n in card.notes if "Test split not scored" not in n]
     return metrics, errors
+
+
+def fit_unfamiliarity(model: nn.Module, card: ModelCard, data: TrainData, workers: int, log,
+                      n_fit: int = 1000, target_flag_rate: float = 0.05, seed: int = 0):
+    """Fit the "unfamiliar image" statistics on training-split features; threshold on validation.
+
+    The threshold flags `target_flag_rate` of validation images; the card records both counts.
+    Returns the OODStats (stored in the checkpoint under "ood").
+    """
+    from realitycheck.inference import Classifier
+    from realitycheck.ood import OODStats
+
+    clf = Classifier(copy.deepcopy(model).float().cpu(), card, precision="fp32", batch_size=32)
+    train = _subset([it for it in data.splits["train"] if Path(it[0]).exists()], n_fit, seed)
+    val = [it for it in data.splits["val"] if Path(it[0]).exists()]
+    feats = [f for _, f in clf.iter_features([str(it[0]) for it in train], workers=workers) if f is not None]
+    vfeats = [f for _, f in clf.iter_features([str(it[0]) for it in val], workers=workers) if f is not None]
+    stats = OODStats.fit(np.stack(feats))
+    stats.choose_threshold(np.stack(vfeats), target_flag_rate)
+    card.ood = {"method": "Mahalanobis distance of the penultimate features to a Gaussian fitted on training images "
+                          f"({stats.components.shape[0]} principal components + residual)",
+                "threshold": stats.threshold, "fitted_on": f"{len(feats)} training-split images (hash subset)",
+                "threshold_chosen_on": f"{len(vfeats)} validation images, so that {target_flag_rate:.0%} are flagged",
+                "target_flag_rate": target_flag_rate}
+    log(f"unfamiliarity check: fitted on {len(feats)} training images, threshold {stats.threshold:.3f} "
+        f"(flags {target_flag_rate:.0%} of {len(vfeats)} validation images)")
+    return stats
 
 
 def test_only(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     """Score the test split of a finished run (trained elsewhere, e.g. on a GPU machine without the test files)."""
     out = Path(cfg.out).with_suffix(".pt") if Path(cfg.out).suffix not in (".pt", ".pth") else Path(cfg.out)
-    model, card = checkpoints.load_checkpoint(out)
+    model, card, extras = checkpoints.load_checkpoint_extras(out)
     data = build_data(cfg)
-    metrics, errors = score_test(model, card, data, cfg.workers, log)
+    if "ood" not in extras:  # fitted on the training split of the run itself (same --max-per-source)
+        run_data = build_data(replace(cfg, max_per_source=card.training.get("settings", {}).get("max_per_source")))
+        extras["ood"] = fit_unfamiliarity(model, card, run_data, cfg.workers, log).to_tensors()
+    metrics, errors = score_test(model, card, data, cfg.workers, log, extras)
     card.metrics["test"] = metrics
     card.training["n_test"] = len(data.splits["test"])
     card.training["test_files"] = sorted(Path(it[0]).name for it in data.splits["test"])
@@ -573,7 +597,7 @@ def test_only(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
                                     f"of every file), {os.cpu_count()} CPU cores, torch {torch.__version__}")
     if errors:
         card.notes.append(f"{len(errors)} unreadable test files were skipped")
-    checkpoints.save_checkpoint(out, model, card, half=cfg.half)
+    checkpoints.save_checkpoint(out, model, card, half=cfg.half, extras=extras)
     log(f"test: {card.test_summary()}; updated {out}")
     return out
 
@@ -681,7 +705,7 @@ def _fit(cfg: TrainConfig, log: Callable[[str], None], progress: bool | None, d:
         seed_everything(cfg.seed + 1000 * d.rank + start_epoch)  # each rank augments differently
         log(f"distributed: {d.world} processes ({torch.distributed.get_backend()}), "
             f"batch {cfg.batch_size} per process = {cfg.batch_size * d.world} per step")
-    card = ModelCard(name=out.stem, arch=cfg.arch, preprocessing=pre, init=init)
+    card = checkpoints.default_card(out.stem, cfg.arch, preprocessing=pre, init=init)
     log(f"model {cfg.arch} ({init}), mode {cfg.mode}, precision {precision}, device {device}, "
         f"{sum(p.numel() for g in groups for p in g['params']) / 1e6:.2f}M trainable parameters")
 
@@ -706,7 +730,7 @@ def _fit(cfg: TrainConfig, log: Callable[[str], None], progress: bool | None, d:
                "lr": opt.param_groups[0]["lr"], "seconds": round(epoch_s, 1),
                "images_per_second": round(stats["seen"] / max(epoch_s, 1e-9), 1)}
         log_rows.append(row)
-        improved = val["val_auc"] > best_auc
+        improved = val["val_auc"] > best_auc or best_epoch == 0  # (a NaN AUC still keeps the first epoch)
         if improved:
             best_auc, best_epoch = val["val_auc"], epoch
             if d.is_main:
@@ -729,15 +753,18 @@ def _fit(cfg: TrainConfig, log: Callable[[str], None], progress: bool | None, d:
     model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
     model = model.to(memory_format=torch.contiguous_format).eval()
 
-    # 6. the test split, touched once, here, with the weights chosen on validation
-    test_metrics, errors = score_test(model, card, data, cfg.workers, log)
+    # 6. the unfamiliarity check (training features, threshold on validation)
+    extras = {"ood": fit_unfamiliarity(model, card, data, cfg.workers, log).to_tensors()}
 
-    # 7. card and checkpoint
+    # 7. the test split, touched once, here, with the weights chosen on validation
+    test_metrics, errors = score_test(model, card, data, cfg.workers, log, extras)
+
+    # 8. card and checkpoint
     write_card(card, cfg, data, log_rows, best_epoch, precision, train_seconds, test_metrics, errors, device)
     if d.enabled:
         card.training.update(processes=d.world, command=f"torchrun --nproc_per_node {d.world} -m "
                                                         + card.training["command"])
-    path = checkpoints.save_checkpoint(out, model, card, half=cfg.half)
+    path = checkpoints.save_checkpoint(out, model, card, half=cfg.half, extras=extras)
     best_path.unlink(missing_ok=True)
     log(f"best epoch {best_epoch} (val AUC {best_auc:.4f}); test: {card.test_summary()}; wrote {path}")
     return path

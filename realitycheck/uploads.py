@@ -1,10 +1,11 @@
-"""Untrusted uploads: labelled-image zips, per-session temporary folders, size budgets.
+"""Untrusted uploads: labelled-image zips and size budgets.
 
 A zip uploaded to the dashboard is attacker-controlled: member names can climb out of the
 target folder (`../`, `/etc/...`), members can be symlinks, headers can lie about sizes, and
 a few kilobytes can inflate to gigabytes. `extract_labelled_zip` refuses all of that before
 anything reaches the disk, and counts the bytes it actually writes, so no header can talk it
-past the caps. Everything extracted lives in a temporary folder that is always removed.
+past the caps. Everything extracted lives in a temporary folder under `dest_dir`, removed again
+if the extraction is refused.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ import os
 import shutil
 import stat
 import tempfile
-import weakref
 import zipfile
 import zlib
-from collections.abc import MutableMapping
 from pathlib import Path
 
 from realitycheck.images import IMAGE_EXTENSIONS
@@ -87,51 +86,6 @@ def _rmtree(path: str) -> None:
             shutil.rmtree(path, onexc=onexc)
         except TypeError:  # Python < 3.12: onerror has the same shape for our purpose
             shutil.rmtree(path, onerror=lambda f, p, e: onexc(f, p, e[1]))
-
-
-class TempDirectory:
-    """A private temporary folder removed on `cleanup()`, on leaving `with`, on garbage collection
-    or at interpreter exit, whichever comes first.
-
-    Streamlit sessions end without telling anyone, so a `with` block alone is not enough: the
-    finalizer removes the folder when the session state holding this object is dropped.
-    """
-
-    def __init__(self, prefix: str = "realitycheck-", dir: str | os.PathLike | None = None):
-        self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))  # mode 0700
-        self._finalizer = weakref.finalize(self, _rmtree, str(self.path))
-
-    def cleanup(self) -> None:
-        self._finalizer()
-
-    @property
-    def closed(self) -> bool:
-        return not self._finalizer.alive
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    def __repr__(self) -> str:
-        return f"TempDirectory({str(self.path)!r}{', removed' if self.closed else ''})"
-
-
-def session_temp_dir(state: MutableMapping, key: str = "realitycheck_temp_dir") -> Path:
-    """The temporary folder of one session (e.g. `st.session_state`), created on first use.
-
-    It is removed when the session's state is garbage-collected or the process exits; call
-    `state[key].cleanup()` to remove it sooner (a fresh one is made on the next call).
-    """
-    tmp = state.get(key)
-    if not isinstance(tmp, TempDirectory) or tmp.closed or not tmp.path.is_dir():
-        tmp = TempDirectory(prefix="realitycheck-session-")
-        state[key] = tmp
-    return tmp.path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,4 +233,4 @@ def _extract(zf: zipfile.ZipFile, plan, root: Path, messages: list[str], max_tot
             raise UploadError(f"zip member {info.filename!r}: shorter than its header declares; refused")
 
 
-__all__ = ["UploadError", "TempDirectory", "session_temp_dir", "check_upload_size", "extract_labelled_zip"]
+__all__ = ["UploadError", "check_upload_size", "extract_labelled_zip"]

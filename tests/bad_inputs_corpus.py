@@ -482,13 +482,8 @@ if __name__ == "__main__":  # pragma: no cover - documentation helper
     import tempfile
 
     sys.path.insert(0, str(REPO_ROOT))
-    from realitycheck import checkpoints, models
-    from realitycheck.checkpoints import ModelCard, Preprocessing
+    from tests.helpers import save_tiny_checkpoint
 
     with tempfile.TemporaryDirectory() as d:
-        weights = Path(d) / "tiny.pt"
-        checkpoints.save_checkpoint(weights, models.build_model("efficientnet_lite0", pretrained=True),
-                                    ModelCard(name="test", arch="efficientnet_lite0",
-                                              preprocessing=Preprocessing(resize=96, crop=80, mean=(0.5,) * 3,
-                                                                          std=(0.5,) * 3)))
+        weights = save_tiny_checkpoint(Path(d) / "tiny.pt")
         print(markdown_table(observe(Path(d), weights)))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +15,11 @@ from realitycheck import checkpoints, models
 from realitycheck.checkpoints import CheckpointError, ModelCard, Preprocessing
 from realitycheck.images import ImageError, load_image
 from realitycheck.inference import Classifier
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent (shared images are not in the repo)")
-
-
-@pytest.fixture(scope="module")
-def lite0_checkpoint(tmp_path_factory):
-    """A real (ImageNet-initialised, untrained) checkpoint: small input so tests stay fast."""
-    path = tmp_path_factory.mktemp("ckpt") / "lite0.pt"
-    model = models.build_model("efficientnet_lite0", pretrained=True)
-    card = ModelCard(name="test-lite0", arch="efficientnet_lite0",
-                     preprocessing=Preprocessing(resize=96, crop=80, mean=(0.5,) * 3, std=(0.5,) * 3))
-    return checkpoints.save_checkpoint(path, model, card)
 
 
 def _jpeg(size=(64, 64), color=(200, 150, 120)) -> bytes:
@@ -281,43 +270,48 @@ def test_discover_maps_aliases_and_kaggle_layout(tmp_path):
 
 # --- CLI -----------------------------------------------------------------------------------------
 
-def _cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "realitycheck", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
-
-
-def test_cli_exit_codes_and_json(tmp_path, lite0_checkpoint):
+def test_cli_exit_codes_and_json(tmp_path, tiny_checkpoint, tiny_classifier):
     good = tmp_path / "good.jpg"
     good.write_bytes(_jpeg((90, 90)))
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"nope")
-    ok = _cli("predict", str(good), "--weights", str(lite0_checkpoint), "--json")
+    ok = run_cli("predict", str(good), "--weights", str(tiny_checkpoint), "--json", "--precision", "fp32")
     assert ok.returncode == 0, ok.stderr
-    rows = json.loads(ok.stdout)
-    assert rows[0]["label"] in ("real", "fake") and 0 <= rows[0]["p_fake"] <= 1
-    some = _cli("predict", str(good), str(bad), "--weights", str(lite0_checkpoint), "--json")
+    [row] = json.loads(ok.stdout)
+    expected = tiny_classifier.predict_one(str(good))  # the same model in-process, fp32
+    assert row["p_fake"] == pytest.approx(expected.p_fake, abs=1e-5) and row["label"] == expected.label
+    assert row["p_real"] == pytest.approx(1 - row["p_fake"]) and row["threshold"] == 0.5
+    # a threshold on the other side of this p_fake flips the verdict: --threshold reaches the decision
+    flip = "0" if row["label"] == "real" else "1"
+    some = run_cli("predict", str(good), str(bad), "--weights", str(tiny_checkpoint), "--json", "--threshold", flip)
     assert some.returncode == 1 and "Traceback" not in some.stderr
     rows = json.loads(some.stdout)
     assert rows[0]["error"] is None and "bad.jpg" in rows[1]["error"]
-    noweights = _cli("predict", str(good), "--weights", str(tmp_path / "missing.pt"))
+    assert rows[0]["label"] == {"real": "fake", "fake": "real"}[row["label"]]
+    noweights = run_cli("predict", str(good), "--weights", str(tmp_path / "missing.pt"))
     assert noweights.returncode == 2 and "missing.pt" in noweights.stderr and "Traceback" not in noweights.stderr
-    usage = _cli("predict")
+    usage = run_cli("predict")
     assert usage.returncode == 2
 
 
 @needs_shared
-def test_cli_predict_seed_examples(lite0_checkpoint):
-    out = _cli("predict", str(SHARED / "seed-examples"), "--weights", str(lite0_checkpoint), "--json")
+def test_cli_predict_seed_examples(tiny_checkpoint, tiny_classifier):
+    """A folder argument: every image in it, each scored as the Python API scores it."""
+    out = run_cli("predict", str(SHARED / "seed-examples"), "--weights", str(tiny_checkpoint), "--json",
+                  "--precision", "fp32")
     assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout)
-    assert len(rows) == 5 and all(r["label"] in ("real", "fake") for r in rows)
+    rows = {Path(r["path"]).name: r for r in json.loads(out.stdout)}
+    files = sorted(p for p in (SHARED / "seed-examples").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    assert sorted(rows) == sorted(p.name for p in files) and len(rows) == 5
+    for p, expected in zip(files, tiny_classifier.predict([str(p) for p in files])):
+        assert rows[p.name]["p_fake"] == pytest.approx(expected.p_fake, abs=1e-5), p.name
 
 
-def test_cli_explain_writes_overlays_and_reports_faithfulness(tmp_path, lite0_checkpoint):
+def test_cli_explain_writes_overlays_and_reports_faithfulness(tmp_path, tiny_checkpoint):
     img = tmp_path / "face.png"
     Image.open(ROOT / "sample_images" / "grace_hopper.jpg").resize((120, 140)).save(img)
-    out = _cli("explain", str(img), str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "maps"),
-               "--weights", str(lite0_checkpoint), "--class", "real", "--json")
+    out = run_cli("explain", str(img), str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "maps"),
+               "--weights", str(tiny_checkpoint), "--class", "real", "--json")
     assert out.returncode == 1 and "Traceback" not in out.stderr  # one input missing
     rec = json.loads(out.stdout)
     assert rec[0]["explained_class"] == "real" and rec[0]["method"] == "gradcam"
@@ -325,16 +319,16 @@ def test_cli_explain_writes_overlays_and_reports_faithfulness(tmp_path, lite0_ch
     f = rec[0]["faithfulness"]
     assert f["score"] == pytest.approx(f["drop_hot"] - f["drop_random"]) and f["meaning"]
     assert "missing.jpg" in rec[1]["error"]
-    bad = _cli("explain", str(img), "--out", str(tmp_path), "--weights", str(lite0_checkpoint), "--method", "nope")
+    bad = run_cli("explain", str(img), "--out", str(tmp_path), "--weights", str(tiny_checkpoint), "--method", "nope")
     assert bad.returncode == 2 and "unknown method" in bad.stderr
 
 
-def test_robustness_sweep_reports_every_perturbation(tmp_path, lite0_checkpoint):
+def test_robustness_sweep_reports_every_perturbation(tmp_path, tiny_checkpoint):
     for label, color in (("real", (200, 150, 120)), ("fake", (90, 120, 200))):
         (tmp_path / label).mkdir()
         for i in range(3):
             (tmp_path / label / f"{label}{i}.jpg").write_bytes(_jpeg((100 + 10 * i, 100), color))
-    out = _cli("evaluate", str(tmp_path), "--weights", str(lite0_checkpoint), "--robustness", "--json",
+    out = run_cli("evaluate", str(tmp_path), "--weights", str(tiny_checkpoint), "--robustness", "--json",
                "--report", str(tmp_path / "r.html"))
     assert out.returncode == 0, out.stderr
     rob = json.loads(out.stdout)["robustness"]
@@ -375,7 +369,7 @@ def test_cli_explain_reports_the_same_p_fake_as_predict_for_a_mirror_averaged_ca
     ckpt = checkpoints.save_checkpoint(tmp_path / "m.pt", model, ModelCard(name="m", arch="efficientnet_lite0",
                                                                            preprocessing=pre))
     img = ROOT / "sample_images" / "grace_hopper.jpg"
-    expl = json.loads(_cli("explain", str(img), "--weights", str(ckpt), "--out", str(tmp_path / "maps"),
+    expl = json.loads(run_cli("explain", str(img), "--weights", str(ckpt), "--out", str(tmp_path / "maps"),
                            "--json").stdout)
     loaded = load_image(img)  # explain decodes the whole image (predict on a path may decode a JPEG draft)
     averaged = Classifier.from_file(ckpt, precision="fp32").predict([loaded])[0].p_fake

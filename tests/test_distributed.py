@@ -82,12 +82,14 @@ def test_evaluate_ray_matches_the_local_path_and_resumes(local_ray, labelled, ti
     assert code == 0
     remote = json.loads(out)
 
+    # the CSV is written as results arrive, in the local run's order
+    assert pd.read_csv(tmp_path / "ray.csv")["path"].tolist() == pd.read_csv(tmp_path / "local.csv")["path"].tolist()
     a, b = _table(tmp_path / "local.csv"), _table(tmp_path / "ray.csv")
     assert list(b.columns) == evaluate.TABLE_COLUMNS
     assert len(b) == 2 * N_PER_CLASS + 1 + len(BROKEN) and b["path"].is_unique
     assert a["path"].tolist() == b["path"].tolist()
     np.testing.assert_allclose(b["p_fake"].to_numpy(float), a["p_fake"].to_numpy(float), atol=1e-5)
-    for col in ("true_label", "predicted", "correct", "faces", "error"):
+    for col in ("true_label", "predicted", "correct", "faces", "error", "source", "unfamiliar"):
         assert a[col].astype(object).fillna(-1).tolist() == b[col].astype(object).fillna(-1).tolist(), col
     assert b.loc[b["path"].str.endswith("portrait.jpg"), "faces"].item() == 1  # the face check ran
     assert sorted(remote["failed"]) == sorted(local["failed"]) == sorted(str(labelled / x) for x in BROKEN)
@@ -99,10 +101,11 @@ def test_evaluate_ray_matches_the_local_path_and_resumes(local_ray, labelled, ti
     lines = (tmp_path / "ray.csv").read_text().splitlines(keepends=True)
     (tmp_path / "part.csv").write_text("".join(lines[:11]) + lines[11][:15])
     clf = Classifier.from_file(tiny_checkpoint, precision="fp32", batch_size=4)
-    asked = []
-    resumed = distributed.evaluate_folder(clf, labelled, csv_path=tmp_path / "part.csv", resume=True,
-                                          progress=lambda done, total: asked.append(total))
-    assert resumed.resumed == 10 and asked[-1] == len(b) - 10
+    asked, said = [], []
+    resumed = evaluate.evaluate_folder(clf, labelled, csv_path=tmp_path / "part.csv", resume=True,
+                                       progress=lambda done, total: asked.append(total), log=said.append,
+                                       predict_stream=distributed.predict_stream(clf))
+    assert any(m.startswith("resuming: 10 images already in") for m in said) and asked[-1] == len(b) - 10
     assert resumed.table["path"].tolist() == [str(p) for p, _ in evaluate.discover(labelled)]  # local order, each once
     again = resumed.table.sort_values("path").reset_index(drop=True)
     np.testing.assert_allclose(again["p_fake"].to_numpy(float), b["p_fake"].to_numpy(float), atol=1e-5)
@@ -198,7 +201,7 @@ def test_a_killed_model_actor_is_restarted_and_every_image_scored_once(local_ray
         else:
             seen_after.update(_model_actor_pids())
 
-    result = distributed.evaluate_folder(clf, labelled, progress=on_progress)
+    result = evaluate.evaluate_folder(clf, labelled, progress=on_progress, predict_stream=distributed.predict_stream(clf))
     table = result.table
     n = 2 * N_PER_CLASS + 1 + len(BROKEN)
     assert killed and killed[0] < n

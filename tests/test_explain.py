@@ -278,7 +278,7 @@ def test_tiny_model_predicts_real_for_dark_image():
 def test_hooks_released_over_repeated_calls(effnet, card80, copy_model):
     img = rand_image(96, 96, 6)
     E.explain(effnet, card80, [img], faithfulness=False, copy_model=copy_model)  # warm the private copy
-    work = E._copies[effnet][1]
+    work = E.shared_copy(effnet).work
     before = (count_hooks(effnet), count_hooks(work))
     for method in ("gradcam", "gradcam++", "eigencam", "gradcam", "layercam"):
         E.explain(effnet, card80, [img], method=method, copy_model=copy_model)
@@ -288,13 +288,13 @@ def test_hooks_released_over_repeated_calls(effnet, card80, copy_model):
 def test_private_copy_reused_and_refreshed_when_weights_change():
     model = Tiny().eval()
     tiny_explain(model, [patch_image()])
-    first = E._copies[model][1]
+    first = E.shared_copy(model).work
     tiny_explain(model, [patch_image()])
-    assert E._copies[model][1] is first  # cached
+    assert E.shared_copy(model).work is first  # cached
     with torch.no_grad():
         model.fc.weight.neg_()  # now brightness is evidence for "real"
     ex = tiny_explain(model, [patch_image()])[0]
-    assert E._copies[model][1] is not first and ex.predicted_class == "real"
+    assert E.shared_copy(model).work is not first and ex.predicted_class == "real"
 
 
 @pytest.mark.parametrize("method", ["ablationcam", "scorecam"])
@@ -313,7 +313,7 @@ def test_cancelled_slow_run_leaves_model_intact(method, copy_model):
     assert model.act is act  # AblationCAM swapped the layer back
     assert flags(model) == before_flags and count_hooks(model) == before_hooks
     if copy_model:
-        work = E._copies[model][1]
+        work = E.shared_copy(model).work
         assert isinstance(work.act, nn.ReLU) and count_hooks(work) == 0
     assert tiny_explain(model, [patch_image()], method=method, copy_model=copy_model)[0].predicted_class == "fake"
 
@@ -408,9 +408,9 @@ def test_method_names_and_slow_set():
     assert set(E.METHODS) == {"gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam",
                               "scorecam", "ablationcam"}
     assert E.SLOW_METHODS == {"scorecam", "ablationcam"}
-    assert E._check_method("GradCAM++") == "gradcam++" and E._check_method("Score-CAM") == "scorecam"
+    assert E.get_method("GradCAM++").name == "gradcam++" and E.get_method("Score-CAM").name == "scorecam"
     with pytest.raises(ValueError, match="unknown CAM method"):
-        E._check_method("fullgrad")
+        E.get_method("fullgrad").name
 
 
 @pytest.mark.parametrize("method", sorted(E.SLOW_METHODS))
@@ -506,3 +506,40 @@ def test_explanation_helpers(effnet, card80):
     assert ex.describe().startswith(f"the model's evidence for {ex.target_class}")
     eig = E.explain(effnet, card80, [rand_image(120, 90, 9)], method="eigencam", faithfulness=False)[0]
     assert any("EigenCAM" in n for n in eig.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Explainer: who owns the private copy
+# ---------------------------------------------------------------------------------------------
+
+def test_explainer_owns_its_copy_and_frees_it():
+    import gc
+    import weakref
+
+    model = Tiny().eval()
+    explainer = E.Explainer(model, TINY_CARD, target_layer=model.act)
+    ex = explainer.explain([patch_image("bottom-right")], faithfulness=False, progress=False)[0]
+    assert max(quadrant_means(ex.heatmap).items(), key=lambda kv: kv[1])[0] == "bottom-right"
+    work = explainer.private_copy.work
+    assert work is not None and work is not model
+    explainer.explain([patch_image()], faithfulness=False, progress=False)
+    assert explainer.private_copy.work is work  # reused while the weights are unchanged
+    assert model not in E.explainer._shared_copies  # the one-call functions' copy was not made
+    gone = weakref.ref(work)
+    del work
+    explainer.close()
+    gc.collect()
+    assert gone() is None and explainer.private_copy.work is None
+    with E.Explainer(model, TINY_CARD, target_layer=model.act) as scoped:
+        assert scoped.estimate_seconds("gradcam") > 0
+        gone = weakref.ref(scoped.private_copy.work)
+    gc.collect()
+    assert gone() is None  # leaving the block freed the copy
+
+
+def test_method_registry_drives_behaviour():
+    assert E.METHODS["gradcam"].needs_gradients and not E.METHODS["gradcam"].slow
+    assert {m.name for m in E.METHODS.values() if m.slow} == E.SLOW_METHODS
+    assert set(E.METHOD_NOTES) == {"eigencam", "ablationcam"}
+    ex = tiny_explain(Tiny(), [patch_image()], method="ablationcam", batch_size=4)[0]
+    assert ex.notes[0] == E.METHODS["ablationcam"].note

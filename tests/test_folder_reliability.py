@@ -23,11 +23,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import cli_command, cli_env  # noqa: E402
-
-from realitycheck.evaluate import evaluate_folder, evaluate_items  # noqa: E402
+from realitycheck.evaluate import evaluate_folder, evaluate_items
+from tests.helpers import cli_command, cli_env
 
 N_FILES = 1000
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -99,6 +96,10 @@ def make_messy_folder(root: Path, n: int = N_FILES, seed: int = 0) -> dict:
 def messy(tmp_path_factory):
     root = tmp_path_factory.mktemp("messy") / "faces"
     expect = make_messy_folder(root)
+    # the folder is what the tests below assume (checked here: a fixture, not a feature)
+    files = [p for p in root.rglob("*") if not p.is_dir()]
+    assert len(files) == N_FILES and sum(p.is_symlink() for p in files) == 11
+    assert sum(why != "ok" for why in expect.values()) >= N_FILES * 5 // 100
     yield root, expect
     for p in root.rglob("locked_*"):
         p.chmod(0o600)
@@ -110,15 +111,6 @@ def evaluated(messy, tiny_classifier):
     t0 = time.perf_counter()
     result = evaluate_folder(tiny_classifier, root)
     return result, time.perf_counter() - t0
-
-
-def test_folder_has_the_intended_mess(messy):
-    root, expect = messy
-    files = [p for p in root.rglob("*") if not p.is_dir()]
-    assert len(files) == N_FILES
-    assert sum(p.is_symlink() for p in files) == 11
-    broken = [p for p, why in expect.items() if why != "ok"]
-    assert len(broken) >= N_FILES * 5 // 100
 
 
 def test_evaluate_folder_completes_with_every_file(evaluated, messy):
@@ -300,14 +292,11 @@ def test_resume_from_an_unusable_csv_is_a_clear_error(tmp_path, tiny_checkpoint,
     make_messy_folder(folder, n=60, seed=5)
     bad = tmp_path / "results.csv"
     bad.write_text(content)
-    old = signal.getsignal(signal.SIGTERM)
     try:
         code = cli.main(["evaluate", str(folder), "--weights", str(tiny_checkpoint), "--csv", str(bad), "--resume",
                          "--no-progress", "--workers", "0"])
     except BaseException as exc:
         pytest.fail(f"{why}: {type(exc).__name__} escaped realitycheck evaluate --resume: {exc}")
-    finally:
-        signal.signal(signal.SIGTERM, old)
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err and str(bad) in err.strip().splitlines()[-1]
@@ -323,12 +312,8 @@ def test_resume_drops_a_glued_row_and_redoes_it(tmp_path, tiny_checkpoint):
     bad = tmp_path / "results.csv"
     bad.write_text("path,true_label,p_fake,predicted,correct,faces,seconds,error\n"
                    f"{first},real,{first},real,0.5,fake,False,1,0.1,\n")
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        code = cli.main(["evaluate", str(folder), "--weights", str(tiny_checkpoint), "--csv", str(bad), "--resume",
-                         "--no-progress", "--workers", "0"])
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    code = cli.main(["evaluate", str(folder), "--weights", str(tiny_checkpoint), "--csv", str(bad), "--resume",
+                     "--no-progress", "--workers", "0"])
     assert code == 0
     written = pd.read_csv(bad)
     assert written["path"].is_unique and len(written) == sum(1 for p in folder.rglob("*") if p.is_file() or p.is_symlink())

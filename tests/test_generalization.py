@@ -13,7 +13,7 @@ from realitycheck.data import (DataError, Item, SourceSpec, collect_sources, loa
                                sample_weights, split_items)
 from realitycheck.metrics import per_source
 
-from conftest import SAMPLE_IMAGES
+from tests.helpers import SAMPLE_IMAGES
 
 
 def _folder(root: Path, names: list[str], size=(32, 32)) -> Path:
@@ -181,3 +181,113 @@ def test_a_damaged_alignment_setting_is_refused(tiny_checkpoint, tmp_path):
     path = checkpoints.save_checkpoint(tmp_path / "bad.pt", model, card)
     with pytest.raises(checkpoints.CheckpointError, match="align"):
         checkpoints.load_checkpoint(path)
+
+
+# -- unfamiliar images ---------------------------------------------------------------------------
+
+def test_the_unfamiliar_flag_flips_for_a_clearly_out_of_distribution_input(tiny_checkpoint, tmp_path):
+    """Fit the statistics on face photos (through the real feature path), store them, and read them back."""
+    import io
+
+    from realitycheck import checkpoints
+    from realitycheck.inference import Classifier
+    from realitycheck.ood import OODStats
+
+    faces = []
+    for name in ("grace_hopper.jpg", "astronaut_eileen_collins.jpg"):
+        img = Image.open(SAMPLE_IMAGES / name).convert("RGB")
+        for i in range(12):  # shifted, rescaled, re-compressed copies of the two portraits
+            w, h = img.size
+            crop = img.crop((i * 4, i * 3, w - (11 - i) * 4, h - (11 - i) * 3)).resize((200 + 10 * i, 200 + 10 * i))
+            buf = io.BytesIO(); crop.save(buf, "JPEG", quality=60 + 3 * i)
+            path = tmp_path / f"{name}-{i}.jpg"; path.write_bytes(buf.getvalue())
+            faces.append(str(path))
+    clf = Classifier.from_file(tiny_checkpoint, precision="fp32")
+    feats = np.stack([f for _, f in clf.iter_features(faces[::2], workers=0)])
+    stats = OODStats.fit(feats, n_components=8)
+    stats.choose_threshold(np.stack([f for _, f in clf.iter_features(faces[1::2], workers=0)]), 0.05)
+    model, card = checkpoints.load_checkpoint(tiny_checkpoint)
+    path = checkpoints.save_checkpoint(tmp_path / "with-ood.pt", model, card, extras={"ood": stats.to_tensors()})
+
+    clf = Classifier.from_file(path, precision="fp32")
+    assert clf.ood is not None and clf.ood.threshold == pytest.approx(stats.threshold)
+    familiar = clf.predict_one(faces[3])
+    stripes = np.zeros((160, 160, 3), np.uint8); stripes[:, ::8] = (255, 0, 255)
+    strange = clf.predict_one(Image.fromarray(stripes), "stripes.png")
+    assert familiar.unfamiliar is False and strange.unfamiliar is True
+    assert strange.ood_score > clf.ood.threshold > familiar.ood_score
+    # a model without statistics says nothing either way
+    plain = Classifier.from_file(tiny_checkpoint, precision="fp32").predict_one(faces[3])
+    assert plain.unfamiliar is None and plain.ood_score is None
+
+
+def test_damaged_unfamiliarity_statistics_are_refused(tiny_checkpoint, tmp_path):
+    import torch
+
+    from realitycheck import checkpoints
+    from realitycheck.inference import Classifier
+
+    model, card = checkpoints.load_checkpoint(tiny_checkpoint)
+    bad = {"mean": torch.zeros(1280), "components": torch.zeros(4, 7), "eigvals": torch.ones(4),
+           "resid_var": torch.ones(1, dtype=torch.float64), "threshold": torch.ones(1, dtype=torch.float64)}
+    path = checkpoints.save_checkpoint(tmp_path / "bad-ood.pt", model, card, extras={"ood": bad})
+    with pytest.raises(checkpoints.CheckpointError, match="unfamiliarity"):
+        Classifier.from_file(path)
+
+
+# -- several sources through the CLI -------------------------------------------------------------
+
+def _toy_sources(root: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(1)
+    out = {}
+    for name, label, n in (("cam", "real", 7), ("web", "real", 5), ("gen", "fake", 6)):
+        d = root / name / label
+        d.mkdir(parents=True)
+        for i in range(n):
+            arr = (rng.random((48, 48, 3)) * 255).astype("uint8")
+            Image.fromarray(arr).save(d / f"{name}{i}.png")
+        out[name] = root / name
+    return out
+
+
+def test_evaluate_reports_each_source_as_a_hand_count_of_its_rows(tiny_checkpoint, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from tests.helpers import run_cli
+
+    src = _toy_sources(tmp_path / "data")
+    (src["web"] / "real" / "broken.png").write_bytes(b"not an image")
+    csv_path = tmp_path / "rows.csv"
+    run = run_cli("evaluate", *[f"--data={k}={v}" for k, v in src.items()], "--weights", tiny_checkpoint,
+                  "--threshold", "0.5", "--json", "--csv", csv_path, "--workers", "0")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    rows = pd.read_csv(csv_path)
+    assert set(rows["source"]) == {"cam", "web", "gen"}
+    assert summary["failed"] == [str(src["web"] / "real" / "broken.png")]
+    ok = rows[rows["error"].isna()]
+    table = {r["source"]: r for r in summary["per_source"]}
+    for name in ("cam", "web", "gen"):
+        mine = ok[ok["source"] == name]
+        assert table[name]["n"] == len(mine)
+        assert table[name]["called_fake"] == int((mine["p_fake"] >= 0.5).sum())
+    assert table["gen"]["rate_name"] == "detection rate" and table["cam"]["rate_name"] == "false-alarm rate"
+    assert summary["n"] == 7 + 5 + 6
+
+
+def test_training_on_several_sources_records_each(tmp_path):
+    from realitycheck import checkpoints
+    from realitycheck.train import TrainConfig, fit
+
+    src = _toy_sources(tmp_path / "data")
+    cfg = TrainConfig(data=[f"{k}={v}" for k, v in src.items()], out=str(tmp_path / "m"), epochs=1, max_steps=1,
+                      batch_size=4, resize=48, crop=40, workers=0, precision="fp32", half=False,
+                      source_weight=["web=2"])
+    card = checkpoints.read_card(fit(cfg, log=lambda m: None))
+    assert card.training["sources"] == ["cam", "gen", "web"]
+    per = card.training["n_per_source"]
+    assert {k: sum(v.values()) for k, v in per.items()} == {"cam": 7, "gen": 6, "web": 5}
+    assert "--source-weight web=2" in card.training["command"]
+    assert {r["source"] for r in card.metrics["test"]["per_source"]} <= {"cam", "gen", "web"}

@@ -29,7 +29,7 @@ def results():
         "seconds": 0.02,
         "error": "",
     })
-    table = M.rethreshold(table, 0.5)[M.TABLE_COLUMNS]
+    table = M.rethreshold(table, 0.5).reindex(columns=M.TABLE_COLUMNS)
     return table, M.metrics_from_table(table, 0.5, n_bootstrap=200), M.curves(y, p)
 
 

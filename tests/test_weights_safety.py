@@ -15,19 +15,15 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import cli_command, cli_env  # noqa: E402
-
-from realitycheck import checkpoints, cli, models  # noqa: E402
-from realitycheck.checkpoints import FORMAT, CheckpointError, ModelCard, Preprocessing  # noqa: E402
-from realitycheck.inference import Classifier  # noqa: E402
+from realitycheck import checkpoints, cli, models
+from realitycheck.checkpoints import FORMAT, CheckpointError, ModelCard, Preprocessing
+from realitycheck.inference import Classifier
+from tests.helpers import cli_command, cli_env
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,11 +263,11 @@ def _assert_one_line_naming(message: str, path: Path, expected: str):
 
 
 @pytest.fixture
-def restore_sigterm():
-    """cli.main installs a SIGTERM handler; give pytest its own back."""
+def sigterm_untouched():
+    """cli.main changes no process-wide state: the SIGTERM handler belongs to the entry point (cli.run)."""
     old = signal.getsignal(signal.SIGTERM)
     yield
-    signal.signal(signal.SIGTERM, old)
+    assert signal.getsignal(signal.SIGTERM) is old
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +317,7 @@ def test_payloads_are_live(tmp_path):
         assert sentinel.exists(), cls.__name__
 
 
-def test_read_card_and_info_refuse_too(bad_files, sentinel_dir, capsys, restore_sigterm):
+def test_read_card_and_info_refuse_too(bad_files, sentinel_dir, capsys, sigterm_untouched):
     """`realitycheck info` reads cards of untrusted files as well."""
     for name in EVIL:
         with pytest.raises(CheckpointError, match=str(bad_files[name])):
@@ -337,7 +333,7 @@ def test_read_card_and_info_refuse_too(bad_files, sentinel_dir, capsys, restore_
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", [n for n, _, _ in BAD] + [n for n, _ in DAMAGED])
-def test_cli_refuses_bad_weights_in_process(bad_files, sentinel_dir, sample_face, capsys, restore_sigterm, name):
+def test_cli_refuses_bad_weights_in_process(bad_files, sentinel_dir, sample_face, capsys, sigterm_untouched, name):
     path = bad_files[name]
     try:
         code = cli.main(["predict", str(sample_face), "--weights", str(path), "--no-progress"])
@@ -422,3 +418,54 @@ def test_tiny_checkpoint_and_half_precision_copy_load(tiny_checkpoint, tmp_path,
     p_full = clf.predict_one(str(sample_face)).p_fake
     p_half = Classifier.from_file(half).predict_one(str(sample_face)).p_fake
     assert p_half == pytest.approx(p_full, abs=0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# Initial weights for training go through the same reader
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(EVIL))
+def test_initial_weights_refuse_hostile_files(bad_files, sentinel_dir, name):
+    for arch in ("resnet50", "efficientnet_lite0"):
+        with pytest.raises(CheckpointError) as err:
+            checkpoints.load_initial_weights(bad_files[name], arch)
+        _assert_one_line_naming(str(err.value), bad_files[name], EXPECTED[name])
+    assert list(sentinel_dir.iterdir()) == []
+
+
+def test_initial_weights_from_each_kind_of_file(tmp_path, original_checkpoint, tiny_checkpoint):
+    from torchvision.models import resnet50 as tv_resnet50
+
+    torch.manual_seed(0)
+    tv = tv_resnet50()  # torchvision's layout: a single fc layer of 1000 classes
+    torch.save(tv.state_dict(), tmp_path / "imagenet.pth")
+    model, where = checkpoints.load_initial_weights(tmp_path / "imagenet.pth", "resnet50")
+    assert where == "ImageNet backbone from imagenet.pth"
+    assert torch.equal(model.layer4[2].conv3.weight, tv.layer4[2].conv3.weight)  # backbone kept
+    assert model.fc[4].out_features == 2  # the original head, untrained
+
+    model, where = checkpoints.load_initial_weights(original_checkpoint, "resnet50")
+    assert where == "original Reality Check weights RealityCheck.pth" and model.fc[4].bias[0] == 5.0
+    model, where = checkpoints.load_initial_weights(tiny_checkpoint, "efficientnet_lite0")
+    assert where == f"RealityCheck checkpoint {tiny_checkpoint.name}"
+    ref, _ = checkpoints.load_checkpoint(tiny_checkpoint)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+    with pytest.raises(CheckpointError, match="holds efficientnet_lite0 weights; expected resnet50"):
+        checkpoints.load_initial_weights(tiny_checkpoint, "resnet50")
+    with pytest.raises(CheckpointError, match="holds resnet50 weights; expected efficientnet_lite2"):
+        checkpoints.load_initial_weights(original_checkpoint, "efficientnet_lite2")
+    with pytest.raises(CheckpointError, match="not a ResNet50 backbone"):
+        torch.save({"fc.weight": torch.zeros(1000, 2048), "conv9.weight": torch.zeros(1)}, tmp_path / "odd.pth")
+        checkpoints.load_initial_weights(tmp_path / "odd.pth", "resnet50")
+
+
+def test_card_defaults_come_from_the_architecture(tmp_path, lite0_sd):
+    for arch, spec in models.ARCHITECTURES.items():
+        pre = checkpoints.default_preprocessing(arch, resize=300, crop=260)
+        assert (pre.mean, pre.std, pre.resize, pre.crop) == (spec.mean, spec.std, 300, 260)
+        assert checkpoints.default_card("x", arch).classes == list(spec.classes)
+    assert models.get_arch("resnet50").mean == (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
+    assert models.get_arch("efficientnet_lite2").mean == (0.5, 0.5, 0.5)  # TF-Lite's [-1, 1] scaling
+    torch.save(lite0_sd, tmp_path / "bare.pth")  # a bare Lite0 state_dict gets its architecture's defaults
+    card = checkpoints.read_card(tmp_path / "bare.pth")
+    assert card.arch == "efficientnet_lite0" and card.preprocessing == checkpoints.default_preprocessing(card.arch)

@@ -274,7 +274,7 @@ def _eval_classifier(ev: dict):
 
 def _downloads(ev: dict, threshold: float) -> None:
     t = M.rethreshold(ev["result"].table, threshold)
-    csv = t[M.TABLE_COLUMNS].to_csv(index=False).encode("utf-8")
+    csv = t.reindex(columns=M.TABLE_COLUMNS).to_csv(index=False).encode("utf-8")
     c1, c2 = st.columns(2)
     c1.download_button("Download results (CSV)", data=csv, file_name="realitycheck-results.csv",
                        mime="text/csv", key="eval_dl_csv")
