@@ -7,8 +7,8 @@
 ray: scores the same N images (half real, half fake, of faces-140k-sample) with the local path and
 with Ray Data in several layouts on one local Ray, in one run, and prints images/s of each (the
 Ray figures include starting the actors, not starting Ray) and the largest |delta p_fake| against
-the local path. ddp: trains one epoch of `--steps` steps per process (batch 16 each) with 1 and then 2 torchrun
-processes (gloo) and prints, from the run logs, images trained per second over the epoch (its
+the local path. ddp: trains one epoch of `--steps` steps per process (batch 16 each) with 1 and 2 torchrun
+processes (gloo), 1 or 2 threads each and prints, from the run logs, images trained per second over the epoch (its
 validation pass included; two processes split it). Ratios from one run on one machine.
 """
 
@@ -75,21 +75,23 @@ def bench_ddp(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp) / "data.csv"
         listing.write_text("path,label\n" + "".join(f"{p},{lab}\n" for p, lab in sample(args.limit)))
-        for run, n in enumerate((1, 2, 1, 2)):  # twice each, interleaved: load and disk cache drift
+        # (processes, threads each), interleaved: load and disk cache drift during a run
+        for run, (n, threads) in enumerate(((1, 1), (2, 1), (1, 2), (1, 1), (2, 1))):
             prefix = Path(tmp) / f"ddp{run}"
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
                    "-m", "realitycheck", "train", str(listing), "--out", str(prefix), "--epochs", "1",
                    "--max-steps", str(args.steps), "--batch-size", "16", "--resize", "128", "--crop", "112",
                    "--workers", "0", "--precision", "fp32", "--augment", "flip"]
-            env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // n)))
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads))
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)
             wall = time.perf_counter() - t0
             import csv
 
             row = list(csv.DictReader(open(prefix.with_suffix(".log.csv"))))[-1]
-            out[f"run {run + 1}, {n} process(es): training images/s (all ranks)"] = float(row["images_per_second"])
-            out[f"run {run + 1}, {n} process(es): wall seconds incl. start, val and test"] = round(wall, 1)
+            what = f"run {run + 1}, {n} process(es) x {threads} thread(s)"
+            out[f"{what}: training images/s (all ranks)"] = float(row["images_per_second"])
+            out[f"{what}: wall seconds incl. start, val and test"] = round(wall, 1)
             out[f"run {run + 1}: load average (1 min) after"] = os.getloadavg()[0]
     return out
 
