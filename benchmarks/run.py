@@ -253,8 +253,10 @@ def cold_start(spec: str, image: str) -> float:
 def bench_model(label: str, spec: str, files_json: str, n: int, scorecam: bool, log) -> dict:
     log(f"[{label}] baseline (batch 1, fp32) on {n} images ...")
     base = run_worker("baseline", spec, files_json)
-    log(f"[{label}] ours (batched, workers, channels_last, auto precision) ...")
-    ours = run_worker("ours", spec, files_json, precision="auto")
+    log(f"[{label}] ours (batched, workers, channels_last, bf16 where the CPU has it) ...")
+    from realitycheck.inference import bf16_supported  # "auto" is fp32 (one number per image); ask for bf16
+
+    ours = run_worker("ours", spec, files_json, precision="bf16" if bf16_supported() else "fp32")
     diffs = [abs(a - b) for a, b in zip(base["p_fake"], ours["p_fake"])]
     agree = sum((a >= 0.5) == (b >= 0.5) for a, b in zip(base["p_fake"], ours["p_fake"])) / len(diffs)
     log(f"[{label}] single-image latency, Grad-CAM{' and ScoreCAM' if scorecam else ''} ...")

@@ -25,8 +25,12 @@ from realitycheck import metrics as M
 from realitycheck.data import LabelledSource, discover
 from realitycheck.images import ImageError, load_image
 from realitycheck.inference import Classifier, Prediction
+from realitycheck.provenance import PROVENANCE_COLUMN, kind_of, table_summary
 
 TABLE_COLUMNS = M.TABLE_COLUMNS
+# Columns written beside TABLE_COLUMNS: what each file declares (provenance.kind_of). Not part of
+# the scores, and optional when resuming from an older CSV (filled in afterwards).
+EXTRA_COLUMNS = [PROVENANCE_COLUMN]
 
 
 @dataclass
@@ -56,6 +60,9 @@ class EvaluationResult:
         failed = self.table.loc[~M.valid_rows(self.table).to_numpy(dtype=bool)] if len(self.table) else self.table
         extra["failed_reasons"] = {str(path): str(err) for path, err in zip(failed["path"], failed["error"])}
         n_scored = len(p)
+        declared = table_summary(M.rethreshold(self.table, threshold)) if len(self.table) else None
+        if declared is not None:
+            extra["provenance"] = declared
         return {**m, **extra, "model": self.model, "data": self.source, "label_mapping": self.mapping,
                 "seconds": round(self.seconds, 2),
                 "images_per_second": round(n_scored / self.seconds, 2) if self.seconds > 0 else None}
@@ -100,7 +107,7 @@ def _read_partial(csv_path: Path) -> pd.DataFrame:
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    df = pd.DataFrame(rows, columns=TABLE_COLUMNS + EXTRA_COLUMNS)
     df["error"] = df["error"].fillna("").astype(str)
     return df
 
@@ -133,12 +140,12 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
         # well-formed and an interrupt at any moment loses no finished row.
         tmp = csv_file.with_name(csv_file.name + ".tmp")
         with open(tmp, "w", newline="") as out:
-            w = csv.DictWriter(out, fieldnames=TABLE_COLUMNS)
+            w = csv.DictWriter(out, fieldnames=TABLE_COLUMNS + EXTRA_COLUMNS)
             w.writeheader()
             w.writerows(done.to_dict("records"))
         os.replace(tmp, csv_file)
         fh = open(csv_file, "a", newline="")
-        writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS + EXTRA_COLUMNS)
     bar = None
     if progress is True:
         from tqdm import tqdm
@@ -152,8 +159,9 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     try:
         pending: list[dict] = []
         stream = predict_stream or (lambda paths, progress: clf.iter_predict(paths, workers=workers, progress=progress))
-        for pred in stream([str(it[0]) for it in items], progress=progress_cb):
+        for i, pred in enumerate(stream([str(it[0]) for it in items], progress=progress_cb)):
             row = prediction_row(pred, labels.get(pred.name, ""), sources.get(pred.name, ""))
+            row[PROVENANCE_COLUMN] = kind_of(items[i][0])  # beside the verdict, never in p_fake
             rows.append(row)
             pending.append(row)
             if writer and len(pending) >= clf.batch_size:
@@ -175,6 +183,7 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     seconds = time.perf_counter() - t0
     table = _table(rows)
     if len(done):
+        done = done.assign(**{PROVENANCE_COLUMN: [kind_of(p) for p in done["path"]]})  # rows of the earlier run
         table = pd.concat([done.astype(table.dtypes.to_dict(), errors="ignore"), table], ignore_index=True)
         table["error"] = table["error"].fillna("").astype(str)
     failed = int((table["error"] != "").sum())
@@ -185,12 +194,33 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
 
 
 def evaluate_folder(clf: Classifier, folder: str | os.PathLike, *, split: str | None = None, **kwargs) -> EvaluationResult:
-    """Discover labelled images under `folder` (or a CSV) and evaluate them."""
-    src: LabelledSource = discover(folder, split=split)
+    """Discover labelled images under `folder` (or a CSV) and evaluate them; a `LabelledSource`
+    (e.g. one `access.checked_labelled_source` has vetted) is used as it is."""
+    src: LabelledSource = folder if isinstance(folder, LabelledSource) else discover(folder, split=split)
     log = kwargs.get("log") or (lambda m: None)
     log(f"labels: {src.describe()}")
-    items = list(src)  # paths only (never pixels); decoding is streamed
+    items = with_sources(src)  # paths only (never pixels); decoding is streamed
     return evaluate_items(clf, items, source=src.describe(), mapping=src.mapping, **kwargs)
+
+
+def with_sources(src: LabelledSource) -> list:
+    """(path, label, source) for a labelled folder: a subfolder inside a class folder names the source
+    (fake/sd21/x.jpg -> "sd21"); files directly in it take the class folder's name (e.g. "real")."""
+    from realitycheck.data import Item
+
+    dirs = [(d, lab) for lab, ds in src.class_dirs.items() for d in ds]
+    out = []
+    for p, label in src:
+        source = ""
+        for d, lab in dirs:
+            try:
+                rel = Path(p).relative_to(d)
+            except ValueError:
+                continue
+            source = rel.parts[0] if len(rel.parts) > 1 else d.name
+            break
+        out.append(Item(p, label, source))
+    return out
 
 
 def evaluate_sources(clf: Classifier, data: list[str], *, only_split: str | None = None, seed: int = 0,
@@ -211,6 +241,25 @@ def evaluate_sources(clf: Classifier, data: list[str], *, only_split: str | None
     log(f"sources: {desc} ({len(items)} images)")
     return evaluate_items(clf, items, source=desc, mapping={s.name: s.label or "real/ and fake/" for s in specs},
                           **kwargs)
+
+
+def compare_models(classifiers: dict[str, Classifier], folder: str | os.PathLike, *, threshold: float = 0.5,
+                   progress: Callable[[str, int, int], None] | None = None, **kwargs) -> dict:
+    """Several models on the same labelled images: one summary and one set of curves per model.
+
+    Returns {"rows": [summary + "model" + "seconds"], "curves": {name: metrics curves}, "folder",
+    "threshold"}; progress(name, done, total) is called as each model runs. Raises DataError like
+    `evaluate_folder`.
+    """
+    rows, curves = [], {}
+    for name, clf in classifiers.items():
+        tick = (lambda d, t, name=name: progress(name, d, t)) if progress else False
+        result = evaluate_folder(clf, folder, progress=tick, **kwargs)
+        s = result.summary(threshold)
+        rows.append({**s, "model": name, "images": s.get("n"), "failed": s.get("n_failed"),
+                     "seconds": round(result.seconds, 1)})
+        curves[name] = M.curves_from_table(result.table)
+    return {"rows": rows, "curves": curves, "folder": str(folder), "threshold": float(threshold)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,7 +335,8 @@ def card_summary(card) -> dict:
     return d
 
 
-def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: float = 0.5, robustness=None) -> Path:
+def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: float = 0.5, robustness=None,
+                 image_root=None) -> Path:
     from realitycheck.report import write_html_report
 
     table = M.rethreshold(result.table, threshold)
@@ -299,7 +349,7 @@ def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: 
     rob = pd.DataFrame(robustness) if robustness is not None else None
     return write_html_report(path, title=f"RealityCheck evaluation: {clf.name}", model_card=card_summary(clf.card),
                              dataset_summary=dataset, metrics=result.metrics(threshold), table=table,
-                             curves=curves, robustness=rob)
+                             curves=curves, robustness=rob, provenance=table_summary(table), image_root=image_root)
 
 
 def format_summary(s: dict) -> str:
@@ -331,6 +381,13 @@ def format_summary(s: dict) -> str:
             unf = f"  unfamiliar {r['unfamiliar_rate']:.1%}" if r.get("unfamiliar_rate") is not None else ""
             lines.append(f"  {r['source']:<16} {r['label']:<4} n={r['n']:<5} {r['rate_name']} {r['rate']:.1%} "
                          f"(95% CI {r['ci95_low']:.1%}-{r['ci95_high']:.1%}){unf}")
+    declared = s.get("provenance")
+    if declared:
+        per = ", ".join(f"{g}: {c['declared_ai']} of {c['files']}" for g, c in declared["by_group"].items())
+        lines.append(f"provenance: {declared['declared_ai']} files declare AI ({per}); "
+                     f"{declared['disagreements']} disagree with the verdict")
+        lines += [f"  {d['path']}: declares {d['provenance']}, model says {d['predicted']}"
+                  for d in declared["disagreement_files"][:10]]
     if s.get("failed"):
         lines.append("failed files:")
         reasons = s.get("failed_reasons") or {}

@@ -183,6 +183,18 @@ def landmark_position(landmarks: np.ndarray, size: int, zoom: float = 1.0) -> np
     return pts @ m[:, :2].T + m[:, 2]
 
 
+def box_in_aligned_view(face: Face, size: int, zoom: float = 1.0) -> tuple[int, int, int, int]:
+    """The face's detector box (x, y, w, h) mapped into its aligned `size` square (bounding box of the warp)."""
+    import cv2
+
+    quad = aligned_quad(face.landmarks, zoom)
+    m = cv2.getAffineTransform(quad[:3].astype(np.float32), np.array([[0, 0], [0, size], [size, size]], np.float32))
+    x, y, w, h = face.box
+    corners = np.array([[x, y], [x + w, y], [x, y + h], [x + w, y + h]], dtype=np.float64) @ m[:, :2].T + m[:, 2]
+    lo, hi = corners.min(0).clip(0, size), corners.max(0).clip(0, size)
+    return int(lo[0]), int(lo[1]), int(hi[0] - lo[0]), int(hi[1] - lo[1])
+
+
 def crop_to_face(image: Image.Image, box: tuple[int, int, int, int], margin: float = 0.35) -> Image.Image:
     """Square crop around a face box with context (hairline, chin, ears), clipped to the image."""
     x, y, w, h = box
@@ -193,3 +205,21 @@ def crop_to_face(image: Image.Image, box: tuple[int, int, int, int], margin: flo
     right = int(min(image.size[0], left + side))
     bottom = int(min(image.size[1], top + side))
     return image.crop((left, top, right, bottom))
+
+
+def draw_faces(image: Image.Image, boxes, p_fake, threshold: float) -> Image.Image:
+    """The photo with each face's box and verdict drawn on it (red: judged fake, green: real)."""
+    from PIL import ImageDraw
+
+    out = image.convert("RGB").copy()
+    d = ImageDraw.Draw(out)
+    width = max(2, round(max(out.size) / 250))
+    for i, (box, p) in enumerate(zip(boxes, p_fake)):
+        x, y, w, h = box
+        colour = (220, 40, 40) if p >= threshold else (40, 170, 70)
+        d.rectangle((x, y, x + w, y + h), outline=colour, width=width)
+        label = f"{i + 1}: {'fake' if p >= threshold else 'real'} {p:.0%}"
+        tw = d.textlength(label)
+        d.rectangle((x, max(0, y - 14), x + tw + 6, max(14, y)), fill=colour)
+        d.text((x + 3, max(0, y - 13)), label, fill=(255, 255, 255))
+    return out

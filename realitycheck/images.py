@@ -119,8 +119,10 @@ def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
 def load_image(source: Source, name: str | None = None, *, draft_size: int | None = None) -> LoadedImage:
     """Decode `source` (path, bytes or file object) into an RGB image, or raise `ImageError`.
 
-    `draft_size` lets JPEG decoding skip resolution the model will throw away (Pillow's
-    `draft`): a 4000-px photo decodes at >= draft_size px on its shorter side, several times faster.
+    `draft_size` lets JPEG decoding skip resolution (Pillow's `draft`): a 4000-px photo decodes at
+    >= draft_size px on its shorter side, several times faster. Only for pictures people look at
+    (thumbnails): the model path never drafts, because a draft decode changes p_fake (by up to
+    0.015 in a test) and every path must give one image one number.
     """
     data, label = _read_bytes(source, name)
     label = _describe(label)

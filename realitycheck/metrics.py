@@ -48,6 +48,7 @@ __all__ = [
     "curves",
     "metrics_from_table",
     "valid_rows",
+    "separation",
 ]
 
 #: Columns of the per-image results table every evaluator writes and every reader expects.
@@ -588,3 +589,26 @@ def threshold_for_every_source(table: pd.DataFrame, max_false_alarm: float = 0.0
         if k < len(p):
             need = max(need, float(np.nextafter(p[k], 1.0)))
     return min(need, 1.0 - 1e-9) if need > 0 else 0.5
+
+
+def separation(m: dict[str, Any]) -> tuple[str, str]:
+    """Can the model tell the classes apart on this data? (`kind`, one plain sentence) from metrics.
+
+    kinds: "unknown" (one class or no AUC), "chance" (the ROC-AUC's 95% CI includes 0.5: no better
+    than guessing here, and no threshold can fix that), "reversed" (the whole CI below 0.5: it
+    scores these classes the wrong way round), "separates" (the whole CI above 0.5).
+    Without a CI (n_bootstrap=0) the point estimate is judged alone.
+    """
+    auc = m.get("roc_auc")
+    if auc is None:
+        return "unknown", "Needs both real and fake images to say whether the model can tell them apart."
+    ci = (m.get("ci95") or {}).get("roc_auc")
+    lo, hi = (float(ci[0]), float(ci[1])) if ci and None not in ci else (float(auc), float(auc))
+    span = f"ROC-AUC {auc:.3f}" + (f", 95% interval {lo:.2f} to {hi:.2f}" if ci and None not in ci else "")
+    if lo <= 0.5 <= hi:
+        return "chance", (f"The model cannot tell real from AI-generated photos on this data ({span}; 0.5 is "
+                          "guessing). No threshold fixes that: the verdicts here are no better than a coin toss.")
+    if hi < 0.5:
+        return "reversed", (f"The model scores these photos the wrong way round ({span}): on this data it "
+                            "rates real photos as more likely fake than the AI-generated ones.")
+    return "separates", f"The model separates the two classes on this data ({span})."

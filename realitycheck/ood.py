@@ -109,3 +109,4 @@ class OODStats:
 
 
 UNFAMILIAR_MESSAGE = "unfamiliar image: it lies outside what the model was trained on, so this verdict is unreliable"
+UNFAMILIAR_PLAIN = "This picture is unlike the ones the model learned from, so its answer may well be wrong."

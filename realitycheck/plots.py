@@ -54,6 +54,22 @@ def _base(title: str, **layout: Any) -> go.Figure:
     return fig
 
 
+def _legend_below(fig: go.Figure) -> go.Figure:
+    """Legend under the x-axis title, items side by side: long model names then take no width
+    from the plot and cannot cover a right-hand axis."""
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="left", x=0),
+                      margin=dict(_LAYOUT["margin"], b=130), height=480)
+    return fig
+
+
+def _count_step(largest: float, max_ticks: int = 6) -> int:
+    """A whole tick step (1, 2, 5, 10, 20, 50, ...) giving at most `max_ticks` ticks up to `largest`."""
+    step = 1
+    while largest / step > max_ticks:
+        step = step * 5 // 2 if str(step).startswith("2") else step * 2
+    return step
+
+
 def _no_data(fig: go.Figure, message: str = "no data") -> go.Figure:
     """Mark a figure as empty with a centred note, keeping its title and axis titles."""
     fig.add_annotation(
@@ -142,7 +158,7 @@ def roc_fig(curves_by_name: Mapping[str, Any] | None) -> go.Figure:
         ))
     if not drawn:
         _no_data(fig, "no data (needs both real and fake photos)")
-    return fig
+    return _legend_below(fig)
 
 
 def pr_fig(curves_by_name: Mapping[str, Any] | None) -> go.Figure:
@@ -170,7 +186,7 @@ def pr_fig(curves_by_name: Mapping[str, Any] | None) -> go.Figure:
                                      line=dict(color=color, dash="dot", width=1), hoverinfo="skip"))
     if not drawn:
         _no_data(fig, "no data (needs both real and fake photos)")
-    return fig
+    return _legend_below(fig)
 
 
 def calibration_fig(curves: Mapping[str, Any] | None) -> go.Figure:
@@ -183,7 +199,7 @@ def calibration_fig(curves: Mapping[str, Any] | None) -> go.Figure:
     fig.update_layout(title="Calibration (reliability diagram)", **_LAYOUT)
     fig.update_xaxes(title_text="mean predicted p(fake) in bin", range=[0, 1])
     fig.update_yaxes(title_text="fraction of photos that are fake", range=[0, 1.02], secondary_y=False)
-    fig.update_yaxes(title_text="photos per bin (count)", secondary_y=True, showgrid=False)
+    fig.update_yaxes(title_text="photos per bin (count)", secondary_y=True, showgrid=False, rangemode="tozero")
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
                              line=dict(color=NEUTRAL, dash="dash"), hoverinfo="skip"), secondary_y=False)
     drawn = 0
@@ -200,6 +216,10 @@ def calibration_fig(curves: Mapping[str, Any] | None) -> go.Figure:
             fig.add_trace(go.Bar(x=cal["mean_predicted"], y=cal["count"], name=f"{name}: photos per bin",
                                  marker_color=color, opacity=0.18, width=width * 0.8,
                                  hovertemplate="%{y} photos<extra></extra>"), secondary_y=True)
+            # whole photos at evenly spaced ticks (left alone, the count axis copied the left axis's
+            # five intervals: ticks at 7.02, 14.04, ...)
+            fig.update_yaxes(tickmode="linear", tick0=0, dtick=_count_step(max(cal["count"], default=0)),
+                             tickformat="d", secondary_y=True)
         fig.add_trace(go.Scatter(
             x=cal["mean_predicted"], y=cal["fraction_positive"], mode="lines+markers", name=name,
             line=dict(color=color, width=2), customdata=cal["count"],
@@ -207,7 +227,7 @@ def calibration_fig(curves: Mapping[str, Any] | None) -> go.Figure:
         ), secondary_y=False)
     if not drawn:
         _no_data(fig)
-    return fig
+    return _legend_below(fig)
 
 
 def p_fake_histogram(table: pd.DataFrame | None, threshold: float | None = 0.5) -> go.Figure:

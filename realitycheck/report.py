@@ -252,6 +252,33 @@ def _failed(metrics: Mapping[str, Any], limit: int = 50) -> str:
     return "".join(out)
 
 
+def _provenance(prov: Mapping[str, Any] | None, limit: int = 50) -> str:
+    """What the files declare (C2PA, XMP, generator text, EXIF) beside what the model said."""
+    if not prov:
+        return ""
+    kinds = ["ai_generated", "ai_edited", "camera", "other", "none"]
+    head = "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k in kinds)
+    rows = "".join(
+        f"<tr><th>{_e(group)}</th><td class=num>{int(c.get('files', 0))}</td>"
+        f"<td class=num><b>{int(c.get('declared_ai', 0))}</b></td>"
+        + "".join(f"<td class=num>{int(c.get(k, 0))}</td>" for k in kinds) + "</tr>"
+        for group, c in (prov.get("by_group") or {}).items())
+    out = ["<h2>What the files declare (provenance)</h2>",
+           "<p class=note>Read from each file's metadata (C2PA Content Credentials, IPTC DigitalSourceType, "
+           "generator parameters, camera EXIF). Shown beside the model's verdict, never mixed into p(fake); "
+           "unsigned metadata can be forged or stripped, and most shared images carry none.</p>",
+           f"<table><tr><th>{_e(prov.get('group_by') or 'group')}</th><th>files</th><th>declare AI</th>{head}</tr>"
+           f"{rows}</table>"]
+    clashes = prov.get("disagreement_files") or []
+    if clashes:
+        items = "".join(f"<li><code>{_e(c['path'])}</code>: the file declares <b>{_e(c['provenance'])}</b>, "
+                        f"the model says <span class=\"{_e(c['predicted'])}\">{_e(c['predicted'])}</span></li>"
+                        for c in clashes[:limit])
+        out.append(f'<p style="color:#b00;font-weight:600">{int(prov.get("disagreements", len(clashes)))} file(s) '
+                   f"where the model and the file's own declaration disagree:</p><ul>{items}</ul>")
+    return "".join(out)
+
+
 def _robustness(robustness: pd.DataFrame | None) -> str:
     if robustness is None or len(robustness) == 0:
         return ""
@@ -308,6 +335,7 @@ def render_html_report(
     robustness: pd.DataFrame | None = None,
     worst_k: int = 12,
     image_root: str | Path | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> str:
     """The whole evaluation as one HTML string (a few MB, mostly the embedded plotly.js).
 
@@ -341,21 +369,23 @@ def render_html_report(
         f"<h1>{_e(title)}</h1>",
         f'<p class="sub">RealityCheck evaluation report, generated {_e(stamp)}. '
         "Positive class: <span class=fake>fake</span> (AI-generated).</p>",
+        # results first; the (long) model card and data description close the report
         "<h2>Summary</h2>",
         _headline(metrics),
         _per_source(table, threshold),
-        "<h2>Model</h2>",
-        _kv_table(model_card),
-        "<h2>Test data</h2>",
-        _kv_table(dataset_summary),
         "<h2>Metrics</h2>",
         _metrics_table(metrics),
         "<h2>Plots</h2>",
         f'<div class="grid">{grid}</div>',
         _robustness(robustness),
+        _provenance(provenance),
         "<h2>Most confident mistakes</h2>",
         _worst_errors(table, threshold, worst_k, image_root),
         _failed(metrics),
+        "<h2>Test data</h2>",
+        _kv_table(dataset_summary),
+        "<h2>Model</h2>",
+        _kv_table(model_card),
         "</main></body></html>",
     ]
     return "\n".join(p for p in parts if p)

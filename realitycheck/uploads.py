@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -233,4 +234,25 @@ def _extract(zf: zipfile.ZipFile, plan, root: Path, messages: list[str], max_tot
             raise UploadError(f"zip member {info.filename!r}: shorter than its header declares; refused")
 
 
-__all__ = ["UploadError", "check_upload_size", "extract_labelled_zip"]
+__all__ = ["UploadError", "check_upload_size", "extract_labelled_zip",
+           "safe_file_name", "write_labelled_folder"]
+
+
+def safe_file_name(name: str, default: str = "upload") -> str:
+    """An uploaded file's name as a plain file name: no folders, no odd characters, at most 100 long."""
+    return re.sub(r"[^\w.\-]", "_", Path(str(name)).name)[-100:] or default
+
+
+def write_labelled_folder(files_by_label: dict[str, list[tuple[str, bytes]]], dest_dir: str | os.PathLike) -> Path:
+    """Uploaded files, grouped by their true class, as the labelled folder `data.discover` reads.
+
+    Names are made safe (no folders, no odd characters) and numbered, so two uploads called
+    "photo.jpg" both survive. Returns the folder (holding one subfolder per label).
+    """
+    root = Path(dest_dir)
+    for label, files in files_by_label.items():
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, (name, data) in enumerate(files):
+            (folder / f"{i:05d}_{safe_file_name(name, 'image')}").write_bytes(data)
+    return root

@@ -55,9 +55,10 @@ def weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(weights):
+def server(weights, tmp_path_factory):
     port = _free_port()
-    env = {**os.environ, "REALITYCHECK_WEIGHTS": str(weights), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = {**os.environ, "REALITYCHECK_WEIGHTS": str(weights), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+           "REALITYCHECK_ROOTS": str(tmp_path_factory.getbasetemp())}  # the Evaluate test types a temporary folder
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
@@ -115,21 +116,43 @@ def _no_exception(page):
     assert page.locator("[data-testid='stException']").count() == 0, page.locator("[data-testid='stException']").first.inner_text()
 
 
-def test_classify_upload_shows_verdict_and_heatmap(server, page, shots):
+def _main_text(page) -> str:
+    return page.locator("section.main, [data-testid='stMain']").first.inner_text()
+
+
+def test_classify_several_uploads_duplicate_and_evidence_choice(server, page, shots):
+    """Two photos plus one of them again in one submit: a summary table, each photo once, no key clash;
+    then the heatmap switched to the other class than the verdict."""
     page.goto(server)
     page.get_by_text("Classify face photos").first.wait_for(timeout=90_000)
     _idle(page)
-    page.locator("input[type=file]").first.set_input_files(str(ROOT / "sample_images" / "grace_hopper.jpg"))
+    hopper = str(ROOT / "sample_images" / "grace_hopper.jpg")
+    collins = str(ROOT / "sample_images" / "astronaut_eileen_collins.jpg")
+    page.locator("input[type=file]").first.set_input_files([hopper, collins, hopper])
     page.get_by_role("button", name="Classify", exact=True).click()
-    page.get_by_text("evidence for").first.wait_for(timeout=180_000)  # the heatmap caption
+    page.get_by_text("evidence for").nth(1).wait_for(timeout=240_000)  # both heatmap captions
     _idle(page)
-    body = page.locator("section.main, [data-testid='stMain']").first.inner_text()
-    assert "REAL" in body.upper() and ("FAKE" in body.upper())  # verdict + probabilities of both classes
-    assert page.locator("[data-testid='stImage'] img, [data-testid='stImage']").count() >= 1
+    body = _main_text(page)
+    assert "REAL" in body.upper() and "FAKE" in body.upper()  # verdict + probabilities of both classes
+    assert "same `key`" not in body and "multiple elements" not in body
+    assert "classified and shown once" in body
+    assert "2 images:" in body  # the summary table's heading
+    assert page.locator("[data-testid='stDataFrame']").count() >= 1
+    assert body.count("evidence for '") == 2
     _no_exception(page)
-    page.set_viewport_size({"width": 1400, "height": 1250})
+    page.set_viewport_size({"width": 1400, "height": 1500})
     page.wait_for_timeout(1000)
     page.screenshot(path=str(shots / "classify.png"))
+
+    before = body.count("(not the verdict)")
+    page.get_by_text("fake (AI-generated)", exact=True).first.click()
+    _idle(page)
+    page.get_by_text("evidence for 'fake'").first.wait_for(timeout=240_000)
+    _idle(page)
+    body = _main_text(page)
+    assert "evidence for 'fake'" in body and "evidence for 'real'" not in body
+    assert body.count("(not the verdict)") >= before  # a photo judged real now shows what looks fake
+    _no_exception(page)
 
 
 def test_evaluate_page_runs_on_a_labelled_folder(server, page, shots, tmp_path):
@@ -168,3 +191,37 @@ def test_evaluate_page_runs_on_a_labelled_folder(server, page, shots, tmp_path):
     _no_exception(page)
     page.wait_for_timeout(1500)
     page.screenshot(path=str(shots / "evaluate.png"))
+
+    # The calibration chart: whole-photo count ticks, and a legend that covers no tick label.
+    cal = page.locator(".js-plotly-plot").filter(has_text="Calibration").first
+    cal.scroll_into_view_if_needed()
+    cal.locator("g.y2tick text").first.wait_for(timeout=60_000)
+    ticks = cal.locator("g.y2tick text")
+    values = [int(t.replace(",", "")) for t in ticks.all_text_contents()]  # whole photos ...
+    assert len(values) >= 2 and len({b - a for a, b in zip(values, values[1:])}) == 1, values  # ... evenly spaced
+    legend = cal.locator("g.legend").bounding_box()
+    for i in range(ticks.count()):
+        t = ticks.nth(i).bounding_box()
+        apart = (t["x"] + t["width"] <= legend["x"] or legend["x"] + legend["width"] <= t["x"]
+                 or t["y"] + t["height"] <= legend["y"] or legend["y"] + legend["height"] <= t["y"])
+        assert apart, ("legend covers a count tick", t, legend)
+    cal.screenshot(path=str(tmp_path / "calibration.png"))
+
+    # Two more evaluations in the same session, from uploads labelled so that there are mistakes to
+    # browse (public-domain real photos put in the AI-generated box): the picker must follow each run.
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.get_by_text("Image files upload", exact=True).click()
+    _idle(page)
+    photos = [str(ROOT / "sample_images" / n) for n in ("grace_hopper.jpg", "astronaut_eileen_collins.jpg")]
+    for run in range(2):
+        boxes = page.locator("input[type=file]")
+        boxes.nth(0).set_input_files(photos[run])
+        boxes.nth(1).set_input_files(photos)
+        page.get_by_role("button", name="Evaluate", exact=True).first.click()
+        _idle(page)
+        page.get_by_text("Mistakes at this threshold").first.wait_for(timeout=180_000)
+        page.get_by_text("Grad-CAM evidence for").first.wait_for(timeout=180_000)
+        _idle(page)
+        main = _main_text(page)
+        assert "out-of-bounds" not in main and "Something went wrong" not in main, main[-2000:]
+        _no_exception(page)

@@ -454,19 +454,6 @@ def _blob(row, col, size=90):
     return h
 
 
-def test_describe_regions():
-    assert E.describe_regions(_blob(1, 1), "fake") == \
-        "the model's evidence for fake concentrated around the eyes and nose (centre)"
-    assert "mouth and chin (lower centre)" in E.describe_regions(_blob(2, 1))
-    assert "forehead and hairline (upper centre)" in E.describe_regions(_blob(0, 1), "real")
-    two = E.describe_regions(_blob(1, 1) + _blob(1, 2))
-    assert "(centre)" in two and "(right edge)" in two and " and " in two
-    assert "spread" in E.describe_regions(np.ones((30, 30), np.float32))
-    assert "empty" in E.describe_regions(np.zeros((30, 30), np.float32), "fake")
-    ex = tiny_explain(Tiny(), [patch_image("bottom-right")])[0]
-    assert "lower right" in ex.describe()
-
-
 def test_overlay_side_by_side_panel_and_png():
     img = rand_image(70, 50, 8)
     heat = _blob(1, 1, 60)  # different size from the image: resized to fit
@@ -503,7 +490,8 @@ def test_explanation_helpers(effnet, card80):
     ex = E.explain(effnet, card80, [rand_image(120, 90, 9)], faithfulness=False)[0]
     assert ex.overlay().size == ex.region_image.size
     assert ex.panel().width > 2 * ex.region_image.width
-    assert ex.describe().startswith(f"the model's evidence for {ex.target_class}")
+    words = ex.describe([(10, 10, 40, 40)])
+    assert words.startswith(f"What looks {'AI-generated' if ex.target_class == 'fake' else 'real'} to the model")
     eig = E.explain(effnet, card80, [rand_image(120, 90, 9)], method="eigencam", faithfulness=False)[0]
     assert any("EigenCAM" in n for n in eig.notes)
 

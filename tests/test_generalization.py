@@ -291,3 +291,17 @@ def test_training_on_several_sources_records_each(tmp_path):
     assert {k: sum(v.values()) for k, v in per.items()} == {"cam": 7, "gen": 6, "web": 5}
     assert "--source-weight web=2" in card.training["command"]
     assert {r["source"] for r in card.metrics["test"]["per_source"]} <= {"cam", "gen", "web"}
+
+
+def test_grad_cam_of_an_aligned_model_explains_the_face_the_verdict_came_from(tiny_checkpoint, tmp_path):
+    from realitycheck import explain
+
+    clf = _aligned_classifier(tiny_checkpoint, tmp_path)
+    img = Image.open(SAMPLE_IMAGES / "grace_hopper.jpg").convert("RGB")
+    pred = clf.predict_one(img, "g.jpg")
+    exp = explain.explain(clf.model, clf.card, [img], faithfulness=False)[0]
+    assert exp.region == "aligned face" and exp.region_image.size == (clf.card.preprocessing.crop,) * 2
+    assert exp.p_fake == pytest.approx(pred.p_fake, abs=1e-4)  # the same number as predict
+    x, y, w, h = exp.view_face_box
+    assert 0 <= x and 0 <= y and x + w <= 80 and y + h <= 80 and w > 20 and h > 20
+    assert "face" in exp.describe()

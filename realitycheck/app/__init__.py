@@ -2,8 +2,9 @@
 
 `streamlit_app.py` (repository root) is the entry point: it sets the page config, calls `init()`
 (session state + sidebar) and runs the page `st.navigation` picks from `pages()`. Each page is a
-file in this folder that Streamlit executes as a script (`__name__ == "__main__"`); importing it
-as a module runs nothing.
+file `*_page.py` in this folder that Streamlit executes as a script (`__name__ == "__main__"`);
+importing it as a module runs nothing. `common.py` and `state.py` are the glue the pages share.
+Pages stay files rather than `st.Page(callable)`: AppTest switches pages by file path.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def pages() -> list:
     return [
         st.Page(common.PAGE_CLASSIFY, title="Classify", icon=":material/search:", default=True),
         st.Page(common.PAGE_EVALUATE, title="Evaluate", icon=":material/analytics:", url_path="evaluate"),
-        st.Page(common.PAGE_SESSION, title="Session history", icon=":material/history:", url_path="history"),
+        st.Page(common.PAGE_HISTORY, title="Session history", icon=":material/history:", url_path="history"),
         st.Page(common.PAGE_MODELS, title="Models", icon=":material/neurology:", url_path="models"),
         st.Page(common.PAGE_ABOUT, title="About / How it works", icon=":material/info:", url_path="about"),
     ]

@@ -27,15 +27,16 @@ log = logging.getLogger("realitycheck.app")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO_ROOT / "sample_images"
 SEED_EXAMPLES_DIR = (REPO_ROOT / ".." / "shared" / "data" / "seed-examples").resolve()
+LABELLED_PLACEHOLDER = "a folder with real/ and fake/ inside, e.g. ~/photos/labelled"
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 COLORS = plots.COLORS
 THUMB_PX = 96
 
-PAGE_CLASSIFY = "realitycheck/app/classify.py"
+PAGE_CLASSIFY = "realitycheck/app/classify_page.py"
 PAGE_EVALUATE = "realitycheck/app/evaluate_page.py"
-PAGE_SESSION = "realitycheck/app/session.py"
+PAGE_HISTORY = "realitycheck/app/history_page.py"
 PAGE_MODELS = "realitycheck/app/models_page.py"
-PAGE_ABOUT = "realitycheck/app/about.py"
+PAGE_ABOUT = "realitycheck/app/about_page.py"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,7 +49,12 @@ def one_line(exc: BaseException | str) -> str:
 
 
 def show_error(message: str, details: str | None = None) -> None:
-    """`st.error` with one line, plus an expander with the details when there are any."""
+    """`st.error` with one line, plus an expander with the details when there are any.
+
+    In public mode server paths are taken out of both (`access.redact`)."""
+    from realitycheck.app import public
+
+    message, details = public.safe(str(message)), public.safe(details) if details else details
     st.error(one_line(message), icon=":material/error:")
     if details and details.strip() and details.strip() != one_line(message):
         with st.expander("Details"):
@@ -83,9 +89,15 @@ def run_page(body: Callable[[], None], where: str) -> None:
 
 def available_models() -> list[Path]:
     """Checkpoints in the weights folder, the default path, and those loaded in this session."""
+    from realitycheck import access
+    from realitycheck.app import public
+
     found: list[Path] = list(inference.list_weights())
     default = inference.default_weights_path()
-    extra = [Path(p) for p in state.get(state.EXTRA_MODELS)]
+    # session state could hold any path: only checkpoints in the weights folders, this session's
+    # uploads (and, locally, the allowed roots) are ever opened
+    settings, own = public.settings(), public.session_dirs()
+    extra = [Path(p) for p in state.get(state.EXTRA_MODELS) if access.model_allowed(p, settings, own)]
     for p in [default, *extra]:
         if p.is_file() and all(p.resolve() != q.resolve() for q in found):
             found.append(p)
@@ -94,8 +106,11 @@ def available_models() -> list[Path]:
 
 def active_model_path() -> Path | None:
     """The session's choice if it still exists, else the default weights, else the first listed."""
+    from realitycheck import access
+    from realitycheck.app import public
+
     chosen = state.get(state.ACTIVE_MODEL)
-    if chosen and Path(chosen).is_file():
+    if chosen and access.model_allowed(chosen, public.settings(), public.session_dirs()):
         return Path(chosen)
     default = inference.default_weights_path()
     if default.is_file():
@@ -104,25 +119,36 @@ def active_model_path() -> Path | None:
     return listed[0] if listed else None
 
 
-def model_key(path: Path) -> str:
-    """Identifies a checkpoint version: path + modification time (a retrained file is a new key)."""
+def checkpoint_version(path: Path) -> tuple[str, int]:
+    """THE rule for "which model is this": resolved path + modification time, so a checkpoint
+    rewritten in place (retrained) is a new model to every cache below and in the session."""
     p = Path(path).resolve()
-    return f"{p}@{p.stat().st_mtime_ns}"
+    return str(p), p.stat().st_mtime_ns
+
+
+def model_key(path: Path) -> str:
+    """`checkpoint_version` as one string, the first part of every per-session cache key."""
+    p, mtime = checkpoint_version(path)
+    return f"{p}@{mtime}"
+
+
+def classifier_key(clf: inference.Classifier) -> str:
+    """The model key of a loaded Classifier (one built in memory, without a file: its card name)."""
+    return model_key(clf.path) if clf.path else clf.name
 
 
 @st.cache_resource(show_spinner="Loading the model (first use only)…", max_entries=4)
 def _load_classifier(path: str, mtime_ns: int) -> inference.Classifier:
-    # mtime_ns is part of the cache key only: a checkpoint rewritten in place is loaded afresh.
+    # mtime_ns is part of the cache key only (checkpoint_version).
     # The Classifier holds no per-request state, so one instance serves every session.
     return inference.load_classifier(path)
 
 
 def get_classifier(path: Path) -> inference.Classifier:
     """The cached Classifier of `path`; raises CheckpointError (not cached) for a bad file."""
-    p = Path(path).resolve()
-    if not p.is_file():
+    if not Path(path).is_file():
         raise CheckpointError(f"{path}: no such file")
-    return _load_classifier(str(p), p.stat().st_mtime_ns)
+    return _load_classifier(*checkpoint_version(path))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -133,11 +159,16 @@ def _card_of(path: str, mtime_ns: int) -> ModelCard:
 
 
 def card_of(path: Path) -> ModelCard:
-    p = Path(path).resolve()
-    return _card_of(str(p), p.stat().st_mtime_ns)
+    return _card_of(*checkpoint_version(path))
 
 
 def no_weights_message() -> None:
+    from realitycheck.app import public
+
+    if public.is_public():
+        st.warning("**No trained weights are installed on this server**, so nothing can be classified yet.",
+                   icon=":material/warning:")
+        return
     st.warning(
         "**No trained weights are present**, so nothing can be classified yet (RealityCheck never "
         "guesses with an untrained model).",
@@ -145,7 +176,8 @@ def no_weights_message() -> None:
     )
     st.info(
         "How to get weights:\n"
-        "1. **Train** one: `realitycheck train ../shared/data/faces-140k-sample --out "
+        "1. **Train** one on a folder of your labelled photos (`real/` and `fake/` inside): "
+        "`realitycheck train LABELLED_FOLDER --out "
         f"weights/{Path(inference.DEFAULT_WEIGHTS_NAME).stem}` (any `.pt` in `{inference.weights_dir()}` is picked up); or\n"
         "2. **Load** a checkpoint on the **Models** page: your own RealityCheck `.pt`, or the original "
         "project's `RealityCheck.pth` (by server path; it is about 100 MB, above the 50 MB upload limit).",
@@ -173,13 +205,25 @@ def current_classifier(show_message: bool = True) -> inference.Classifier | None
 # Sidebar
 # ---------------------------------------------------------------------------------------------
 
+def training_data_names(card: ModelCard) -> str:
+    """The card's training data by folder name ("faces-140k-sample + real-world-faces"): the
+    paths are the trainer's machine's, meaningless to someone reading the dashboard."""
+    training = card.training or {}
+    sources = [training.get("data")] + list(training.get("extra_real") or [])
+    names = [Path(str(s).rstrip("/\\")).name or str(s) for s in sources if s]
+    return " + ".join(dict.fromkeys(names))
+
+
 def _pct(v: Any) -> str:
     return "n/a" if v is None else f"{float(v):.1%}"
 
 
 def sidebar() -> None:
     """Active model and its card, the decision threshold, demo mode."""
+    from realitycheck.app import public
+
     with st.sidebar:
+        public.badge()
         st.toggle("Demo mode", key=state.DEMO,
                   help="Large verdicts and plain-language explanations; hides the settings.")
         path = active_model_path()
@@ -196,16 +240,18 @@ def sidebar() -> None:
                 st.markdown(f"**{card.name}**  \n`{path.name}`")
                 if not state.get(state.DEMO):
                     st.caption(f"Architecture: {card.arch}")
-                    data = (card.training or {}).get("data") or "not recorded"
-                    st.caption(f"Training data: {data}")
+                    data = training_data_names(card)
+                    st.caption(f"Training data: {data or 'not recorded'}")
                     test = (card.metrics or {}).get("test") or {}
                     if test:
                         c1, c2 = st.columns(2)
                         c1.metric("Test accuracy", _pct(test.get("accuracy")))
                         auc = test.get("roc_auc")
                         c2.metric("Test ROC-AUC", "n/a" if auc is None else f"{auc:.3f}")
-                        if test.get("n"):
-                            st.caption(f"on {int(test['n'])} test images")
+                        n = f"{int(test['n'])} " if test.get("n") else ""
+                        where = f" of {data}" if data else ""
+                        st.caption(f"Measured on {n}held-out test images{where}, never used in training; "
+                                   "your photos may differ: measure them on the Evaluate page.")
                     else:
                         st.caption("Test metrics: none recorded in the model card")
         if not state.get(state.DEMO):
@@ -252,7 +298,10 @@ def accept_upload(data: bytes, name: str) -> str | None:
     seen = state.get(state.SEEN_UPLOADS)
     if h in seen:
         return None
+    from realitycheck.app import public
+
     used = state.get(state.UPLOADED_BYTES)
+    budget = public.settings().session_upload_bytes
     per_file = int(st.get_option("server.maxUploadSize")) * 1024 * 1024
     try:
         from realitycheck import uploads
@@ -260,13 +309,13 @@ def accept_upload(data: bytes, name: str) -> str | None:
         uploads = None
     if uploads is not None:
         try:
-            total = uploads.check_upload_size(len(data), used, per_file, state.MAX_SESSION_UPLOAD_BYTES, name=name)
+            total = uploads.check_upload_size(len(data), used, per_file, budget, name=name)
         except uploads.UploadError as exc:
             return str(exc)
     else:
         total = used + len(data)
-        if total > state.MAX_SESSION_UPLOAD_BYTES:
-            return f"{name}: this session has reached its upload limit of {state.MAX_SESSION_UPLOAD_BYTES >> 20} MB"
+        if total > budget:
+            return f"{name}: this session has reached its upload limit of {budget >> 20} MB"
     seen.add(h)
     state.put(state.UPLOADED_BYTES, total)
     return None
@@ -281,7 +330,7 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
 
     Returns the keys of the records in order. Bad inputs get a record with `error` set.
     """
-    mkey = model_key(clf.path) if clf.path else clf.name
+    mkey = classifier_key(clf)
     preds = state.get(state.PREDICTIONS)
     keys, todo = [], []
     for name, data in items:
@@ -289,11 +338,21 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
         keys.append(key)
         if key not in preds:
             todo.append((key, name, data))
+    from realitycheck import provenance
+    from realitycheck.app import public
+
+    refused = public.allow_classifications(len(todo))
+    if refused:
+        state.get(state.CLASSIFY_ERRORS).append(refused)
+        return [k for k in keys if k in preds]
     if todo:
         results = clf.predict([d for _, _, d in todo], [n for _, n, _ in todo], keep_images=True)
         for (key, name, data), pred in zip(todo, results):
+            # what the file declares, kept beside the prediction (never mixed into p_fake)
             state.remember(state.PREDICTIONS, key, {"name": name, "pred": pred, "source": source,
-                                                    "bytes": len(data)}, state.MAX_CACHED_PREDICTIONS)
+                                                    "bytes": len(data),
+                                                    "provenance": provenance.read_provenance(data)},
+                           state.MAX_CACHED_PREDICTIONS)
     threshold = float(state.get(state.THRESHOLD))
     history = state.get(state.HISTORY)
     for key, (name, _data) in zip(keys, items):
@@ -302,10 +361,14 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
         rec["name"] = name  # the same bytes may arrive under another name
         if not pred.ok:
             continue
+        label = inference.verdict(pred.p_fake, threshold)
+        prov = rec.get("provenance")
         history.append({
             "time": _dt.datetime.now(),
             "name": name,
-            "label": inference.verdict(pred.p_fake, threshold),
+            "label": label,
+            "provenance": provenance.KIND_WORDS[prov.kind] if prov else "",
+            "disagreement": (provenance.disagreement(prov, label) or "") if prov else "",
             "p_fake": float(pred.p_fake),
             "faces": pred.faces,
             "seconds": float(pred.seconds),
@@ -317,19 +380,40 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
     return keys
 
 
+def explanation_key(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> tuple:
+    """The per-session cache key of a heatmap: model, image, method and the class it explains."""
+    return (classifier_key(clf), key, method, target_class)
+
+
+def has_explanation(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> bool:
+    return explanation_key(clf, key, method, target_class) in state.get(state.EXPLANATIONS)
+
+
 def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method: str,
-                progress: Callable[[int, int], None] | None = None):
-    """Grad-CAM (or another method) of one image, cached per session by (key, method)."""
+                progress: Callable[[int, int], None] | None = None, target_class: str | None = None):
+    """Grad-CAM (or another method) of one image for `target_class` (None: the model's argmax),
+    cached per session by (model, key, method, class)."""
     from realitycheck import explain as X
 
-    mkey = model_key(clf.path) if clf.path else clf.name
-    ekey = (mkey, key, method)
+    ekey = explanation_key(clf, key, method, target_class)
     cache = state.get(state.EXPLANATIONS)
     if ekey in cache:
         return cache[ekey]
-    result = X.explain(clf.model, clf.card, [image], method=method, progress=progress or False)[0]
+    result = X.explain(clf.model, clf.card, [image], method=method, target_class=target_class,
+                       progress=progress or False)[0]
     state.remember(state.EXPLANATIONS, ekey, result, state.MAX_CACHED_EXPLANATIONS)
     return result
+
+
+def where_words(exp, face_boxes) -> str:
+    """Where the heatmap's evidence lies, relative to the detected face (`heatmap_words`)."""
+    return exp.describe(face_boxes)
+
+
+def faithfulness_words(faithfulness) -> str:
+    from realitycheck import heatmap_words
+
+    return heatmap_words.faithfulness_words(faithfulness)
 
 
 def examples() -> list[tuple[Path, str | None]]:

@@ -7,7 +7,6 @@ every threshold-dependent number, chart and list is recomputed from it (`metrics
 
 from __future__ import annotations
 
-import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -57,28 +56,35 @@ def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=()) -> None
     state.put(state.EVALUATION, {
         "id": uuid.uuid4().hex, "result": result, "label": label, "curves": M.curves_from_table(result.table),
         "model_name": clf.name, "model_path": str(clf.path) if clf.path else None,
-        "model_key": common.model_key(clf.path) if clf.path else clf.name,
+        "model_key": common.classifier_key(clf),
         "tmp": tmp, "skipped": list(skipped), "memo": {},
     })
     state.put(state.EVAL_THRESHOLD, float(state.get(state.THRESHOLD)))
     st.toast(f"Evaluated {len(result.table)} images in {result.seconds:.1f} s")
 
 
-def _safe_name(i: int, name: str) -> str:
-    base = re.sub(r"[^\w.\-]", "_", Path(name).name)[-100:] or "image"
-    return f"{i:05d}_{base}"
-
-
 def _source_folder(clf) -> None:
+    from realitycheck import access
+    from realitycheck.app import public
+    from realitycheck.data import DataError
+
+    if public.is_public():  # never reached from the menu in public mode; refuse if it ever is
+        common.show_error("Server paths are turned off on this public deployment: upload files instead.")
+        return
     with st.form("eval_folder_form", border=False):
         path = st.text_input("Folder or CSV path on the server", key="eval_path",
-                             placeholder="../shared/data/faces-140k-sample", help=LAYOUT_HELP)
+                             placeholder=common.LABELLED_PLACEHOLDER, help=LAYOUT_HELP)
         go = st.form_submit_button("Evaluate", type="primary")
     if go:
         if not path.strip():
             st.warning("Enter a folder or CSV path first.")
             return
-        _evaluate(clf, Path(path.strip()).expanduser(), label=path.strip())
+        try:  # only under the allowed roots; every file a CSV lists is checked too
+            source = access.checked_labelled_source(path.strip(), public.settings())
+        except (access.PathRefused, DataError) as exc:
+            common.show_error(str(exc), details=LAYOUT_HELP)
+            return
+        _evaluate(clf, source, label=path.strip())
 
 
 def _source_zip(clf) -> None:
@@ -126,18 +132,19 @@ def _source_files(clf) -> None:
     if not real and not fake:
         st.warning("Add images to at least one of the two boxes first.")
         return
-    tmp = state.session_temp_dir("realitycheck-eval-")
-    root = Path(tmp.name)
+    from realitycheck import uploads
+
+    by_label = {"real": [], "fake": []}
     for label, files in (("real", real or []), ("fake", fake or [])):
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i, f in enumerate(files):
+        for f in files:
             data = f.getvalue()
             over = common.accept_upload(data, f.name)
             if over:
-                state.drop_temp_dir(tmp)
                 common.show_error(over)
                 return
-            (root / label / _safe_name(i, f.name)).write_bytes(data)
+            by_label[label].append((f.name, data))
+    tmp = state.session_temp_dir("realitycheck-eval-")
+    root = uploads.write_labelled_folder(by_label, tmp.name)
     n = len(real or []) + len(fake or [])
     _evaluate(clf, root, label=f"{n} uploaded files ({len(real or [])} real, {len(fake or [])} fake)", tmp=tmp)
 
@@ -164,18 +171,27 @@ def _summary(ev: dict, threshold: float) -> dict:
     return memo[key]
 
 
+def _slider_value(value: float) -> float:
+    """A threshold as the slider can hold it (0.01 to 0.99 in steps of 0.01)."""
+    return float(min(0.99, max(0.01, round(value, 2))))
+
+
 def _use_best(value: float) -> None:
-    st.session_state[state.EVAL_THRESHOLD] = float(min(0.99, max(0.01, round(value, 2))))
+    st.session_state[state.EVAL_THRESHOLD] = _slider_value(value)
 
 
-def _cards(s: dict) -> None:
+def _cards(s: dict, separation: str) -> None:
     c = st.columns(4)
     ci = (s.get("ci95") or {}).get("accuracy")
     c[0].metric("Accuracy", _fmt_pct(s.get("accuracy")),
                 help="Share of photos given the right verdict." + (
                     f" 95% CI {ci[0]:.1%} to {ci[1]:.1%}." if ci else ""))
-    c[1].metric("ROC-AUC", _fmt_num(s.get("roc_auc")),
-                help="Chance that a random fake scores higher than a random real photo (0.5 = guessing).")
+    auc_ci = (s.get("ci95") or {}).get("roc_auc")
+    flag = {"chance": "no better than guessing", "reversed": "the wrong way round"}.get(separation)
+    c[1].metric("ROC-AUC", _fmt_num(s.get("roc_auc")), delta=flag, delta_color="inverse" if flag else "normal",
+                delta_arrow="off",
+                help="Chance that a random fake scores higher than a random real photo (0.5 = guessing)." + (
+                    f" 95% CI {auc_ci[0]:.3f} to {auc_ci[1]:.3f}." if auc_ci and None not in auc_ci else ""))
     c[2].metric("Balanced accuracy", _fmt_pct(s.get("balanced_accuracy")),
                 help="Average of the hit rates on real and fake photos.")
     c[3].metric("Images scored", f"{s.get('n', 0)} images",
@@ -207,8 +223,14 @@ def _charts(ev: dict, s: dict, threshold: float) -> None:
     c1.plotly_chart(plots.calibration_fig({name: curves}), key="eval_calibration")
 
 
+def _root(ev: dict) -> str | None:
+    return getattr(ev.get("tmp"), "name", None)
+
+
 def _failed(ev: dict, s: dict) -> None:
-    reasons = s.get("failed_reasons") or {}
+    from realitycheck.app import public
+
+    reasons = {public.shown_path(p, _root(ev)): public.safe(r) for p, r in (s.get("failed_reasons") or {}).items()}
     skipped = ev.get("skipped") or []
     if reasons:
         n = len(reasons)
@@ -231,13 +253,17 @@ def _error_browser(ev: dict, threshold: float) -> None:
         st.success("No misclassified images at this threshold.")
         return
     st.caption(f"{len(wrong)} misclassified images. Pick one to see it with its Grad-CAM heatmap.")
-    view = wrong[["path", "true_label", "predicted", "p_fake", "faces"]].copy()
+    view = wrong[["path", "true_label", "predicted", "p_fake", "faces"]].drop_duplicates("path").copy()
     view["p_fake"] = pd.to_numeric(view["p_fake"], errors="coerce")
-    st.dataframe(view, hide_index=True, width="stretch",
+    from realitycheck.app import public
+
+    shown = view.assign(path=[public.shown_path(p, _root(ev)) for p in view["path"]])  # public: no server folders
+    st.dataframe(shown, hide_index=True, width="stretch",
                  column_config={"p_fake": st.column_config.NumberColumn("p(fake)", format="%.3f")})
     paths = view["path"].astype(str).tolist()
-    choice = st.selectbox("Show", paths, format_func=lambda p: Path(p).name, key="eval_error_pick")
-    if not choice:
+    # Keyed by the run: a second evaluation gets a fresh picker instead of the old run's choice.
+    choice = st.selectbox("Show", paths, format_func=lambda p: Path(p).name, key=f"eval_error_pick_{ev['id']}")
+    if choice not in paths:
         return
     row = view[view["path"].astype(str) == choice].iloc[0]
     try:
@@ -246,20 +272,23 @@ def _error_browser(ev: dict, threshold: float) -> None:
         common.show_error(str(exc))
         return
     clf = _eval_classifier(ev)
-    c1, c2 = st.columns([1, 2])
-    c1.image(img, width="stretch", caption=f"true {row['true_label']}, predicted {row['predicted']}")
-    c1.markdown(common.verdict_html(str(row["predicted"]), float(row["p_fake"])), unsafe_allow_html=True)
+    st.markdown(f"**{Path(choice).name}**: true class **{row['true_label']}**, "
+                + common.verdict_html(str(row["predicted"]), float(row["p_fake"])), unsafe_allow_html=True)
     if clf is None:
-        c2.info("The model that produced these results is no longer available, so no heatmap.")
+        st.image(img, width=320, caption=f"true {row['true_label']}, predicted {row['predicted']}")
+        st.info("The model that produced these results is no longer available, so no heatmap.")
         return
-    with c2:
-        with st.spinner("Computing the Grad-CAM heatmap…"):
-            exp = common.explanation(clf, ("eval", choice), img, "gradcam")
-        st.image(exp.panel(), width="stretch",
-                 caption=f"Grad-CAM evidence for '{exp.target_class}' on the {exp.region} the model saw.")
-        st.caption(f"Where: {exp.describe()}.")
-        if exp.faithfulness is not None:
-            st.caption(f"Faithfulness {exp.faithfulness.score * 100:+.0f} points: {exp.faithfulness.meaning}")
+    with st.spinner("Computing the Grad-CAM heatmap…"):
+        exp = common.explanation(clf, ("eval", choice), img, "gradcam", target_class=str(row["predicted"]))
+    # One picture: the panel's left half is the image itself, so it is not shown a second time.
+    st.image(exp.panel(), width="stretch",
+             caption=f"Left: the {exp.region} the model saw. Right: Grad-CAM evidence for "
+                     f"'{exp.target_class}' (red = strong, blue = weak).")
+    from realitycheck.faces import find_faces
+
+    st.markdown(f"**Where:** {common.where_words(exp, find_faces(img).boxes)}")
+    if exp.faithfulness is not None:
+        st.caption(common.faithfulness_words(exp.faithfulness))
 
 
 def _eval_classifier(ev: dict):
@@ -273,8 +302,11 @@ def _eval_classifier(ev: dict):
 
 
 def _downloads(ev: dict, threshold: float) -> None:
-    t = M.rethreshold(ev["result"].table, threshold)
-    csv = t.reindex(columns=M.TABLE_COLUMNS).to_csv(index=False).encode("utf-8")
+    from realitycheck.app import public
+
+    shown = public.shown_result(ev["result"], _root(ev))  # public mode: no server folders in downloads
+    t = M.rethreshold(shown.table, threshold)
+    csv = t.reindex(columns=M.TABLE_COLUMNS + ["provenance"]).to_csv(index=False).encode("utf-8")
     c1, c2 = st.columns(2)
     c1.download_button("Download results (CSV)", data=csv, file_name="realitycheck-results.csv",
                        mime="text/csv", key="eval_dl_csv")
@@ -282,18 +314,37 @@ def _downloads(ev: dict, threshold: float) -> None:
     if clf is None:
         c2.caption("HTML report: needs the model that produced these results.")
         return
-    result = ev["result"]
+    result = shown
 
     def report() -> bytes:
         from realitycheck import evaluate
 
         with tempfile.TemporaryDirectory(prefix="realitycheck-report-") as d:
-            out = evaluate.write_report(Path(d) / "report.html", clf, result, threshold=threshold)
+            out = evaluate.write_report(Path(d) / "report.html", clf, result, threshold=threshold,
+                                        image_root=_root(ev))
             return out.read_bytes()
 
     c2.download_button("Download report (HTML)", data=report, file_name="realitycheck-report.html",
                        mime="text/html", key="eval_dl_html",
                        help="One self-contained file (opens offline) with every chart and metric.")
+
+
+def _per_source(s: dict) -> None:
+    """Each source's rate (detection for fakes, false alarms for reals), so no source hides in an average."""
+    rows = s.get("per_source") or []
+    named = [r for r in rows if r["source"] != "(unnamed)"]
+    if not named and len(rows) < 2:
+        return
+    st.subheader("Per source")
+    table = [{"source": r["source"], "class": r["label"], "images": r["n"], "measures": r["rate_name"],
+              "rate": r["rate"], "95% CI": f"{r['ci95_low']:.1%} - {r['ci95_high']:.1%}",
+              "mean p(fake)": r["mean_p_fake"],
+              **({"unfamiliar": r["unfamiliar_rate"]} if r.get("unfamiliar_rate") is not None else {})}
+             for r in rows]
+    st.dataframe(table, hide_index=True, width="stretch", key="eval_per_source",
+                 column_config={"rate": st.column_config.NumberColumn(format="percent"),
+                                "unfamiliar": st.column_config.NumberColumn(format="percent"),
+                                "mean p(fake)": st.column_config.NumberColumn(format="%.3f")})
 
 
 def _results(ev: dict) -> None:
@@ -310,16 +361,29 @@ def _results(ev: dict) -> None:
                             min_value=0.01, max_value=0.99, step=0.01, key=state.EVAL_THRESHOLD,
                             help="Re-scores the stored results; the model is not run again.")
     s = _summary(ev, threshold)
+    kind, sentence = M.separation(s)
     best = s.get("best_threshold_balanced_accuracy") or {}
-    if best.get("threshold") is not None:
-        right.markdown(f"Best threshold for balanced accuracy: **{best['threshold']:.3f}** "
-                       f"({best['balanced_accuracy']:.1%})")
-        right.button("Use it", on_click=_use_best, args=(best["threshold"],), key="eval_use_best")
+    if kind in ("chance", "reversed"):
+        right.caption("No threshold is suggested: moving it cannot make these verdicts reliable.")
+    elif best.get("threshold") is not None:
+        t_use = _slider_value(best["threshold"])
+        at_best = _summary(ev, t_use)  # the rates at the value "Use it" sets, never a bare threshold
+        right.markdown(f"Best threshold for balanced accuracy: **{t_use:.2f}** "
+                       f"({_fmt_pct(at_best.get('balanced_accuracy'))}): at it, **{_fmt_pct(at_best.get('fpr'))}** "
+                       f"of real photos are flagged (false alarms) and **{_fmt_pct(at_best.get('fnr'))}** of fakes "
+                       "are missed.")
+        right.button("Use it", on_click=_use_best, args=(t_use,), key="eval_use_best")
     else:
         right.caption("Best threshold: needs both real and fake images.")
-    _cards(s)
+    if kind in ("chance", "reversed"):
+        st.warning(sentence, icon=":material/block:")
+    _cards(s, kind)
+    _per_source(s)
     _charts(ev, s, threshold)
     _failed(ev, s)
+    from realitycheck.app import provenance_panel
+
+    provenance_panel.render_counts(s.get("provenance"))
     _downloads(ev, threshold)
     _error_browser(ev, threshold)
 
@@ -328,9 +392,14 @@ def render() -> None:
     st.title("Evaluate on labelled images")
     st.caption("Measure the active model on photos whose true class you know. The model runs once; "
                "the threshold slider then re-scores the stored results instantly.")
+    from realitycheck.app import public
+
     clf = common.current_classifier()
     if clf is not None:
-        source = st.radio("Labelled images from", SOURCES, horizontal=True, key="eval_source")
+        sources = SOURCES if not public.is_public() else SOURCES[1:]  # public: uploads only
+        if st.session_state.get("eval_source") not in sources:
+            st.session_state.pop("eval_source", None)
+        source = st.radio("Labelled images from", sources, horizontal=True, key="eval_source")
         if source == SOURCES[0]:
             _source_folder(clf)
         elif source == SOURCES[1]:

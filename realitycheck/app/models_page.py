@@ -7,14 +7,13 @@ session's list only, never to the shared weights folder.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from realitycheck import checkpoints, inference, plots
-from realitycheck.app import common, state
+from realitycheck.app import common, public, state
 from realitycheck.checkpoints import CheckpointError
 
 RADIO_KEY = "models_active_radio"
@@ -42,7 +41,8 @@ def _list(paths: list[Path]) -> None:
     st.subheader("Available models")
     if not paths:
         st.warning("No checkpoints found. Train one (`realitycheck train`) or load one below.", icon=":material/warning:")
-        st.caption(f"Weights folder: `{inference.weights_dir()}`")
+        if not public.is_public():
+            st.caption(f"Weights folder: `{inference.weights_dir()}`")
         return
     active = common.active_model_path()
     options = [str(p) for p in paths]
@@ -60,7 +60,8 @@ def _list(paths: list[Path]) -> None:
                 common.show_error(str(exc))
                 continue
             st.markdown(checkpoints.card_markdown(card, p.name))
-            st.caption(f"Path: `{p}`")
+            if not public.is_public():
+                st.caption(f"Path: `{p}`")
 
 
 def _adopt(path: Path, what: str) -> None:
@@ -86,8 +87,20 @@ def _adopt(path: Path, what: str) -> None:
 
 
 def _load() -> None:
+    settings = public.settings()
+    if not settings.server_paths and not settings.allow_checkpoint_upload:
+        return  # public mode: the server's own models only
     st.subheader("Load a checkpoint")
-    tab_up, tab_path = st.tabs(["Upload a file", "Path on the server"])
+    tabs = (["Upload a file"] if settings.allow_checkpoint_upload else []) + (
+        ["Path on the server"] if settings.server_paths else [])
+    shown = dict(zip(tabs, st.tabs(tabs)))
+    if "Upload a file" in shown:
+        _load_upload(shown["Upload a file"])
+    if "Path on the server" in shown:
+        _load_path(shown["Path on the server"])
+
+
+def _load_upload(tab_up) -> None:
     with tab_up:
         st.caption("A RealityCheck `.pt` checkpoint or a bare state_dict (`.pt`/`.pth`), up to 50 MB. "
                    "The original project's RealityCheck.pth is about 100 MB: load it by server path.")
@@ -104,11 +117,18 @@ def _load() -> None:
                     common.show_error(over)
                 else:
                     tmp = state.session_temp_dir("realitycheck-model-")
-                    name = re.sub(r"[^\w.\-]", "_", Path(up.name).name) or "checkpoint.pt"
+                    from realitycheck.uploads import safe_file_name
+
+                    name = safe_file_name(up.name, "checkpoint.pt")
                     target = Path(tmp.name) / name
                     target.write_bytes(data)
                     _adopt(target, up.name)  # reruns on success
                     state.drop_temp_dir(tmp)
+
+
+def _load_path(tab_path) -> None:
+    from realitycheck import access
+
     with tab_path:
         with st.form("model_path_form", border=False):
             path = st.text_input("Checkpoint path on the server", key="model_path",
@@ -118,16 +138,19 @@ def _load() -> None:
             if not path.strip():
                 st.warning("Enter a path first.")
             else:
-                p = Path(path.strip()).expanduser()
-                if not p.is_file():
-                    common.show_error(f"{p}: no such file" if not p.exists() else
-                                      f"{p}: is a folder; expected a .pt/.pth weights file")
+                try:  # only under the allowed roots, never a device or a link out of them
+                    p = access.check_path(path.strip(), public.settings(), want="file")
+                except access.PathRefused as exc:
+                    common.show_error(str(exc))
                 else:
-                    _adopt(p.resolve(), p.name)
+                    _adopt(p, p.name)
 
 
 def _compare(paths: list[Path]) -> None:
     st.subheader("Compare two models")
+    if public.is_public():
+        st.caption("Comparing models on a labelled folder of the server is turned off on this public deployment.")
+        return
     if len(paths) < 2:
         st.info("Comparing needs two models: load another checkpoint above.", icon=":material/balance:")
         _show_comparison()
@@ -138,7 +161,7 @@ def _compare(paths: list[Path]) -> None:
         a = c1.selectbox("Model A", options, index=0, format_func=lambda p: _label(Path(p)), key="compare_a")
         b = c2.selectbox("Model B", options, index=1, format_func=lambda p: _label(Path(p)), key="compare_b")
         folder = st.text_input("Labelled folder or CSV on the server", key="compare_folder",
-                               placeholder="../shared/data/faces-140k-sample")
+                               placeholder=common.LABELLED_PLACEHOLDER)
         go = st.form_submit_button("Compare", type="primary")
     if go:
         if a == b:
@@ -146,43 +169,44 @@ def _compare(paths: list[Path]) -> None:
         elif not folder.strip():
             st.warning("Enter a labelled folder or CSV path first.")
         else:
-            _run_comparison([Path(a), Path(b)], folder.strip())
+            from realitycheck import access
+            from realitycheck.data import DataError
+
+            try:  # only under the allowed roots; every file a CSV lists is checked too
+                source = access.checked_labelled_source(folder.strip(), public.settings())
+            except (access.PathRefused, DataError) as exc:
+                common.show_error(str(exc))
+            else:
+                _run_comparison([Path(a), Path(b)], source, folder.strip())
     _show_comparison()
 
 
-def _run_comparison(paths: list[Path], folder: str) -> None:
+def _run_comparison(paths: list[Path], folder, label: str) -> None:
     from realitycheck import evaluate
-    from realitycheck import metrics as M
     from realitycheck.data import DataError
 
-    rows, curves = [], {}
+    try:
+        classifiers = {_label(p): common.get_classifier(p) for p in paths}
+    except CheckpointError as exc:
+        common.show_error(str(exc))
+        return
+    names = list(classifiers)
     bar = st.progress(0.0, text="Starting…")
-    for i, p in enumerate(paths):
-        name = _label(p)
-        try:
-            clf = common.get_classifier(p)
-        except CheckpointError as exc:
-            bar.empty()
-            common.show_error(str(exc))
-            return
 
-        def tick(done, total, i=i, name=name):
-            frac = (i + (done / total if total else 0)) / len(paths)
-            bar.progress(min(1.0, frac), text=f"{name}: {done} of {total} images")
+    def tick(name: str, done: int, total: int) -> None:
+        frac = (names.index(name) + (done / total if total else 0)) / len(names)
+        bar.progress(min(1.0, frac), text=f"{name}: {done} of {total} images")
 
-        try:
-            result = evaluate.evaluate_folder(clf, folder, progress=tick, workers=0)
-        except DataError as exc:
-            bar.empty()
-            common.show_error(str(exc))
-            return
-        s = result.summary(float(state.get(state.THRESHOLD)))
-        rows.append({"model": name, **{k: s.get(k) for k, _, _ in COMPARE_COLUMNS},
-                     "images": s.get("n"), "failed": s.get("n_failed"), "seconds": round(result.seconds, 1)})
-        curves[name] = M.curves_from_table(result.table)
-    bar.empty()
-    state.put(state.COMPARISON, {"rows": rows, "curves": curves, "folder": folder,
-                                 "threshold": float(state.get(state.THRESHOLD))})
+    try:
+        comparison = evaluate.compare_models(classifiers, folder, threshold=float(state.get(state.THRESHOLD)),
+                                             progress=tick, workers=0)
+    except DataError as exc:
+        common.show_error(str(exc))
+        return
+    finally:
+        bar.empty()
+    comparison["folder"] = label
+    state.put(state.COMPARISON, comparison)
 
 
 def _show_comparison() -> None:
@@ -190,15 +214,31 @@ def _show_comparison() -> None:
     if not comp:
         return
     st.caption(f"On {comp['folder']} at threshold {comp['threshold']:.2f}")
-    df = pd.DataFrame(comp["rows"])
-    config = {k: st.column_config.NumberColumn(label, format="percent" if pct else "%.3f")
-              for k, label, pct in COMPARE_COLUMNS}
-    config["images"] = st.column_config.NumberColumn("images scored", format="%d")
-    config["seconds"] = st.column_config.NumberColumn("time", format="%.1f s")
-    st.dataframe(df, hide_index=True, width="stretch", column_config=config)
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(plots.roc_fig(comp["curves"]), key="compare_roc")
-    c2.plotly_chart(plots.pr_fig(comp["curves"]), key="compare_pr")
+    st.dataframe(comparison_frame(comp["rows"]), width="stretch", key="compare_table")
+    # one chart per row: side by side, long model names in the legends squeezed the plots
+    st.plotly_chart(plots.roc_fig(comp["curves"]), key="compare_roc")
+    st.plotly_chart(plots.pr_fig(comp["curves"]), key="compare_pr")
+
+
+def comparison_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per measure, one column per model: long model names become column headers
+    instead of a wide table cut off at the right."""
+    def fmt(v, pct: bool) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return "n/a"
+        return f"{v:.1%}" if pct else f"{v:.3f}"
+
+    table = {}
+    for r in rows:
+        col = {label: fmt(r.get(k), pct) for k, label, pct in COMPARE_COLUMNS}
+        col["images scored"] = f"{r.get('images') or 0}"
+        col["failed"] = f"{r.get('failed') or 0}"
+        col["time"] = f"{r.get('seconds', 0):.1f} s"
+        name = r["model"]
+        while name in table:  # two files may carry the same card name
+            name += " (2)"
+        table[name] = col
+    return pd.DataFrame(table)
 
 
 def render() -> None:

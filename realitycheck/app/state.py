@@ -24,6 +24,7 @@ DEMO = "demo_mode"  # bool: big verdicts, no settings (sidebar toggle)
 METHOD = "cam_method"  # str: explain.METHODS key (Classify page)
 OPACITY = "cam_opacity"  # float 0-1: heatmap opacity (Classify page)
 SLOW_OK = "allow_slow_methods"  # bool: offer scorecam/ablationcam (Classify page)
+EVIDENCE = "cam_evidence"  # "verdict" | "fake" | "real": the class the heatmap explains (Classify page)
 EVAL_THRESHOLD = "eval_threshold"  # float: threshold of the Evaluate page (re-thresholds the table)
 
 # -- what the session holds ------------------------------------------------------------------------
@@ -31,9 +32,10 @@ ACTIVE_MODEL = "active_model"  # str | None: checkpoint path chosen on the Model
 EXTRA_MODELS = "extra_models"  # list[str]: checkpoints loaded this session (upload / server path)
 HISTORY = "history"  # list[dict]: every image classified in this session, in order
 PREDICTIONS = "predictions"  # dict[(model_key, sha256)] -> record dict (Prediction + image), LRU
-EXPLANATIONS = "explanations"  # dict[(model_key, sha256 | path, method)] -> explain.Explanation, LRU
+EXPLANATIONS = "explanations"  # dict[(model_key, sha256 | path, method, class)] -> explain.Explanation, LRU
 CURRENT = "classify_current"  # list[(model_key, sha256)]: results shown on the Classify page
 CLASSIFY_ERRORS = "classify_errors"  # list[str]: one-line messages of the last submit
+CLASSIFY_NOTES = "classify_notes"  # list[str]: remarks on the last submit (a file added twice)
 UPLOADED_BYTES = "uploaded_bytes"  # int: bytes accepted from uploads this session (cap below)
 SEEN_UPLOADS = "seen_uploads"  # set[str]: sha256 of uploads already counted
 EVALUATION = "evaluation"  # dict | None: last Evaluate-page run (EvaluationResult, curves, temp dir)
@@ -47,15 +49,16 @@ DEFAULTS: dict[str, Any] = {
     METHOD: "gradcam",
     OPACITY: 0.45,
     SLOW_OK: False,
+    EVIDENCE: "verdict",
     EVAL_THRESHOLD: 0.5,
     ACTIVE_MODEL: None,
 }
 
 # Widget-bound keys that must survive runs in which their widget is not drawn.
-PERSISTENT_WIDGET_KEYS = (THRESHOLD, DEMO, METHOD, OPACITY, SLOW_OK, EVAL_THRESHOLD)
+PERSISTENT_WIDGET_KEYS = (THRESHOLD, DEMO, METHOD, OPACITY, SLOW_OK, EVIDENCE, EVAL_THRESHOLD)
 
 # Per-session caps: uploads are held in memory and on disk for the session's lifetime.
-MAX_SESSION_UPLOAD_BYTES = 200 * 1024 * 1024  # 200 MB of uploads per browser session
+# (the per-session upload budget is a deployment setting: access.AccessSettings.session_upload_bytes)
 MAX_CACHED_PREDICTIONS = 40  # decoded images kept for re-rendering heatmaps
 MAX_CACHED_EXPLANATIONS = 80
 
@@ -64,12 +67,12 @@ def _fresh(key: str) -> Any:
     """A new mutable default (never shared between sessions)."""
     return {
         EXTRA_MODELS: list, HISTORY: list, PREDICTIONS: dict, EXPLANATIONS: dict, CURRENT: list,
-        CLASSIFY_ERRORS: list, SEEN_UPLOADS: set, TEMP_DIRS: list, FLASH: list,
+        CLASSIFY_ERRORS: list, CLASSIFY_NOTES: list, SEEN_UPLOADS: set, TEMP_DIRS: list, FLASH: list,
     }[key]()
 
 
-MUTABLE_KEYS = (EXTRA_MODELS, HISTORY, PREDICTIONS, EXPLANATIONS, CURRENT, CLASSIFY_ERRORS, SEEN_UPLOADS,
-                TEMP_DIRS, FLASH)
+MUTABLE_KEYS = (EXTRA_MODELS, HISTORY, PREDICTIONS, EXPLANATIONS, CURRENT, CLASSIFY_ERRORS, CLASSIFY_NOTES,
+                SEEN_UPLOADS, TEMP_DIRS, FLASH)
 
 
 def init() -> None:

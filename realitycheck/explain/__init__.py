@@ -11,7 +11,6 @@ removing a random 20%?).
 | `methods` | the registry of CAM methods: factory, slow or not, needs gradients, the note for users |
 | `explainer` | running a method on a model without disturbing it; the private copy and its lifetime |
 | `faithfulness` | the remove-the-hottest-pixels check and its sentence |
-| `wording` | where the evidence concentrates, in words |
 | `render` | overlays, outlines, colour bars, panels, PNG bytes |
 """
 
@@ -37,11 +36,10 @@ from realitycheck.explain.render import (
     side_by_side,
     to_png_bytes,
 )
-from realitycheck.explain.wording import describe_regions
 
 __all__ = [
     "METHODS", "SLOW_METHODS", "DEFAULT_METHOD", "METHOD_NOTES", "Method", "get_method", "Explanation",
     "Explainer", "PrivateCopy", "shared_copy", "Faithfulness", "REMOVE_FRACTION", "DEFAULT_BATCH_SIZE",
-    "explain", "estimate_seconds", "model_lock", "describe_regions", "hot_regions", "HotRegion",
+    "explain", "estimate_seconds", "model_lock", "hot_regions", "HotRegion",
     "overlay", "outline_hot_regions", "side_by_side", "colorbar_image", "render_panel", "to_png_bytes",
 ]

@@ -43,7 +43,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from realitycheck import models
 from realitycheck.checkpoints import ModelCard
 from realitycheck.explain import faithfulness as faith
-from realitycheck.explain import render, wording
+from realitycheck.explain import render
 from realitycheck.explain.faithfulness import Faithfulness
 from realitycheck.explain.methods import DEFAULT_METHOD, Method, Progress, Ticker, get_method
 
@@ -68,9 +68,21 @@ class Explanation:
     predicted_class: str = ""
     region_image: Image.Image | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
+    # aligned-face models: the face's detector box inside the heatmap's own pixels (x, y, w, h)
+    view_face_box: tuple[int, int, int, int] | None = None
 
-    def describe(self) -> str:
-        return wording.describe_regions(self.heatmap, self.target_class)
+    def describe(self, face_boxes=()) -> str:
+        """Where the evidence lies, in words, relative to the face (`heatmap_words`).
+
+        face_boxes: the detector's boxes in the input image (ignored for an aligned face, whose box
+        in the view is known).
+        """
+        from realitycheck import heatmap_words
+
+        if self.view_face_box is not None:
+            h, w = self.heatmap.shape
+            return heatmap_words.describe_evidence(self.heatmap, (0, 0, w, h), [self.view_face_box], self.target_class)
+        return heatmap_words.describe_evidence(self.heatmap, self.crop_box, list(face_boxes), self.target_class)
 
     def overlay(self, opacity: float = 0.45, colormap: str = "jet") -> Image.Image:
         return render.overlay(self._region(), self.heatmap, opacity, colormap)
@@ -305,11 +317,12 @@ class Explainer:
         target_layer = self._layer()
         transform = self.card.preprocessing.transform()
         rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        view_boxes = [None] * len(rgb)
         if self.card.preprocessing.align == "face":
             # what the model judged: the image's most suspicious aligned face (the whole image if none)
             # every view is then crop x crop pixels: an aligned face, or the whole image's centre crop
             views = [self._deciding_view(im) for im in rgb]
-            rgb = [v for v, _ in views]
+            rgb, view_boxes = [v for v, _ in views], [b for _, b in views]
             transform = self.card.preprocessing.tensor_transform()
 
         chunk = 1 if spec.slow else batch_size
@@ -333,25 +346,32 @@ class Explainer:
                             ticker.tick()
             finally:
                 ticker.close()
+        for exp, box in zip(out, view_boxes):
+            exp.view_face_box = box
         return out
 
-    def _deciding_view(self, im: Image.Image) -> tuple[Image.Image, bool]:
-        """(the view whose p_fake is the verdict, is it an aligned face) for an aligned-face card."""
+    def _deciding_view(self, im: Image.Image) -> tuple[Image.Image, tuple | None]:
+        """(the view whose p_fake is the verdict, its face box in the view or None) for an aligned card."""
         from realitycheck.faces import find_faces
 
         pre = self.card.preprocessing
-        views = pre.views(im, find_faces(im))
+        report = find_faces(im)
+        views = pre.views(im, report)
         if views[0][2] is None:
             from torchvision import transforms as T
 
-            return T.Compose([T.Resize(pre.resize, antialias=True), T.CenterCrop(pre.crop)])(im), False
+            return T.Compose([T.Resize(pre.resize, antialias=True), T.CenterCrop(pre.crop)])(im), None
+        best = 0
         if len(views) > 1:
             fake = list(self.card.classes).index("fake")
             x = torch.stack([pre.to_tensor(v) for v in views])
             with torch.inference_mode():
                 p = torch.softmax(self.model(x.to(next(self.model.parameters()).device)).float(), -1)[:, fake]
-            return views[int(p.argmax())][0], True
-        return views[0][0], True
+            best = int(p.argmax())
+        from realitycheck.faces import box_in_aligned_view
+
+        face = report.faces[best]
+        return views[best][0], box_in_aligned_view(face, pre.crop, pre.zoom)
 
     def _explain_batch(self, model, layer, transform, imgs, spec: Method, target_class, batch_size,
                        want_faith, ticker, seed) -> list[Explanation]:

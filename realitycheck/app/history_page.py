@@ -12,7 +12,8 @@ import streamlit as st
 from realitycheck import plots
 from realitycheck.app import common, state
 
-COLUMNS = ["time", "name", "label", "p_fake", "faces", "seconds", "threshold", "model", "source"]
+COLUMNS = ["time", "name", "label", "p_fake", "provenance", "faces", "seconds", "threshold", "model", "source",
+           "disagreement"]
 
 
 def history_frame() -> pd.DataFrame:
@@ -50,7 +51,11 @@ def render() -> None:
     hist.for_each_trace(lambda t: t.update(name=f"checked photos ({len(df)})"))
     c2.plotly_chart(hist, key="history_hist")
     st.caption("Verdicts are those given at the time, with the threshold shown in the table.")
-    view = df[["thumbnail", "time", "name", "label", "p_fake", "faces", "seconds", "threshold", "model"]].copy()
+    clashes = df[df["disagreement"].fillna("").astype(str) != ""]
+    for _, row in clashes.iterrows():
+        st.error(f"**{row['name']}**: {row['disagreement']}", icon=":material/report:")
+    view = df[["thumbnail", "time", "name", "label", "p_fake", "provenance", "faces", "seconds", "threshold",
+               "model"]].copy()
     view["seconds"] = pd.to_numeric(view["seconds"], errors="coerce") * 1000
     st.dataframe(
         view,
@@ -59,6 +64,8 @@ def render() -> None:
             "thumbnail": st.column_config.ImageColumn("image", width="small"),
             "time": st.column_config.DatetimeColumn("time", format="HH:mm:ss"),
             "label": st.column_config.TextColumn("verdict"),
+            "provenance": st.column_config.TextColumn("file declares", help="What the file's own metadata says "
+                                                      "(C2PA, XMP, generator text, camera EXIF); not part of p(fake)."),
             "p_fake": st.column_config.ProgressColumn("p(fake)", min_value=0.0, max_value=1.0, format="percent"),
             "faces": st.column_config.NumberColumn("faces found", format="%d"),
             "seconds": st.column_config.NumberColumn("time (ms)", format="%.0f ms"),

@@ -18,8 +18,8 @@ FLOW = """
 3. **Preprocessing from the model card.** Every checkpoint carries a card that says exactly how images
    must be prepared for it: the shorter side is resized, the **centre square** is cropped, and the
    colours are normalised. Parts of the photo outside that square are not seen by the model.
-4. **Classifier.** A convolutional network (EfficientNet-Lite0 or the original project's ResNet50)
-   outputs **p(fake)**, the probability that the photo is AI-generated.
+4. **Classifier.** A convolutional network ({network}) outputs **p(fake)**, the probability that the
+   photo is AI-generated.
 5. **Decision.** The verdict is **FAKE** when p(fake) is at or above the threshold (0.50 unless you move
    the slider), otherwise **REAL**.
 6. **Grad-CAM.** A heatmap shows which parts of the centre square pushed the model towards its verdict,
@@ -33,9 +33,12 @@ NUMBERS = """
 - **Threshold**: p(fake) at or above it means FAKE. Raising it gives fewer false alarms on real photos
   but lets more fakes through; lowering it does the opposite.
 - **Time (ms)**: decoding, face check and the model's forward pass for that image.
-- **Faithfulness (points)**: how much more the model's confidence drops when the hottest 20% of pixels
-  of the heatmap are removed than when a random 20% are removed. Positive: the heatmap points at
-  evidence the model uses; near zero: treat the heatmap with caution.
+- **Does the heatmap matter to the model?** The highlighted 20% of the picture is hidden (filled in
+  from its surroundings), then a random 20%. If hiding the highlighted part lowers the model's
+  confidence clearly more than hiding random parts, the heatmap shows evidence the model really
+  uses; if not, treat the heatmap with caution.
+- **Where**: the evidence is described relative to the face the detector found ("on the face, around
+  the eyes and forehead", or "outside the face: clothing or background").
 - **Accuracy**: share of photos given the right verdict. **Balanced accuracy**: the average of the hit
   rates on real and on fake photos (not flattered by an unbalanced test set).
 - **ROC-AUC**: the chance that a random fake photo gets a higher p(fake) than a random real photo; 0.5 is
@@ -53,8 +56,8 @@ LIMITS = """
 - **Real photos far from the training distribution** (phone snapshots, group photos, profile views,
   heavy filters, strong JPEG compression, screenshots, scans) **may raise false alarms**.
 - Only the centre square of the image is analysed; a face near the edge may be cut off.
-- Grad-CAM heatmaps are coarse (7x7 cells upsampled) and show where the model looked, not why in
-  human terms.
+- Grad-CAM heatmaps are coarse (a grid of about 7x7 or 8x8 cells, upsampled) and show where the model
+  looked, not why in human terms.
 - Never use a verdict on its own to accuse anyone of anything.
 """
 
@@ -68,6 +71,21 @@ LICENCES = """
 """
 
 
+def _network() -> str:
+    """The active model's architecture, read from its card (never a name written into this page)."""
+    path = common.active_model_path()
+    if path is None:
+        return "none loaded yet: see the Models page"
+    try:
+        card = common.card_of(path)
+    except Exception:  # noqa: BLE001 - an unreadable card is reported on the Models page
+        return "the active model's card cannot be read"
+    p = card.preprocessing
+    mirror = "; it averages each photo with its mirror image" if p.mirror_average else ""
+    return (f"the active model **{card.name}** is a `{card.arch}` network reading {p.crop} px squares, "
+            f"as its model card says{mirror}")
+
+
 def render() -> None:
     st.title("How RealityCheck works")
     st.markdown(
@@ -78,7 +96,7 @@ def render() -> None:
         unsafe_allow_html=True,
     )
     st.header("From photo to verdict")
-    st.markdown(FLOW)
+    st.markdown(FLOW.format(network=_network()))
     st.header("What the numbers mean")
     st.markdown(NUMBERS)
     st.header("Limitations")

@@ -45,8 +45,11 @@ def _examples(clf, demo: bool) -> None:
         for col, (i, (path, label)) in zip(cols, enumerate(items[start:start + per_row], start=start)):
             with col:
                 st.image(str(path), width="stretch")
-                st.caption(f"{path.name}  \ntrue class: **{label or 'unknown'}**")
+                truth = {"real": "a real photo", "fake": "AI-generated"}.get(label, "unknown") if demo else label
+                st.caption(f"{path.name}  \n{'actually' if demo else 'true class:'} **{truth or 'unknown'}**")
                 if st.button("Classify this", key=f"example_{i}", disabled=clf is None, width="stretch"):
+                    state.put(state.CLASSIFY_ERRORS, [])
+                    state.put(state.CLASSIFY_NOTES, [])
                     _run(clf, [(path.name, path.read_bytes())], source=f"example ({label})")
 
 
@@ -69,42 +72,74 @@ def _upload_form(clf) -> None:
     if not files:
         st.warning("Choose at least one image first, then press Classify.")
         return
-    errors, items = [], []
+    errors, notes, items, first_name = [], [], [], {}
     if len(files) > MAX_FILES_PER_SUBMIT:
         errors.append(f"{len(files)} files submitted: only the first {MAX_FILES_PER_SUBMIT} are classified here; "
                       "use the Evaluate page for whole folders.")
         files = files[:MAX_FILES_PER_SUBMIT]
     for f in files:
         data = f.getvalue()
+        h = common.sha256(data)
+        if h in first_name:  # the uploader appends, so the same file is easily added twice
+            same = "was added more than once" if f.name == first_name[h] else f"is the same file as {first_name[h]}"
+            notes.append(f"{f.name} {same}: classified and shown once.")
+            continue
+        first_name[h] = f.name
         over = common.accept_upload(data, f.name)
         if over:
             errors.append(over)
         else:
             items.append((f.name, data))
     state.put(state.CLASSIFY_ERRORS, errors)
+    state.put(state.CLASSIFY_NOTES, list(dict.fromkeys(notes)))
     if items:
         _run(clf, items, source="upload")
     else:
         state.put(state.CURRENT, [])
 
 
-def _settings() -> tuple[str, float]:
-    """CAM method, opacity (and the slow-method opt-in); demo mode uses the defaults."""
+EVIDENCE_OPTIONS = ["verdict", "fake", "real"]  # "verdict": the class of each image's verdict
+EVIDENCE_WORDS = {  # how the choice is shown: analysts get the class, demo mode plain words
+    False: {"verdict": "the verdict's class", "fake": "fake (AI-generated)", "real": "real"},
+    True: {"verdict": "what supports the verdict", "fake": "what looks generated", "real": "what looks real"},
+}
+
+
+def _evidence_choice(demo: bool, container) -> str:
+    words = EVIDENCE_WORDS[demo]
+    container.radio("Show evidence for" if not demo else "Show me", EVIDENCE_OPTIONS, key=state.EVIDENCE,
+                    format_func=words.get, horizontal=True,
+                    help="Which class the heatmap explains. Asking for the other class than the verdict "
+                         "answers 'why might this be fake?' about a photo judged real, and the reverse.")
+    return state.get(state.EVIDENCE)
+
+
+def _settings(demo: bool) -> tuple[str, float, str]:
+    """CAM method, opacity, evidence class (and the slow-method opt-in); demo mode: only the evidence."""
     from realitycheck import explain as X
 
-    if state.get(state.DEMO):
-        return X.DEFAULT_METHOD, state.DEFAULTS[state.OPACITY]
-    c1, c2, c3 = st.columns([2, 2, 1.4])
-    allow_slow = c3.checkbox("Slow methods", key=state.SLOW_OK,
-                             help="ScoreCAM and AblationCAM: one forward pass per feature channel, "
-                                  "about a minute or more per image on this CPU.")
+    if demo:
+        return X.DEFAULT_METHOD, state.DEFAULTS[state.OPACITY], _evidence_choice(True, st)
+    from realitycheck.app import public
+
+    c1, c2, c3, c4 = st.columns([1.6, 1.6, 2.4, 1.1])
+    allow_slow = public.settings().slow_methods and c4.checkbox(
+        "Slow methods", key=state.SLOW_OK,
+        help="ScoreCAM and AblationCAM: one forward pass per feature channel, "
+             "about a minute or more per image on this CPU.")
     options = _methods(allow_slow)
     if state.get(state.METHOD) not in options:
         state.put(state.METHOD, X.DEFAULT_METHOD)
     c1.selectbox("Heatmap method", options, key=state.METHOD,
                  help="Grad-CAM is the standard; the others are variants. Slow ones need the checkbox.")
     c2.slider("Heatmap opacity", 0.0, 1.0, step=0.05, key=state.OPACITY)
-    return state.get(state.METHOD), float(state.get(state.OPACITY))
+    evidence = _evidence_choice(False, c3)
+    return state.get(state.METHOD), float(state.get(state.OPACITY)), evidence
+
+
+def _target(evidence: str, pred) -> str:
+    """The class the heatmap explains: the verdict's (at the current threshold) unless one is chosen."""
+    return pred.label if evidence == "verdict" else evidence
 
 
 def _faces(pred) -> None:
@@ -114,15 +149,24 @@ def _faces(pred) -> None:
         st.warning(f"No face found: {pred.face_message.split(':', 1)[-1].strip()}", icon=":material/face:")
     else:
         st.caption(f":material/face: {pred.face_message}")
+        if len(pred.face_p_fake) > 1 and pred.image is not None:
+            from realitycheck.faces import draw_faces
+
+            st.image(draw_faces(pred.image, pred.face_boxes, pred.face_p_fake, pred.threshold),
+                     caption="Each face's verdict; the image's is its most suspicious face", width="stretch")
 
 
-def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool) -> None:
+def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evidence: str) -> None:
     from realitycheck import explain as X
+
+    from realitycheck.app import public
 
     h = key[1]
     slow = method in X.SLOW_METHODS
-    ekey = (common.model_key(clf.path) if clf.path else clf.name, h, method)
-    cached = ekey in state.get(state.EXPLANATIONS)
+    if slow and not public.settings().slow_methods:
+        method, slow = X.DEFAULT_METHOD, False  # a planted session value cannot start minutes of CPU
+    target = _target(evidence, pred)
+    cached = common.has_explanation(clf, h, method, target)
     if slow and not cached:
         est = X.estimate_seconds(method, clf.model, clf.card)
         st.warning(f"{method} is slow: about {est:.0f} s for this image on this machine.", icon=":material/hourglass_top:")
@@ -133,29 +177,33 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool) -> No
         def tick(done: int, total: int) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=f"{method}: {done}/{total} batches")
 
-        exp = common.explanation(clf, h, pred.image, method, progress=tick)
+        exp = common.explanation(clf, h, pred.image, method, progress=tick, target_class=target)
         bar.empty()
     elif not cached:
         with st.spinner(f"Computing the {method} heatmap…"):
-            exp = common.explanation(clf, h, pred.image, method)
+            exp = common.explanation(clf, h, pred.image, method, target_class=target)
     else:
-        exp = common.explanation(clf, h, pred.image, method)
+        exp = common.explanation(clf, h, pred.image, method, target_class=target)
     panel = exp.panel(opacity=opacity)
-    st.image(panel, width="stretch",
-             caption=f"Left: the {exp.region} the model saw. Right: {method} evidence for "
-                     f"'{exp.target_class}' (red = strong, blue = weak).")
     if demo:
-        st.markdown(f"**What the model looked at:** {exp.describe()}.")
+        look = "generated" if exp.target_class == "fake" else "real"
+        caption = f"Left: the part of the photo the model saw. Right: what looks {look} to the model (red = most)."
+    else:
+        caption = (f"Left: the {exp.region} the model saw. Right: {method} evidence for '{exp.target_class}'"
+                   f"{' (the verdict)' if exp.target_class == pred.label else ' (not the verdict)'}"
+                   " - red = strong, blue = weak.")
+    st.image(panel, width="stretch", caption=caption)
+    words = common.where_words(exp, pred.face_boxes if pred.region != "face crop" else [])
+    if demo:
+        st.markdown(f"**What the model looked at:** {words}")
         return
-    st.caption(f"Where: {exp.describe()}.")
+    st.markdown(f"**Where:** {words}")
     for note in exp.notes:
         st.caption(f":material/info: {note}")
     if exp.faithfulness is not None:
         f = exp.faithfulness
-        st.metric("Faithfulness", f"{f.score * 100:+.0f} points",
-                  help="Confidence drop when the hottest 20% of pixels are removed, minus the drop when "
-                       "a random 20% are removed (percentage points). Positive: the heatmap matters.")
-        st.caption(f.meaning)
+        st.markdown(f"**Does the heatmap matter to the model?** {common.faithfulness_words(f)}",
+                    help=f"Technically: {f.meaning} (ROAD imputation; score {f.score * 100:+.0f} percentage points.)")
     stem = Path(rec["name"]).stem
     caption = f"{rec['name']}: {pred.label.upper()} p(fake) {pred.p_fake:.1%} ({method})"
     st.download_button("Download heatmap (PNG)", data=lambda: _png(exp, opacity, caption),
@@ -168,7 +216,7 @@ def _png(exp, opacity, caption) -> bytes:
     return X.to_png_bytes(exp.panel(opacity=opacity, caption=caption, max_side=None))
 
 
-def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: bool) -> None:
+def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: bool, evidence: str) -> None:
     pred = rec["pred"].at_threshold(threshold)
     if not pred.ok:
         common.show_error(pred.error)
@@ -179,25 +227,34 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
             st.markdown(f"**{rec['name']}**")
             st.markdown(common.verdict_html(pred.label, pred.p_fake, "large" if demo else "normal"),
                         unsafe_allow_html=True)
-            st.caption(f"Verdict: {pred.label.upper()} (threshold {threshold:.2f})")
             if not demo:
+                st.caption(f"Verdict: {pred.label.upper()} (threshold {threshold:.2f})")
                 c1, c2 = st.columns(2)
                 c1.metric("p(fake)", f"{pred.p_fake:.1%}", help="The model's probability that the photo is AI-generated.")
                 c2.metric("p(real)", f"{pred.p_real:.1%}")
                 c1.metric("Time", f"{pred.seconds * 1000:.0f} ms",
                           help="Decoding, face check and the model's forward pass for this image.")
                 c2.metric("Faces found", "n/a" if pred.faces is None else f"{pred.faces}")
+            if pred.unfamiliar:
+                from realitycheck.ood import UNFAMILIAR_MESSAGE, UNFAMILIAR_PLAIN
+
+                st.warning(UNFAMILIAR_PLAIN if demo else
+                           f"{UNFAMILIAR_MESSAGE[0].upper()}{UNFAMILIAR_MESSAGE[1:]} (score {pred.ood_score:.2f}, "
+                           f"threshold {clf.ood.threshold:.2f}).", icon=":material/help:")
             _faces(pred)
             for note in pred.notes:
                 st.caption(f":material/info: {note}")
+            from realitycheck.app import provenance_panel
+
+            provenance_panel.render(rec.get("provenance"), pred.label, demo)
         with right:
             if pred.image is None:
                 st.caption("No image kept for the heatmap.")
             else:
-                common.run_page(lambda: _heatmap(clf, key, rec, pred, method, opacity, demo), "the heatmap")
+                common.run_page(lambda: _heatmap(clf, key, rec, pred, method, opacity, demo, evidence), "the heatmap")
 
 
-def _compare(clf, keys: list, opacity: float) -> None:
+def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -> None:
     from realitycheck import explain as X
 
     good = [k for k in keys if k in state.get(state.PREDICTIONS) and state.get(state.PREDICTIONS)[k]["pred"].ok]
@@ -209,25 +266,64 @@ def _compare(clf, keys: list, opacity: float) -> None:
             "Image", good, format_func=lambda k: preds[k]["name"], key="compare_image")
         methods = [m for m in X.METHODS if m not in X.SLOW_METHODS]
         rec = preds[key]
-        mkey = key[0]
-        missing = [m for m in methods if (mkey, key[1], m) not in state.get(state.EXPLANATIONS)]
-        if missing and st.button(f"Compute {len(missing)} more methods (about a second each)", key="compare_run"):
-            bar = st.progress(0.0)
-            for i, m in enumerate(missing):
-                bar.progress(i / len(missing), text=f"{m}…")
-                common.explanation(clf, key[1], rec["pred"].image, m)
-            bar.empty()
-        done = [m for m in methods if (mkey, key[1], m) in state.get(state.EXPLANATIONS)]
+        target = _target(evidence, rec["pred"].at_threshold(threshold))
+        missing = [m for m in methods if not common.has_explanation(clf, key[1], m, target)]
+        if missing:
+            # measured on this machine (timed forwards of this model), not a promise
+            est = sum(X.estimate_seconds(m, clf.model, clf.card) for m in missing)
+            label = f"Compute {len(missing)} more methods (about {est:.0f} s in all on this machine)"
+            if st.button(label, key="compare_run"):
+                bar = st.progress(0.0)
+                for i, m in enumerate(missing):
+                    bar.progress(i / len(missing), text=f"{m}…")
+                    common.explanation(clf, key[1], rec["pred"].image, m, target_class=target)
+                bar.empty()
+        done = [m for m in methods if common.has_explanation(clf, key[1], m, target)]
         if not done:
             st.caption("No heatmaps computed for this image yet.")
             return
+        st.caption(f"Evidence for '{target}' by each method.")
         cols = st.columns(3)
         for i, m in enumerate(done):
-            exp = common.explanation(clf, key[1], rec["pred"].image, m)
+            exp = common.explanation(clf, key[1], rec["pred"].image, m, target_class=target)
             with cols[i % 3]:
                 st.image(exp.overlay(opacity), width="stretch", caption=m)
                 if exp.faithfulness is not None:
-                    st.caption(f"faithfulness {exp.faithfulness.score * 100:+.0f} points")
+                    st.caption(common.faithfulness_words(exp.faithfulness))
+
+
+def _summary_table(keys: list, threshold: float, demo: bool) -> None:
+    """Several images: one sortable row each (click a column header to sort) before the cards."""
+    import pandas as pd
+
+    rows = []
+    for key in keys:
+        rec = state.get(state.PREDICTIONS)[key]
+        pred = rec["pred"].at_threshold(threshold)
+        rows.append({
+            "image": common.thumbnail_data_url(pred.image) if pred.image is not None else None,
+            "name": rec["name"],
+            "verdict": pred.label.upper() if pred.ok else "ERROR",
+            "p_fake": pred.p_fake,
+            "faces": pred.faces,
+            "ms": None if not pred.ok else pred.seconds * 1000,
+        })
+    n_fake = sum(r["verdict"] == "FAKE" for r in rows)
+    st.subheader(f"{len(rows)} images: {n_fake} {'look' if demo else 'judged'} AI-generated, "
+                 f"{sum(r['verdict'] == 'REAL' for r in rows)} real")
+    st.dataframe(
+        pd.DataFrame(rows), hide_index=True, width="stretch", key="classify_summary",
+        column_config={
+            "image": st.column_config.ImageColumn("image", width="small"),
+            "verdict": st.column_config.TextColumn("verdict"),
+            "p_fake": st.column_config.ProgressColumn("likely AI-generated" if demo else "p(fake)", min_value=0.0,
+                                                      max_value=1.0, format="percent"),
+            "faces": st.column_config.NumberColumn("faces found", format="%d"),
+            "ms": st.column_config.NumberColumn("time", format="%.0f ms"),
+        },
+    )
+    st.caption("Each photo's details and what the model looked at follow." if demo else
+               f"Verdicts at threshold {threshold:.2f}. The details and heatmap of each image follow.")
 
 
 def render() -> None:
@@ -249,8 +345,11 @@ def render() -> None:
             _examples(clf, demo)
     for msg in state.get(state.CLASSIFY_ERRORS):
         common.show_error(msg)
-    mkey = common.model_key(clf.path) if clf.path else clf.name
-    shown = [k for k in state.get(state.CURRENT) if k in state.get(state.PREDICTIONS)]
+    for msg in state.get(state.CLASSIFY_NOTES):
+        st.caption(f":material/content_copy: {msg}")
+    mkey = common.classifier_key(clf)
+    # One card per distinct image: every widget key below is derived from the image's hash.
+    shown = [k for k in dict.fromkeys(state.get(state.CURRENT)) if k in state.get(state.PREDICTIONS)]
     keys = [k for k in shown if k[0] == mkey]
     if len(keys) < len(shown):
         st.info("The active model has changed since these images were classified: press Classify again "
@@ -259,12 +358,14 @@ def render() -> None:
         st.caption("Results appear here. Every image you classify is also listed on the Session history page.")
         return
     st.divider()
-    method, opacity = _settings()
     threshold = float(state.get(state.THRESHOLD))
+    if len(keys) > 1:
+        _summary_table(keys, threshold, demo)
+    method, opacity, evidence = _settings(demo)
     for key in keys:
-        _result(clf, key, state.get(state.PREDICTIONS)[key], threshold, method, opacity, demo)
+        _result(clf, key, state.get(state.PREDICTIONS)[key], threshold, method, opacity, demo, evidence)
     if not demo:
-        _compare(clf, keys, opacity)
+        _compare(clf, keys, opacity, threshold, evidence)
 
 
 if __name__ == "__main__":  # run by st.navigation (Streamlit executes page files as __main__)

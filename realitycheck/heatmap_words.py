@@ -1,0 +1,108 @@
+"""A heatmap in words a non-specialist can check against the picture.
+
+On a press photo the hot spot may be a necktie or the background, so the words are relative to
+the face the detector found: which third of the face box holds the evidence, or that it lies
+outside the face. For an aligned-face model the face box inside the aligned view is known
+(`faces.box_in_aligned_view`), so the same words apply. `Explanation.describe` is the one caller.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+HOT_SHARE = 0.10  # the hottest 10% of the heatmap's pixels are "where the evidence is"
+MOSTLY = 0.5  # more than half of that evidence inside (or outside) the face decides the wording
+
+# Upper, middle and lower third of a detector's face box (brows to chin).
+_FACE_THIRDS = ("the eyes and forehead", "the nose and cheeks", "the mouth and chin")
+_OUTSIDE = {
+    "above": "above the face (hair, headwear or background)",
+    "below": "below the face (neck, clothing or background)",
+    "beside": "beside the face (hair, ears or background)",
+}
+_CLASS_WORDS = {"fake": "AI-generated", "real": "real"}
+
+
+def _hot_mask(heat: np.ndarray) -> np.ndarray:
+    cut = np.quantile(heat, 1.0 - HOT_SHARE)
+    mask = heat >= cut
+    return mask & (heat > 0)
+
+
+def face_box_in_region(box: Sequence[int], crop_box: Sequence[int]) -> tuple[int, int, int, int]:
+    """A face box (x, y, w, h in image pixels) as (left, top, right, bottom) in the heatmap's crop."""
+    x, y, w, h = (int(v) for v in box)
+    left, top = int(crop_box[0]), int(crop_box[1])
+    return x - left, y - top, x - left + w, y - top + h
+
+
+def describe_evidence(heatmap: np.ndarray, crop_box: Sequence[int], face_boxes: Sequence[Sequence[int]],
+                      target_class: str) -> str:
+    """Where the evidence for `target_class` lies, relative to the largest detected face.
+
+    heatmap: HxW over the crop the model saw; crop_box: that crop in the image (left, top, right,
+    bottom); face_boxes: the detector's boxes in image pixels, largest first (may be empty).
+    """
+    heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float64)), 0, None)
+    what = f"what looks {_CLASS_WORDS.get(target_class, target_class)} to the model"
+    subject = what[0].upper() + what[1:]
+    if heat.ndim != 2 or heat.size == 0 or heat.max() <= 0:
+        return f"The heatmap is empty: nothing in the picture {what.replace('what looks', 'looks')}."
+    hot = _hot_mask(heat)
+    weight = heat * hot
+    total = weight.sum()
+    h, w = heat.shape
+    if not face_boxes:
+        ys, xs = np.nonzero(hot)
+        cy, cx = float(np.average(ys, weights=weight[ys, xs])) / h, float(np.average(xs, weights=weight[ys, xs])) / w
+        vert = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else "middle"
+        horiz = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "centre"
+        place = "centre" if (vert, horiz) == ("middle", "centre") else f"{vert} {horiz}".replace("middle ", "")
+        return (f"No face was found, so only the position can be given: {what} is mostly in the {place} "
+                "of the part of the picture the model saw.")
+    fl, ft, fr, fb = face_box_in_region(face_boxes[0], crop_box)
+    cl, ct, cr, cb = max(fl, 0), max(ft, 0), min(fr, w), min(fb, h)
+    inside = weight[ct:cb, cl:cr].sum() / total if cr > cl and cb > ct else 0.0
+    if inside > MOSTLY:
+        thirds = np.linspace(ft, fb, 4).round().astype(int)
+        shares = []
+        for i in range(3):
+            t0, t1 = max(thirds[i], 0), min(thirds[i + 1], h)
+            shares.append(weight[t0:t1, cl:cr].sum() if t1 > t0 and cr > cl else 0.0)
+        order = np.argsort(shares)[::-1]
+        parts = [_FACE_THIRDS[order[0]]]
+        if shares[order[1]] >= 0.6 * shares[order[0]]:
+            parts.append(_FACE_THIRDS[order[1]])
+        return (f"{subject} is mostly on the face, around {' and '.join(parts)} "
+                f"({inside:.0%} of the strongest evidence).")
+    # outside the face: which side holds most of it
+    side = {"above": weight[:max(ft, 0), :].sum(), "below": weight[min(max(fb, 0), h):, :].sum()}
+    side["beside"] = max(total - inside * total - side["above"] - side["below"], 0.0)
+    where = max(side, key=side.get)
+    return (f"{subject} is mostly outside the face: {_OUTSIDE[where]} "
+            f"({1 - inside:.0%} of the strongest evidence), not the face itself.")
+
+
+def faithfulness_words(faithfulness) -> str:
+    """The faithfulness check in plain words (no "points"): hide the highlighted parts, then random
+    parts of the same size, and compare how much the model's confidence falls.
+
+    The verdict at the end (does the heatmap matter?) is `explain.Faithfulness.meaning`'s, so its
+    cut-offs have one home.
+    """
+    f = faithfulness
+    pct = f"{f.fraction:.0%}"
+    cls = _CLASS_WORDS.get(f.target_class, f.target_class)
+
+    def change(d: float) -> str:
+        n = round(abs(d) * 100)
+        if n == 0:
+            return "hardly changes it"
+        return f"{'lowers' if d > 0 else 'raises'} it by {n} in 100"
+
+    verdict = f.meaning.rsplit(": ", 1)[-1].rstrip(".")
+    return (f"Check: hiding the highlighted {pct} of the picture {change(f.drop_hot)} "
+            f"(the model's confidence that the photo is {cls}); hiding a random {pct} {change(f.drop_random)}. "
+            f"So {verdict}.")
