@@ -67,6 +67,7 @@ def bench_ray(args) -> dict:
     t0 = time.perf_counter()
     list(clf.iter_predict(paths))  # again at the end: the machine's load drifts during a run
     out["local again"] = round(len(paths) / (time.perf_counter() - t0), 2)
+    out["load average at the end (1 min)"] = os.getloadavg()[0]
     return out
 
 
