@@ -55,9 +55,9 @@ def bench_ray(args) -> dict:
     distributed.connect(num_cpus=args.cpus)
     out["ray_start_seconds"] = round(time.perf_counter() - t0, 1)
     layouts = {
-        "ray: 1 model actor + decode tasks (default)": dict(actors=1),
-        "ray: 1 actor, decode fused into it": dict(actors=1, fuse_decode=True),
-        "ray: 2 actors, decode fused into them": dict(actors=2, fuse_decode=True),
+        "ray: 1 model actor + decode tasks (default)": {"actors": 1},
+        "ray: 1 actor, decode fused into it": {"actors": 1, "fuse_decode": True},
+        "ray: 2 actors, decode fused into them": {"actors": 2, "fuse_decode": True},
     }
     for name, kw in layouts.items():
         t0 = time.perf_counter()
@@ -89,7 +89,8 @@ def bench_ddp(args) -> dict:
             wall = time.perf_counter() - t0
             import csv
 
-            row = list(csv.DictReader(open(prefix.with_suffix(".log.csv"))))[-1]
+            with open(prefix.with_suffix(".log.csv"), newline="") as fh:
+                row = list(csv.DictReader(fh))[-1]
             what = f"run {run + 1}, {n} process(es) x {threads} thread(s)"
             out[f"{what}: training images/s (all ranks)"] = float(row["images_per_second"])
             out[f"{what}: wall seconds incl. start, val and test"] = round(wall, 1)

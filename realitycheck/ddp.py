@@ -9,9 +9,10 @@ epoch, early stop) from the same gathered numbers, so no rank waits for a messag
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -104,7 +105,7 @@ class ShardSampler(torch.utils.data.Sampler):
         return list(range(self.n))
 
     def __len__(self) -> int:
-        return -(-self.total // self.d.world)
+        return math.ceil(self.total / self.d.world)
 
     def __iter__(self) -> Iterator[int]:
         order = self.global_order()

@@ -19,12 +19,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from realitycheck.inference import Classifier, Prediction, Prepared, draft_size_for, prepare
+from realitycheck.inference import (
+    Classifier,
+    Prediction,
+    Prepared,
+    draft_size_for,
+    prepare,
+)
 
 URI_MARK = "://"
 DECODE_TASK_MEMORY = 1 << 30  # bytes reserved per decode task (measured: see build_dataset)
@@ -256,5 +262,13 @@ def predict_stream(clf: Classifier, *, address: str | None = None, **pipeline) -
     return stream
 
 
-__all__ = ["connect", "read_listing", "build_dataset", "iter_predict", "predict_stream", "ModelActor",
-           "decode_batch", "RayUnavailableError"]
+__all__ = [
+    "ModelActor",
+    "RayUnavailableError",
+    "build_dataset",
+    "connect",
+    "decode_batch",
+    "iter_predict",
+    "predict_stream",
+    "read_listing",
+]

@@ -266,7 +266,12 @@ def toy(tmp_path_factory) -> Path:
 def _torchrun(*args, processes: int = 2) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
            "-m", "realitycheck", "train", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=cli_env(), cwd=REPO_ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=cli_env(), cwd=REPO_ROOT, check=False)
+
+
+def _log_rows(out: Path) -> list[dict]:
+    with open(out.with_suffix(".log.csv"), newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def _digests(stderr: str) -> dict[int, dict[int, str]]:
@@ -291,7 +296,7 @@ def test_two_ddp_processes_train_in_step_write_once_and_resume(toy, tmp_path):
     assert set(digests) == {1, 2} and all(set(d) == {0, 1} for d in digests.values())
     assert all(d[0] == d[1] for d in digests.values()), digests  # the ranks hold identical weights
     assert digests[1][0] != digests[2][0]  # and the steps changed them
-    rows = list(csv.DictReader(open(out.with_suffix(".log.csv"))))
+    rows = _log_rows(out)
     assert [int(x["epoch"]) for x in rows] == [1, 2]
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
     # one checkpoint and one card, written by rank 0 only
@@ -306,4 +311,4 @@ def test_two_ddp_processes_train_in_step_write_once_and_resume(toy, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stderr.count("resumed from") == 1 and "after epoch 2" in r.stderr
     assert set(_digests(r.stderr)) == {3} and len(set(_digests(r.stderr)[3].values())) == 1
-    assert [int(x["epoch"]) for x in csv.DictReader(open(out.with_suffix(".log.csv")))] == [1, 2, 3]
+    assert [int(x["epoch"]) for x in _log_rows(out)] == [1, 2, 3]
