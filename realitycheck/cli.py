@@ -65,18 +65,37 @@ def _expand_inputs(paths: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 
+def _ray_pipeline(args) -> dict:
+    """The --ray options as `distributed` keyword arguments."""
+    return {"address": args.ray_address, "actors": args.ray_actors, "gpus_per_actor": args.ray_gpus_per_actor}
+
+
 def cmd_predict(args) -> int:
     from realitycheck.provenance import KIND_WORDS, disagreement, read_provenance
 
+    if args.ray:  # a listing file (one path or URI a line) is an input list, as Ray reads it
+        from realitycheck.distributed import read_listing
+
+        args.paths = [x for p in args.paths
+                      for x in (read_listing(p) if p.endswith((".txt", ".lst")) and Path(p).is_file() else [p])]
     inputs = _expand_inputs(args.paths)
     if not inputs:
         raise UserError("no images to predict")
     clf = _load(args)
     bar = _progress_bar(len(inputs), "predict", args.progress and len(inputs) > 1)
     results = []
-    for pred in clf.iter_predict(inputs, workers=0 if len(inputs) < 2 * clf.batch_size else None,
-                                 progress=lambda d, t: bar.update(d - bar.n)):
-        results.append(pred)
+    if args.ray:
+        from realitycheck import distributed
+
+        try:
+            results = list(distributed.iter_predict(clf, inputs, progress=lambda d, t: bar.update(d - bar.n),
+                                                    **_ray_pipeline(args)))
+        except distributed.RayUnavailableError as exc:
+            raise UserError(str(exc)) from None
+    else:
+        for pred in clf.iter_predict(inputs, workers=0 if len(inputs) < 2 * clf.batch_size else None,
+                                     progress=lambda d, t: bar.update(d - bar.n)):
+            results.append(pred)
     bar.close()
     # what each file declares about its origin: shown beside the verdict, never mixed into p_fake
     declared = [read_provenance(path) for path in inputs]
@@ -165,6 +184,12 @@ def cmd_evaluate(args) -> int:
     clf = _load(args)
     common = dict(csv_path=args.csv, resume=args.resume, progress=args.progress, workers=args.workers,
                   log=lambda m: print(m, file=sys.stderr))
+    ray_errors: tuple = ()
+    if args.ray:  # the same evaluation, with the images scored on Ray Data
+        from realitycheck import distributed
+
+        common["predict_stream"] = distributed.predict_stream(clf, **_ray_pipeline(args))
+        ray_errors = (distributed.RayUnavailableError,)
     sources = list(args.folder or []) + list(args.data or [])
     if not sources:
         raise UserError("nothing to evaluate: give a folder, a CSV, NAME=FOLDER or a .toml manifest (--data)")
@@ -173,8 +198,11 @@ def cmd_evaluate(args) -> int:
             result = evaluate.evaluate_folder(clf, sources[0], split=args.split, **common)
         else:
             result = evaluate.evaluate_sources(clf, sources, only_split=args.only_split, **common)
-    except (DataError, evaluate.ResumeError) as exc:
+    except (DataError, evaluate.ResumeError, *ray_errors) as exc:
         raise UserError(str(exc)) from None
+    if args.parquet:
+        Path(args.parquet).parent.mkdir(parents=True, exist_ok=True)
+        result.table.to_parquet(args.parquet, index=False)
     if result.interrupted:
         print(f"realitycheck: interrupted after {len(result.table)} images; partial results in {args.csv}; "
               "rerun with --resume to continue", file=sys.stderr)
@@ -236,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="realitycheck", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def ray_opts(p):
+        p.add_argument("--ray", action="store_true", help="run on Ray Data: a local Ray, or the cluster at --ray-address")
+        p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
+        p.add_argument("--ray-actors", type=int, default=1, help="model actors, each loads the checkpoint once (default 1)")
+        p.add_argument("--ray-gpus-per-actor", type=float, default=0.0, help="GPUs reserved per model actor (default 0)")
+
     def weights_opts(p):
         p.add_argument("--weights", help="checkpoint file (default: the shipped model in weights/)")
         p.add_argument("--threshold", type=float, default=None,
@@ -251,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (= fp32): the same p_fake as explain, evaluate and the dashboard; "
                         "bf16: faster batches on CPUs with bf16, p_fake differs by up to ~0.03")
     p.add_argument("--crop-face", action="store_true", help="classify the largest detected face only")
+    ray_opts(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("explain", help="write Grad-CAM family heatmaps for images")
@@ -281,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: from the cores)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument("--parquet", help="also write the per-image table as Parquet (same columns as --csv)")
+    ray_opts(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train", help="train or fine-tune a detector on labelled sources")

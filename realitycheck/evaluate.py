@@ -115,8 +115,13 @@ def _table(rows: list[dict]) -> pd.DataFrame:
 def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: str | os.PathLike | None = None,
                    resume: bool = False, progress: bool | Callable[[int, int], None] = False,
                    workers: int | None = None, log: Callable[[str], None] = lambda m: None,
-                   source: str = "", mapping: dict | None = None) -> EvaluationResult:
-    """Run `clf` over (path, label) items, streaming; returns the per-image table."""
+                   source: str = "", mapping: dict | None = None,
+                   predict_stream: Callable[..., Iterable[Prediction]] | None = None) -> EvaluationResult:
+    """Run `clf` over (path, label) items, streaming; returns the per-image table.
+
+    `predict_stream(paths, progress=...)` replaces `clf.iter_predict` (e.g. a Ray pipeline, see
+    `distributed`); the CSV, resume and interrupt handling stay this one.
+    """
     done = pd.DataFrame(columns=TABLE_COLUMNS)
     csv_file = Path(csv_path) if csv_path else None
     if csv_file and resume and csv_file.exists():
@@ -153,7 +158,8 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     interrupted = False
     try:
         pending: list[dict] = []
-        for i, pred in enumerate(clf.iter_predict([str(it[0]) for it in items], workers=workers, progress=progress_cb)):
+        stream = predict_stream or (lambda paths, progress: clf.iter_predict(paths, workers=workers, progress=progress))
+        for i, pred in enumerate(stream([str(it[0]) for it in items], progress=progress_cb)):
             row = prediction_row(pred, labels.get(pred.name, ""), sources.get(pred.name, ""))
             row[PROVENANCE_COLUMN] = kind_of(items[i][0])  # beside the verdict, never in p_fake
             rows.append(row)

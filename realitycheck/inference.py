@@ -130,6 +130,15 @@ class _Prepared:
         self.error, self.seconds, self.image, self.per_face = error, seconds, image, per_face
 
 
+Prepared = _Prepared  # the public name, for pipelines that decode in one place and predict in another (distributed)
+
+
+def draft_size_for(card: ModelCard) -> None:
+    """No reduced-size JPEG draft decode: `explain` and training decode in full, and a draft
+    decode moved p_fake by up to 0.015, so every path (local, Ray) decodes the same way."""
+    return None
+
+
 def prepare(source, name: str | None, pre: Preprocessing, *, face_check: bool = True, crop_face: bool = False,
             draft_size: int | None = None, keep_image: bool = False) -> _Prepared:
     """Decode + face check + the card's views (aligned faces or whole image), never raising for a bad image."""
@@ -249,9 +258,7 @@ class Classifier:
 
     # -- the model -----------------------------------------------------------------------------
     def _draft_size(self) -> None:
-        """No reduced-size JPEG draft decode: `explain` and training decode in full, and a draft
-        decode moved p_fake by up to 0.015, so every path decodes the same way."""
-        return None
+        return draft_size_for(self.card)
 
     def probabilities(self, x: torch.Tensor, precision: str | None = None) -> np.ndarray:
         """p_fake for a batch of preprocessed tensors (averaged with the mirror image if the card says so)."""
@@ -310,6 +317,10 @@ class Classifier:
         return self._finish(prepared, p, time.perf_counter() - t0, ood)
 
     # -- public API ----------------------------------------------------------------------------
+    def predict_prepared(self, prepared: list[_Prepared], precision: str | None = None) -> list[Prediction]:
+        """One batch of already-decoded inputs (`prepare` ran elsewhere, e.g. a Ray task) -> Predictions."""
+        return self._run_batch(prepared, precision)
+
     def predict(self, inputs: Sequence, names: Sequence[str] | None = None, *, keep_images: bool = False,
                 precision: str | None = None) -> list[Prediction]:
         """Predict a list of paths, bytes, file objects or PIL images; bad ones get `error`."""

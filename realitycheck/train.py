@@ -30,7 +30,7 @@ import torch
 from PIL import Image, ImageFilter
 from torch import nn
 
-from realitycheck import checkpoints, models
+from realitycheck import checkpoints, ddp, models
 from realitycheck.checkpoints import ModelCard, Preprocessing
 from realitycheck.data import (DataError, Item, collect_sources, collate_skip_errors, parse_data_arg,
                                sample_weights, split_items, split_of)
@@ -251,11 +251,10 @@ def build_data(cfg: TrainConfig) -> TrainData:
     return TrainData(splits, desc, len(extra), sources, sample_weights(splits["train"], weights))
 
 
-def _loader(ds, batch_size, workers, seed, weights=None):
+def _loader(ds, batch_size, workers, seed, weights=None, sampler=None):
     g = torch.Generator()
     g.manual_seed(seed)
-    sampler = None
-    if weights is not None:
+    if sampler is None and weights is not None:
         sampler = torch.utils.data.WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=g)
     return torch.utils.data.DataLoader(
         ds, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=workers,
@@ -603,6 +602,24 @@ def test_only(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     return out
 
 
+def gather_train_stats(d: ddp.Dist, stats: dict) -> dict:
+    """One epoch's training loss and accuracy over all ranks (each weighted by the images it saw)."""
+    loss_x_seen, correct, seen = ddp.sum_across(d, stats["train_loss"] * stats["seen"],
+                                                stats["train_accuracy"] * stats["seen"], stats["seen"])
+    return {"train_loss": loss_x_seen / max(seen, 1), "train_accuracy": correct / max(seen, 1), "seen": int(seen)}
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha1 of every parameter and buffer in order: equal digests mean bit-identical weights."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -610,11 +627,25 @@ def resolve_device(name: str) -> torch.device:
 
 
 def fit(cfg: TrainConfig, log: Callable[[str], None] = print, progress: bool | None = None) -> Path:
-    """Train per `cfg`; returns the path of the best checkpoint (with test metrics in its card)."""
+    """Train per `cfg`; returns the path of the best checkpoint (with test metrics in its card).
+
+    Started by torchrun, each process trains on its shard of every epoch (DDP averages the
+    gradients, `ddp` holds the plumbing); all ranks take the same decisions from gathered
+    validation scores, and only rank 0 writes files.
+    """
     if cfg.test_only:
         return test_only(cfg, log)
+    d = ddp.setup(resolve_device(cfg.device))
+    try:
+        return _fit(cfg, log, progress, d)
+    finally:
+        ddp.cleanup(d)
+
+
+def _fit(cfg: TrainConfig, log: Callable[[str], None], progress: bool | None, d: ddp.Dist) -> Path:
+    log_all, log = log, (log if d.is_main else (lambda m: None))
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = d.device
     precision = resolve_precision(cfg.precision, cfg.batch_size) if device.type == "cpu" else \
         ("fp32" if cfg.precision == "fp32" else "bf16")
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
@@ -632,9 +663,11 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print, progress: bool | N
     if not data.splits["train"] or not data.splits["val"]:
         raise ValueError("not enough images to make train and validation splits")
     transform = AlignedTrainTransform(pre, cfg.augment) if cfg.align == "face" else train_transform(pre, cfg.augment)
+    # torchrun: every rank draws the same class-balanced epoch and takes its share of it
+    shards = ddp.ShardSampler(len(data.weights), d, seed=cfg.seed, weights=data.weights) if d.enabled else None
     train_dl = _loader(TrainDataset(data.splits["train"], transform, cfg.max_side), cfg.batch_size, cfg.workers,
-                       cfg.seed, data.weights)
-    steps = math.ceil(len(data.splits["train"]) / cfg.batch_size)
+                       cfg.seed + 1000 * d.rank, data.weights, sampler=shards)
+    steps = math.ceil(len(shards or data.splits["train"]) / cfg.batch_size)
     if cfg.max_steps:
         steps = min(steps, cfg.max_steps)
 
@@ -667,6 +700,11 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print, progress: bool | N
         log("warning: best-epoch weights missing; the best will be re-chosen from here on")
         best_auc = -1.0
 
+    trained = ddp.wrap(model, d)  # DDP around `model` under torchrun: backward() averages the gradients
+    if d.enabled:
+        seed_everything(cfg.seed + 1000 * d.rank + start_epoch)  # each rank augments differently
+        log(f"distributed: {d.world} processes ({torch.distributed.get_backend()}), "
+            f"batch {cfg.batch_size} per process = {cfg.batch_size * d.world} per step")
     card = checkpoints.default_card(out.stem, cfg.arch, preprocessing=pre, init=init)
     log(f"model {cfg.arch} ({init}), mode {cfg.mode}, precision {precision}, device {device}, "
         f"{sum(p.numel() for g in groups for p in g['params']) / 1e6:.2f}M trainable parameters")
@@ -674,10 +712,17 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print, progress: bool | N
     # 5. epochs: train, validate through the product's path, keep the best, save state, stop early
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.time()
-        stats = train_one_epoch(model, train_dl, opt, sched, loss_fn, ema, cfg, steps, autocast, device,
+        if shards is not None:
+            shards.set_epoch(epoch)
+        stats = train_one_epoch(trained, train_dl, opt, sched, loss_fn, ema, cfg, steps, autocast, device,
                                 distiller, desc=f"epoch {epoch}/{cfg.epochs}")
+        if d.enabled:
+            ddp.average_buffers(model, d)
+            stats = gather_train_stats(d, stats)
+            log_all(f"rank {d.rank}: weights sha1 {weights_digest(model)} after epoch {epoch}")  # equal on all ranks
         scored = ema.module if ema is not None else model  # the weights that would be shipped
-        p, yv, _ = score_items(scored, card, data.splits["val"], workers=cfg.workers)
+        p, yv, _ = ddp.gather_scores(d, *score_items(scored, card, ddp.shard(data.splits["val"], d),
+                                                      workers=cfg.workers))
         val = _val_stats(p, yv)
         epoch_s = time.time() - t0
         train_seconds += epoch_s
@@ -688,16 +733,21 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print, progress: bool | N
         improved = val["val_auc"] > best_auc or best_epoch == 0  # (a NaN AUC still keeps the first epoch)
         if improved:
             best_auc, best_epoch = val["val_auc"], epoch
-            torch.save({k: v.cpu() for k, v in scored.state_dict().items()}, best_path)
+            if d.is_main:
+                torch.save({k: v.cpu() for k, v in scored.state_dict().items()}, best_path)
         log(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
             f"val loss {val['val_loss']:.4f} acc {val['val_accuracy']:.3f} AUC {val['val_auc']:.4f}"
             f"{' *' if improved else ''} | {epoch_s:.0f}s ({row['images_per_second']} img/s)")
-        write_log(log_rows, log_path)
-        save_state(state_path, model, opt, sched, ema, epoch, best_auc, best_epoch, train_seconds, log_rows)
+        if d.is_main:
+            write_log(log_rows, log_path)
+            save_state(state_path, model, opt, sched, ema, epoch, best_auc, best_epoch, train_seconds, log_rows)
+        ddp.barrier(d)  # the epoch's files are written before any rank reads them or goes on
         if epoch - best_epoch >= cfg.patience:
             log(f"early stop: no validation-AUC improvement for {cfg.patience} epochs")
             break
 
+    if not d.is_main:  # rank 0 alone scores the test split and writes the checkpoint and card
+        return out
     _plot_curves(log_rows, out.with_suffix(".curves.png"))
     model = model.cpu()
     model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
@@ -711,6 +761,9 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print, progress: bool | N
 
     # 8. card and checkpoint
     write_card(card, cfg, data, log_rows, best_epoch, precision, train_seconds, test_metrics, errors, device)
+    if d.enabled:
+        card.training.update(processes=d.world, command=f"torchrun --nproc_per_node {d.world} -m "
+                                                        + card.training["command"])
     path = checkpoints.save_checkpoint(out, model, card, half=cfg.half, extras=extras)
     best_path.unlink(missing_ok=True)
     log(f"best epoch {best_epoch} (val AUC {best_auc:.4f}); test: {card.test_summary()}; wrote {path}")
