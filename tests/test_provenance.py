@@ -493,9 +493,9 @@ def test_classify_page_panel_and_history(tiny_checkpoint, signed_jpeg, monkeypat
     pytest.importorskip("streamlit.testing.v1")
     from streamlit.testing.v1 import AppTest
 
-    from tests.conftest import REPO_ROOT
+    from tests.helpers import APP_PAGES as PAGES, REPO_ROOT
 
-    APP, PAGES = str(REPO_ROOT / "streamlit_app.py"), {"session": "realitycheck/app/session.py"}
+    APP = str(REPO_ROOT / "streamlit_app.py")
     monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(tiny_checkpoint))
     monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(tiny_checkpoint.parent))
     monkeypatch.delenv("REALITYCHECK_PUBLIC", raising=False)
@@ -517,7 +517,7 @@ def test_classify_page_panel_and_history(tiny_checkpoint, signed_jpeg, monkeypat
         assert any("declared AI-generated" in w.value for w in at.warning)
     captions = " ".join(c.value for c in at.caption)
     assert "What the file declares:** no provenance" in captions  # the plain photo
-    at.switch_page(PAGES["session"]).run()
+    at.switch_page(PAGES["history"]).run()
     assert not at.exception
     view = at.dataframe[0].value
     assert list(view["provenance"]) == ["declared AI-generated", "no provenance"]
@@ -529,13 +529,13 @@ def test_evaluate_page_counts_declarations(tiny_checkpoint, signed_jpeg, monkeyp
     pytest.importorskip("streamlit.testing.v1")
     from streamlit.testing.v1 import AppTest
 
-    from tests.conftest import REPO_ROOT
+    from tests.helpers import APP_PAGES as PAGES, REPO_ROOT
 
     monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(tiny_checkpoint))
     monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(tiny_checkpoint.parent))
     at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=120)
     at.run()
-    at.switch_page("realitycheck/app/evaluate_page.py").run()
+    at.switch_page(PAGES["evaluate"]).run()
     at.radio(key="eval_source").set_value("Image files upload").run()
     at.file_uploader(key="eval_files_real").set_value([("cam.jpg", _camera_jpeg(), "image/jpeg"),
                                                        ("signed.jpg", signed_jpeg, "image/jpeg")])
