@@ -478,6 +478,8 @@ def card_markdown(card: ModelCard, filename: str = "") -> str:
         f"- Created: {card.created} by RealityCheck {card.realitycheck_version}",
         "",
     ]
+    if card.ood:
+        lines += ["## Unfamiliar images", ""] + [f"- {k}: {_fmt(v)}" for k, v in card.ood.items()] + [""]
     if card.training:
         lines += ["## Training", ""]
         for k, v in card.training.items():
@@ -489,10 +491,20 @@ def card_markdown(card: ModelCard, filename: str = "") -> str:
     for split, m in (card.metrics or {}).items():
         lines += [f"## Metrics: {split}", "", "| metric | value |", "|---|---|"]
         for k, v in m.items():
+            if k == "per_source":
+                continue
             if isinstance(v, dict):
                 v = json.dumps(v)
             lines.append(f"| {k} | {_fmt(v)} |")
         lines.append("")
+        if m.get("per_source"):
+            lines += [f"### {split}: per source", "", "| source | class | images | rate | 95% CI | unfamiliar |",
+                      "|---|---|---|---|---|---|"]
+            for r in m["per_source"]:
+                unf = f"{r['unfamiliar_rate']:.1%}" if r.get("unfamiliar_rate") is not None else "n/a"
+                lines.append(f"| {r['source']} | {r['label']} | {r['n']} | {r['rate_name']} {r['rate']:.1%} | "
+                             f"{r['ci95_low']:.1%}-{r['ci95_high']:.1%} | {unf} |")
+            lines.append("")
     if card.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in card.notes] + [""]
     return "\n".join(l for l in lines if l is not None) + "\n"

@@ -25,7 +25,7 @@ from realitycheck.images import ImageError, LoadedImage, load_image
 from realitycheck.images import _describe as describe_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WEIGHTS_NAME = "realitycheck-lite2.pt"
+DEFAULT_WEIGHTS_NAME = "realitycheck-lite2-aligned.pt"
 
 
 class NoWeightsError(FileNotFoundError):
