@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from realitycheck import checkpoints
+from realitycheck import checkpoints, engines
 from realitycheck.checkpoints import CheckpointError, ModelCard
 from realitycheck.faces import FaceReport, crop_to_face, find_faces
 from realitycheck.images import ImageError, LoadedImage, load_image
@@ -185,7 +185,8 @@ class Classifier:
 
     def __init__(self, model: nn.Module, card: ModelCard, *, threshold: float = 0.5, precision: str = "auto",
                  batch_size: int = 16, face_check: bool = True, crop_face: bool = False,
-                 mirror_average: bool | None = None, path: str | os.PathLike | None = None):
+                 mirror_average: bool | None = None, path: str | os.PathLike | None = None,
+                 engine: str = "auto"):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # inference needs no autograd; explain re-enables what it needs
@@ -202,6 +203,9 @@ class Classifier:
         self.mirror_average = card.preprocessing.mirror_average if mirror_average is None else bool(mirror_average)
         # channels_last is faster on CPU for fp32 and bf16 alike; done once here, never per request
         self.model = self.model.to(memory_format=torch.channels_last)
+        # the forward pass: None = PyTorch (also for Grad-CAM, always), else an exported graph engine
+        choice = engines.select(engine, model=self.model, card=card, path=self.path)
+        self.engine, self.engine_note = choice.engine, choice.note
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -227,6 +231,11 @@ class Classifier:
     def name(self) -> str:
         return self.card.name
 
+    @property
+    def engine_label(self) -> str:
+        """What runs the forward pass, e.g. "torch" or "onnxruntime int8" (Grad-CAM always uses torch)."""
+        return self.engine.label if self.engine is not None else "torch"
+
     # -- the model -----------------------------------------------------------------------------
     def _draft_size(self) -> int:
         return self.card.preprocessing.resize
@@ -237,9 +246,12 @@ class Classifier:
         n = x.shape[0]
         if self.mirror_average:
             x = torch.cat([x, x.flip(3)])
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = self.model(x)
+        if self.engine is not None:  # an exported graph runs at the precision it was exported and gated at
+            logits = torch.from_numpy(self.engine.run(x.numpy()))
+        else:
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = self.model(x)
         p = logits.float().softmax(1)[:, self.fake_index]
         if self.mirror_average:
             p = (p[:n] + p[n:]) / 2
