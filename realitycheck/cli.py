@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     def engine_opt(p):
         p.add_argument("--engine", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
                        help="what runs the forward pass (auto: the engine the model's export chose by measurement, "
-                            "else PyTorch); decoding, face check and thresholds are the same for all")
+                            "else PyTorch; --precision applies to PyTorch only); decoding, face check and "
+                            "thresholds are the same for all")
 
     p = sub.add_parser("predict", help="classify images and folders")
     p.add_argument("paths", nargs="+", help="image files and/or folders")

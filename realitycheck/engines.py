@@ -678,8 +678,8 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
                                       f"{speed['torch fp32']:.0f} for fp32 PyTorch"}
     else:
         manifest["default"] = {"engine": "torch", "precision": "fp32", "why": "no exported engine passed the gate"}
-    if prune and best:
-        needed = _graph_file(best[0]["precision"])
+    if prune:  # a model ships only what its default engine needs (nothing when PyTorch stays the default)
+        needed = _graph_file(best[0]["precision"]) if best else None
         for fname in list(files):
             if fname != needed:
                 (folder / fname).unlink(missing_ok=True)

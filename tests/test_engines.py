@@ -245,3 +245,31 @@ def test_cli_export_and_predict_with_engine(tiny_checkpoint, tmp_path, monkeypat
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli("export", ckpt, "--int8")
     assert bad.returncode == 2 and "--calibration" in bad.stderr
+
+
+def test_benchmark_engine_stages_and_folder_path(tiny_checkpoint, tmp_path):
+    """benchmarks/run.py --engines: its workers run in-process on a few images (numbers are not asserted)."""
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_run", REPO_ROOT / "benchmarks" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.TIMING_SECONDS = 0.05
+    ckpt = tmp_path / "model.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    engines.export(ckpt, engines=["onnxruntime"], timing_seconds=0.05)
+    bench._make_images(tmp_path / "imgs", 6)
+    files = bench._list_images(tmp_path / "imgs", 6)
+    stages = bench.worker_stages(str(ckpt), files)
+    assert set(stages["stages_ms"]) == {"decode", "face_check", "preprocess"}
+    assert {"torch fp32 batch 1", "onnxruntime fp32 batch 16"} <= set(stages["forward_ms"])
+    folder = bench.worker_folder(str(ckpt), files, "auto")
+    assert folder["engine"] == "onnxruntime fp32" and len(folder["p_fake"]) == 6
+    result = {"engines": [{"model": "m", "baseline_images_per_second": 1.0, **stages, "engines": [
+        {"engine_asked": "auto", "engine": folder["engine"], "images_per_second": folder["images_per_second"],
+         "speedup": 2.0, "agreement": 1.0, "abs_dauc": None, "max_abs_delta_p_fake": 0.0,
+         "warm_single_image_ms": 1.0, "cold_start_seconds": 1.0}]}]}
+    md = bench.markdown_engines(result)
+    assert "| m | auto | onnxruntime fp32 |" in md and "face check" in md
