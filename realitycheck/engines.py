@@ -186,12 +186,14 @@ class _Batches:
 
 
 def quantize_int8(model, card, out: Path, calibration: Iterable[np.ndarray], *, method: str = "minmax",
-                  keep_fp32: Sequence[str] = (), op_types: Sequence[str] | None = None) -> Path:
+                  keep_fp32: Sequence[str] | None = None, op_types: Sequence[str] | None = None) -> Path:
     """Static INT8 (QDQ, per-channel int8 weights, uint8 activations) calibrated on `calibration` batches.
 
     `calibration` must come from training-split images: the gate measures on the test split.
-    `keep_fp32`: node-name prefixes left unquantized (e.g. the stem, where a detector of fine
-    generator artefacts looks first); `op_types`: quantize only these operator types.
+    `keep_fp32`: node-name prefixes left unquantized; by default the first convolution (where a
+    detector of fine generator artefacts looks at raw pixels) and the classifier's dense layers,
+    which cost little time and moved p_fake the most when quantized (Lite2 default, 2026-11-30);
+    `op_types`: quantize only these operator types.
     """
     import tempfile
 
@@ -209,8 +211,11 @@ def quantize_int8(model, card, out: Path, calibration: Iterable[np.ndarray], *, 
             quant_pre_process(str(raw), str(pre), skip_symbolic_shape=True)
             import onnx
 
-            names = [n.name for n in onnx.load(str(pre)).graph.node]
-            exclude = [n for n in names if any(n.startswith(k) for k in keep_fp32)]
+            nodes = list(onnx.load(str(pre)).graph.node)
+            if keep_fp32 is None:
+                first_conv = next((n.name for n in nodes if n.op_type == "Conv"), None)
+                keep_fp32 = [first_conv] * bool(first_conv) + [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
+            exclude = [n.name for n in nodes if any(n.name.startswith(k) for k in keep_fp32)]
             out.parent.mkdir(parents=True, exist_ok=True)
             part = out.with_suffix(".part.onnx")
             quantize_static(str(pre), str(part), _Batches(calibration), quant_format=QuantFormat.QDQ,
@@ -611,7 +616,8 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
                 "folders": [str(c) for c in calibration], "split": f"train (hash split, seed {seed})",
                 "images": len(rows), "mirror_views": bool(ref.mirror_average), "method": calibration_method,
                 "sources": {s: sum(r[2] == s for r in rows) for s in sorted({r[2] for r in rows})},
-                "format": "QDQ, per-channel int8 weights, uint8 activations (onnxruntime.quantization)"}
+                "format": "QDQ, per-channel int8 weights, uint8 activations (onnxruntime.quantization); "
+                          "first convolution and dense layers kept fp32"}
         else:
             manifest["calibration"] = {"folders": [], "images": None, "method": calibration_method,
                                        "split": "batches given by the caller"}
