@@ -331,6 +331,8 @@ def select(engine: str, *, model, card, path: str | os.PathLike | None = None,
     if engine == "torch":
         return Choice(None)
     path = Path(path) if path else None
+    if engine == "auto" and not (beside_dir(path) if path else cache_dir("x").parent).is_dir():
+        return Choice(None)  # nothing was exported: no need to hash the weights to know it
     try:
         key = file_sha256(path) if path and path.exists() else model_sha256(model, card)
     except OSError as exc:
