@@ -425,10 +425,11 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"Machine: {m['cpu']} ({m['cores']} cores), torch {m['torch']}; matmul peak fp32 "
              f"{m['matmul_fp32_gflops']:.0f} GFLOP/s, bf16 {m['matmul_bf16_gflops']:.0f} GFLOP/s; {result['date']}",
-             "",
-             "| model | images | baseline img/s | ours img/s | speedup | agreement | max abs dp | RSS base/ours MB "
-             "| warm 1-image ms | cold start s | Grad-CAM / forward | ScoreCAM s | ours GFLOP/s (% of peak) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             ""]
+    if result["models"]:
+        lines += ["| model | images | baseline img/s | ours img/s | speedup | agreement | max abs dp | RSS base/ours MB "
+                  "| warm 1-image ms | cold start s | Grad-CAM / forward | ScoreCAM s | ours GFLOP/s (% of peak) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["models"]:
         peak = m["matmul_bf16_gflops"] if r["ours_precision"] == "bf16" else m["matmul_fp32_gflops"]
         sc = f"{r['scorecam_seconds']:.0f}" if r.get("scorecam_seconds") else "-"
