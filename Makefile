@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8501
 
-.PHONY: run test test-e2e install benchmark clean
+.PHONY: run test test-e2e install benchmark engines clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ test-e2e: install
 
 benchmark: install
 	$(BIN)/python benchmarks/run.py
+
+# Engine files shipped with the default model (weights/NAME.engines/): rerun after changing the default.
+# Calibrates INT8 on the training split of the model's training folders, gates every engine against
+# fp32 PyTorch on the test split of every shared source, keeps only what the chosen default needs.
+ENGINE_WEIGHTS ?= weights/realitycheck-lite2.pt
+DATA ?= ../shared/data
+engines: install
+	$(BIN)/realitycheck export $(ENGINE_WEIGHTS) --int8 --calibration $(DATA)/faces-140k-sample --calibration $(DATA)/real-world-faces --check $(DATA)/faces-140k-sample --check $(DATA)/real-world-faces --check $(DATA)/diffusion-faces --check $(DATA)/more-real-faces --prune
 
 clean:
 	rm -rf $(VENV) .pytest_cache

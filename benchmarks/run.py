@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "faces-140k-sample"
+TIMING_SECONDS = 2.0  # how long each forward-pass timing loop of the stage breakdown runs
 
 
 def peak_rss_mb() -> float:
@@ -62,10 +63,14 @@ def _make_images(folder: Path, n: int) -> None:
 
 
 def _classifier(spec: str, **kw):
-    """spec: 'resnet50-original' (untrained ResNet50 with the original card) or a checkpoint path."""
+    """spec: 'resnet50-original' (untrained ResNet50 with the original card) or a checkpoint path.
+
+    The PyTorch paths (baseline, ours) stay PyTorch unless an engine is asked for explicitly.
+    """
     from realitycheck import checkpoints, models
     from realitycheck.inference import Classifier
 
+    kw.setdefault("engine", "torch")
     if spec == "resnet50-original":
         import torch
 
@@ -114,9 +119,9 @@ def worker_ours(spec: str, files: list[str], precision: str) -> dict:
             "precision": resolve_precision(precision, 16), "peak_rss_mb": peak_rss_mb()}
 
 
-def worker_latency(spec: str, files: list[str]) -> dict:
+def worker_latency(spec: str, files: list[str], engine: str = "torch") -> dict:
     """The app's path for one uploaded image: bytes -> decode -> face check -> forward."""
-    clf = _classifier(spec)
+    clf = _classifier(spec, engine=engine)
     blobs = [Path(f).read_bytes() for f in files[:25]]
     clf.predict_one(blobs[0])
     times = []
@@ -186,6 +191,91 @@ def worker_evalrss(spec: str, folder: str) -> dict:
             "peak_rss_mb": peak_rss_mb(), "worker_peak_rss_mb": children}
 
 
+# ------------------------------------------------------------------------------------------------
+# Engines: the stages of one image, and the folder path per engine (--engines)
+# ------------------------------------------------------------------------------------------------
+
+def _label_of(path: str) -> str:
+    parts = [p.lower() for p in Path(path).parts]
+    return "fake" if "fake" in parts else "real"
+
+
+def _graph_variants(clf, spec: str) -> list:
+    """Every exported graph of this model (shipped beside it or cached), with whether it passed the gate."""
+    from realitycheck import engines
+
+    path = None if spec == "resnet50-original" else Path(spec)
+    key = engines.file_sha256(path) if path else engines.model_sha256(clf.model, clf.card)
+    out, seen = [], set()
+    for folder in engines._folders(key, path):
+        m = engines.read_manifest(folder)
+        if not m or m.get("checkpoint_sha256") != key:
+            continue
+        for v in m.get("variants", []):
+            f = folder / v["file"]
+            if (v["engine"], v["precision"]) in seen or not f.exists():
+                continue
+            seen.add((v["engine"], v["precision"]))
+            out.append((v["engine"], v["precision"], f, v.get("passed")))
+    return out
+
+
+def worker_stages(spec: str, files: list[str]) -> dict:
+    """Milliseconds per image of each stage, measured apart on the same images: decode, face check,
+    preprocessing, and the forward pass (all views the card asks for) by each engine."""
+    import numpy as np
+    import torch
+
+    from realitycheck import engines
+    from realitycheck.faces import find_faces
+    from realitycheck.images import load_image
+
+    clf = _classifier(spec, precision="fp32")
+    files = files[:64]
+    t = {"decode": 0.0, "face_check": 0.0, "preprocess": 0.0}
+    xs = []
+    for f in files:
+        t0 = time.perf_counter(); img = load_image(f, draft_size=clf._draft_size()).image
+        t1 = time.perf_counter(); find_faces(img)
+        t2 = time.perf_counter(); xs.append(clf.transform(img))
+        t3 = time.perf_counter()
+        t["decode"] += t1 - t0; t["face_check"] += t2 - t1; t["preprocess"] += t3 - t2
+    out = {k: v / len(files) * 1000 for k, v in t.items()}
+    views = 2 if clf.mirror_average else 1
+    x = torch.stack(xs[:16]).numpy()
+    xv = np.concatenate([x, x[..., ::-1]]) if views == 2 else x
+    model = clf.model
+    x1 = torch.from_numpy(np.ascontiguousarray(xv[:1]))
+    with torch.inference_mode():
+        model(x1)
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < TIMING_SECONDS or n < 3:
+            model(x1); n += 1
+    fwd = {"torch fp32 batch 1": (time.perf_counter() - t0) / n * views * 1000}
+    for prec in ("fp32", "bf16"):
+        def run(b, prec=prec):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
+                return model(torch.from_numpy(np.ascontiguousarray(b)).contiguous(memory_format=torch.channels_last))
+        fwd[f"torch {prec} batch 16"] = 1000 / engines._images_per_second(run, xv, TIMING_SECONDS) * views
+    gate = {}
+    for eng, prec, f, passed in _graph_variants(clf, spec):
+        ge = engines.GraphEngine(eng, prec, f)
+        fwd[f"{eng} {prec} batch 16"] = 1000 / engines._images_per_second(ge.run, xv, TIMING_SECONDS) * views
+        gate[f"{eng} {prec} batch 16"] = passed
+    return {"stages_ms": out, "forward_ms": fwd, "gate_passed": gate, "views": views, "images": len(files)}
+
+
+def worker_folder(spec: str, files: list[str], engine: str) -> dict:
+    """The folder-evaluation path end to end (decode + face check + preprocess + forward) with one engine."""
+    clf = _classifier(spec, engine=engine)
+    list(clf.iter_predict(files[:16], workers=0))  # warm-up
+    t0 = time.perf_counter()
+    preds = list(clf.iter_predict(files))
+    dt = time.perf_counter() - t0
+    return {"images_per_second": len(files) / dt, "p_fake": [p.p_fake for p in preds], "engine": clf.engine_label,
+            "note": clf.engine_note, "peak_rss_mb": peak_rss_mb()}
+
+
 def matmul_peak() -> dict:
     import torch
 
@@ -211,7 +301,11 @@ def _worker_main(args) -> None:
     elif mode == "ours":
         res = worker_ours(args.spec, files, args.precision)
     elif mode == "latency":
-        res = worker_latency(args.spec, files)
+        res = worker_latency(args.spec, files, args.engine)
+    elif mode == "stages":
+        res = worker_stages(args.spec, files)
+    elif mode == "folder":
+        res = worker_folder(args.spec, files, args.engine)
     elif mode == "explain":
         res = worker_explain(args.spec, files, args.scorecam)
     elif mode == "flops":
@@ -240,13 +334,13 @@ def run_worker(mode: str, spec: str, files_json: str, **extra) -> dict:
     raise RuntimeError(f"benchmark worker {mode} failed:\n{proc.stderr[-3000:]}")
 
 
-def cold_start(spec: str, image: str) -> float:
+def cold_start(spec: str, image: str, engine: str = "auto") -> float:
     """Process start -> first prediction printed, through the CLI."""
     if spec == "resnet50-original":
         return float("nan")
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "realitycheck", "predict", image, "--weights", spec, "--json",
-                    "--no-progress"], capture_output=True, check=True, cwd=ROOT)
+                    "--no-progress", "--engine", engine], capture_output=True, check=True, cwd=ROOT)
     return time.perf_counter() - t0
 
 
@@ -278,14 +372,66 @@ def bench_model(label: str, spec: str, files_json: str, n: int, scorecam: bool, 
     }
 
 
+def bench_engines(label: str, spec: str, files_json: str, engine_list: list[str], log) -> dict:
+    """Stage breakdown, then the folder path end to end per engine, against the original loop."""
+    from sklearn.metrics import roc_auc_score
+
+    files = json.loads(Path(files_json).read_text())
+    y = [_label_of(f) == "fake" for f in files]
+    log(f"[{label}] original loop (batch 1, fp32, no face check) on {len(files)} images ...")
+    base = run_worker("baseline", spec, files_json)
+    log(f"[{label}] stage breakdown ...")
+    stages = run_worker("stages", spec, files_json)
+    rows = []
+    for eng in engine_list:
+        log(f"[{label}] folder path with engine {eng} ...")
+        r = run_worker("folder", spec, files_json, engine=eng)
+        agree = sum((a >= 0.5) == (b >= 0.5) for a, b in zip(base["p_fake"], r["p_fake"])) / len(files)
+        dauc = None
+        if len(set(y)) == 2:
+            dauc = abs(roc_auc_score(y, r["p_fake"]) - roc_auc_score(y, base["p_fake"]))
+        lat = run_worker("latency", spec, files_json, engine=eng)
+        rows.append({"engine_asked": eng, "engine": r["engine"], "note": r["note"],
+                     "images_per_second": r["images_per_second"],
+                     "speedup": r["images_per_second"] / base["images_per_second"], "agreement": agree,
+                     "abs_dauc": dauc, "max_abs_delta_p_fake": max(abs(a - b) for a, b in zip(base["p_fake"], r["p_fake"])),
+                     "warm_single_image_ms": lat["median_ms"], "cold_start_seconds": cold_start(spec, files[0], eng),
+                     "peak_rss_mb": r["peak_rss_mb"]})
+    return {"model": label, "images": len(files), "baseline_images_per_second": base["images_per_second"],
+            **stages, "engines": rows}
+
+
+def markdown_engines(result: dict) -> str:
+    lines = ["", "Engines (folder path end to end = decode + face check + preprocess + forward, against the original "
+                 "loop = batch 1 fp32 PyTorch without face check; agreement and |dAUC| against that loop's fp32 p_fake):", "",
+             "| model | engine asked | engine used | img/s | x original loop | agreement | abs dAUC | max abs dp "
+             "| warm 1-image ms | cold start s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in result.get("engines", []):
+        for r in m["engines"]:
+            dauc = "-" if r["abs_dauc"] is None else f"{r['abs_dauc']:.4f}"
+            cold = "-" if r["cold_start_seconds"] != r["cold_start_seconds"] else f"{r['cold_start_seconds']:.1f}"
+            lines.append(f"| {m['model']} | {r['engine_asked']} | {r['engine']} | {r['images_per_second']:.1f} | "
+                         f"{r['speedup']:.2f}x | {r['agreement']:.2%} | {dauc} | {r['max_abs_delta_p_fake']:.4f} | "
+                         f"{r['warm_single_image_ms']:.0f} | {cold} |")
+    lines += ["", "Stages, ms per image (forward: all views the card asks for; 'gate' = passed the export's accuracy gate):", ""]
+    for m in result.get("engines", []):
+        st = m["stages_ms"]
+        lines.append(f"- {m['model']} (baseline {m['baseline_images_per_second']:.1f} img/s): decode {st['decode']:.1f}, "
+                     f"face check {st['face_check']:.1f}, preprocess {st['preprocess']:.1f}; forward: " + ", ".join(
+                         f"{k} {v:.1f}" + ("" if k not in m["gate_passed"] else " (gate passed)" if m["gate_passed"][k]
+                                           else " (gate FAILED)") for k, v in m["forward_ms"].items()))
+    return "\n".join(lines) + "\n"
+
+
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"Machine: {m['cpu']} ({m['cores']} cores), torch {m['torch']}; matmul peak fp32 "
              f"{m['matmul_fp32_gflops']:.0f} GFLOP/s, bf16 {m['matmul_bf16_gflops']:.0f} GFLOP/s; {result['date']}",
-             "",
-             "| model | images | baseline img/s | ours img/s | speedup | agreement | max abs dp | RSS base/ours MB "
-             "| warm 1-image ms | cold start s | Grad-CAM / forward | ScoreCAM s | ours GFLOP/s (% of peak) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             ""]
+    if result["models"]:
+        lines += ["| model | images | baseline img/s | ours img/s | speedup | agreement | max abs dp | RSS base/ours MB "
+                  "| warm 1-image ms | cold start s | Grad-CAM / forward | ScoreCAM s | ours GFLOP/s (% of peak) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["models"]:
         peak = m["matmul_bf16_gflops"] if r["ours_precision"] == "bf16" else m["matmul_fp32_gflops"]
         sc = f"{r['scorecam_seconds']:.0f}" if r.get("scorecam_seconds") else "-"
@@ -295,12 +441,32 @@ def markdown(result: dict) -> str:
             f" | {r['baseline_peak_rss_mb']:.0f}/{r['ours_peak_rss_mb']:.0f} | {r['warm_single_image_ms']:.0f}"
             f" | {r['cold_start_seconds']:.1f} | {r['gradcam_over_forward']:.2f}x | {sc}"
             f" | {r['ours_gflops']:.0f} ({r['ours_gflops'] / peak:.0%}) |")
+    if result.get("engines"):
+        lines.append(markdown_engines(result))
     fe = result.get("folder_evaluation")
     if fe:
         lines += ["", f"Whole-folder evaluation (default model, CLI path): {fe['images']} images, "
                       f"{fe['images_per_second']:.1f} img/s, peak RSS {fe['peak_rss_mb']:.0f} MB "
                       f"(main process) + {fe['worker_peak_rss_mb']:.0f} MB (largest decoding worker)"]
     return "\n".join(lines) + "\n"
+
+
+def _bench_pytorch(args, result: dict, weights: str, folder: Path, files: list, files_json: str, log) -> None:
+    """The PyTorch rows: the original loop vs the batched PyTorch path, per model."""
+    if not args.skip_resnet50:
+        # ScoreCAM on ResNet50 is ~2,048 masked forwards (minutes on 2 cores): only with --scorecam-all
+        result["models"].append(bench_model("resnet50 (original head, untrained)", "resnet50-original",
+                                            files_json, len(files), args.scorecam_all, log))
+    if Path(weights).exists():
+        from realitycheck.checkpoints import read_card
+
+        result["models"].append(bench_model(f"{read_card(weights).name} (default)", weights, files_json,
+                                            len(files), not args.skip_scorecam, log))
+        if not args.skip_folder_rss:
+            log(f"whole-folder evaluation of {folder} (peak RSS) ...")
+            result["folder_evaluation"] = run_worker("evalrss", weights, files_json, folder=str(folder))
+    else:
+        log(f"no default weights at {weights}: skipped")
 
 
 def main() -> None:
@@ -313,9 +479,12 @@ def main() -> None:
     ap.add_argument("--skip-resnet50", action="store_true")
     ap.add_argument("--skip-scorecam", action="store_true")
     ap.add_argument("--scorecam-all", action="store_true", help="also time ScoreCAM on ResNet50 (several minutes)")
+    ap.add_argument("--engines", help="compare inference engines instead of the PyTorch paths, e.g. "
+                                      "torch,onnxruntime,openvino,auto (stage breakdown + folder path per engine)")
     # worker plumbing
     ap.add_argument("--worker"); ap.add_argument("--spec"); ap.add_argument("--files")
     ap.add_argument("--precision", default="auto"); ap.add_argument("--scorecam", action="store_true")
+    ap.add_argument("--engine", default="torch")
     ap.add_argument("--ours_ips", type=float); ap.add_argument("--base_ips", type=float)
     ap.add_argument("--folder"); ap.add_argument("--skip-folder-rss", action="store_true")
     args = ap.parse_args()
@@ -346,20 +515,19 @@ def main() -> None:
         result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
                   "images": str(args.images), "models": []}
         weights = args.weights or str(default_weights_path())
-        if not args.skip_resnet50:
-            # ScoreCAM on ResNet50 is ~2,048 masked forwards (minutes on 2 cores): only with --scorecam-all
-            result["models"].append(bench_model("resnet50 (original head, untrained)", "resnet50-original",
-                                                files_json, len(files), args.scorecam_all, log))
-        if Path(weights).exists():
-            from realitycheck.checkpoints import read_card
+        if args.engines:  # the engine comparison replaces the PyTorch rows
+            result["engines"] = []
+            specs = ([] if args.skip_resnet50 else [("resnet50 (original head, untrained)", "resnet50-original")])
+            if Path(weights).exists():
+                from realitycheck.checkpoints import read_card
 
-            result["models"].append(bench_model(f"{read_card(weights).name} (default)", weights, files_json,
-                                                len(files), not args.skip_scorecam, log))
-            if not args.skip_folder_rss:
-                log(f"whole-folder evaluation of {folder} (peak RSS) ...")
-                result["folder_evaluation"] = run_worker("evalrss", weights, files_json, folder=str(folder))
+                specs.append((f"{read_card(weights).name} (default)", weights))
+            else:
+                log(f"no default weights at {weights}: skipped")
+            for label, spec in specs:
+                result["engines"].append(bench_engines(label, spec, files_json, args.engines.split(","), log))
         else:
-            log(f"no default weights at {weights}: skipped")
+            _bench_pytorch(args, result, weights, folder, files, files_json, log)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
     md = markdown(result)

@@ -1,4 +1,4 @@
-"""Command-line front door: predict, explain, evaluate, train, info.
+"""Command-line front door: predict, explain, evaluate, train, export, info.
 
 Exit codes: 0 all succeeded; 1 some inputs failed (each is reported); 2 usage, data or weights
 errors. User errors print one clear line, never a traceback.
@@ -38,12 +38,16 @@ def _load(args, **kwargs):
     from realitycheck.inference import NoWeightsError, load_classifier
 
     try:
-        return load_classifier(args.weights, threshold=getattr(args, "threshold", None),
-                               batch_size=getattr(args, "batch_size", 16),
-                               precision=getattr(args, "precision", "auto"),
-                               crop_face=getattr(args, "crop_face", False), **kwargs)
+        clf = load_classifier(args.weights, threshold=getattr(args, "threshold", None),
+                              batch_size=getattr(args, "batch_size", 16),
+                              precision=getattr(args, "precision", "auto"),
+                              crop_face=getattr(args, "crop_face", False),
+                              engine=getattr(args, "engine", "auto"), **kwargs)
     except (CheckpointError, NoWeightsError) as exc:
         raise UserError(str(exc)) from None
+    if clf.engine_note:
+        print(f"realitycheck: note: {clf.engine_note}", file=sys.stderr)
+    return clf
 
 
 def _expand_inputs(paths: list[str]) -> list[str]:
@@ -148,9 +152,10 @@ def cmd_explain(args) -> int:
             continue
         exp = explainer.explain([loaded.image], method=args.method, target_class=args.target_class,
                                 batch_size=args.batch_size, progress=None if args.progress else False)[0]
-        # explain's forward pass scores the view it explains; that is the prediction unless the card
-        # averages the image with its mirror image, in which case the Classifier gives the verdict
-        p_fake = clf.predict([loaded])[0].p_fake if clf.mirror_average else exp.p_fake
+        # explain's forward pass scores the view it explains with PyTorch; that is the prediction unless
+        # the card averages the image with its mirror image or an exported engine predicts: then the
+        # Classifier gives the verdict, so it equals `predict`'s
+        p_fake = clf.predict([loaded])[0].p_fake if clf.mirror_average or clf.engine is not None else exp.p_fake
         panel = explain.render_panel(exp.region_image, exp.heatmap, opacity=args.opacity)  # original | overlay + bar
         png = out / f"{Path(src).stem}.{args.method}.png"
         panel.save(png)
@@ -235,6 +240,46 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
+def _export_command(args) -> str:
+    """The command line that reproduces this export (recorded in the engine card)."""
+    import shlex
+
+    parts = ["realitycheck", "export", args.weights, "--engine", args.engine]
+    parts += ["--int8"] if args.int8 else []
+    parts += [x for c in args.calibration or [] for x in ("--calibration", c)]
+    parts += ["--calibration-images", str(args.calibration_images)] if args.int8 else []
+    parts += [x for c in args.check or [] for x in ("--check", c)]
+    parts += ["--check-limit", str(args.check_limit)] if args.check_limit else []
+    parts += ["--out", args.out] if args.out else []
+    parts += ["--prune"] if args.prune else []
+    return " ".join(map(shlex.quote, parts))
+
+
+def cmd_export(args) -> int:
+    if not Path(args.weights).is_file():
+        raise UserError(f"{args.weights}: no such file")
+    if args.int8 and not args.calibration:
+        raise UserError("--int8 needs --calibration FOLDER (its training-split images calibrate the INT8 model)")
+    from realitycheck import engines
+    from realitycheck.checkpoints import CheckpointError
+    from realitycheck.data import DataError
+
+    try:
+        manifest = engines.export(
+            args.weights, out_dir=args.out, engines=engines.GRAPH_ENGINES if args.engine == "all" else [args.engine],
+            int8=args.int8, calibration=args.calibration or [], calibration_images=args.calibration_images,
+            check=args.check or [], check_limit=args.check_limit, prune=args.prune,
+            command=_export_command(args),
+            log=lambda m: print(m, file=sys.stderr, flush=True))
+    except (CheckpointError, DataError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(manifest, indent=2, default=float))
+    else:
+        print(engines.engines_markdown(manifest))
+    return EXIT_OK
+
+
 def cmd_info(args) -> int:
     from realitycheck.checkpoints import CheckpointError, card_markdown, read_card
     from realitycheck.inference import default_weights_path, list_weights
@@ -276,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="decision threshold on p_fake (default: the one in the model's card, 0.5 unless it says)")
         p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
+    def engine_opt(p):
+        p.add_argument("--engine", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
+                       help="what runs the forward pass (auto: the engine the model's export chose by measurement, "
+                            "else PyTorch; --precision applies to PyTorch only); decoding, face check and "
+                            "thresholds are the same for all")
+
     p = sub.add_parser("predict", help="classify images and folders")
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     weights_opts(p)
@@ -286,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "bf16: faster batches on CPUs with bf16, p_fake differs by up to ~0.03")
     p.add_argument("--crop-face", action="store_true", help="classify the largest detected face only")
     ray_opts(p)
+    engine_opt(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("explain", help="write Grad-CAM family heatmaps for images")
@@ -297,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="masked forwards per batch for scorecam/ablationcam")
     p.add_argument("--json", action="store_true")
     weights_opts(p)
+    engine_opt(p)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate", help="measure a model on a labelled folder (real/ and fake/ subfolders)")
@@ -318,11 +371,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--parquet", help="also write the per-image table as Parquet (same columns as --csv)")
     ray_opts(p)
+    engine_opt(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train", help="train or fine-tune a detector on labelled sources")
     add_train_arguments(p)  # every option comes from train_config.TrainConfig
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX Runtime / OpenVINO (INT8 gated on agreement)")
+    p.add_argument("weights", help="checkpoint file; engine files go to NAME.engines/ beside it")
+    p.add_argument("--engine", choices=["all", "onnxruntime", "openvino"], default="all")
+    p.add_argument("--int8", action="store_true", help="also calibrate a static INT8 model (needs --calibration)")
+    p.add_argument("--calibration", action="append", help="labelled folder; only its training-split images are used (repeatable)")
+    p.add_argument("--calibration-images", type=int, default=256)
+    p.add_argument("--check", action="append",
+                   help="labelled folder whose test-split images gate each engine against fp32 PyTorch, overall and "
+                        "per source (repeatable); without it only fp32 graphs are accepted")
+    p.add_argument("--check-limit", type=int, help="at most N test images per source")
+    p.add_argument("--out", help="folder for the engine files (default: NAME.engines/ beside the checkpoint)")
+    p.add_argument("--prune", action="store_true", help="keep only the files the chosen default engine needs")
+    p.add_argument("--json", action="store_true", help="print the engine card as JSON")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="show model cards")
     p.add_argument("weights", nargs="*")

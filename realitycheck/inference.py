@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from realitycheck import checkpoints
+from realitycheck import checkpoints, engines
 from realitycheck.checkpoints import CheckpointError, ModelCard, Preprocessing
 from realitycheck.faces import FaceReport, crop_to_face, find_faces
 from realitycheck.images import ImageError, LoadedImage, load_image
@@ -205,7 +205,8 @@ class Classifier:
 
     def __init__(self, model: nn.Module, card: ModelCard, *, threshold: float | None = None, precision: str = "auto",
                  batch_size: int = 16, face_check: bool = True, crop_face: bool = False,
-                 mirror_average: bool | None = None, path: str | os.PathLike | None = None, ood=None):
+                 mirror_average: bool | None = None, path: str | os.PathLike | None = None, ood=None,
+                 engine: str = "auto"):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # inference needs no autograd; explain re-enables what it needs
@@ -223,6 +224,14 @@ class Classifier:
         self.ood = ood  # ood.OODStats from the checkpoint, or None: then no unfamiliarity verdicts
         # channels_last is faster on CPU for fp32 and bf16 alike; done once here, never per request
         self.model = self.model.to(memory_format=torch.channels_last)
+        # the forward pass: None = PyTorch (also for Grad-CAM, always), else an exported graph engine
+        choice = engines.select(engine, model=self.model, card=card, path=self.path)
+        self.engine, self.engine_note = choice.engine, choice.note
+        if self.engine is not None and self.ood is not None:
+            # exported graphs give only the logits; the unfamiliar check needs the penultimate features
+            self.engine = None
+            self.engine_note = ((choice.note + "; ") if choice.note else "") + \
+                "PyTorch runs the forward pass: the unfamiliar-image check needs the network's features"
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -256,6 +265,11 @@ class Classifier:
     def name(self) -> str:
         return self.card.name
 
+    @property
+    def engine_label(self) -> str:
+        """What runs the forward pass, e.g. "torch" or "onnxruntime int8" (Grad-CAM always uses torch)."""
+        return self.engine.label if self.engine is not None else "torch"
+
     # -- the model -----------------------------------------------------------------------------
     def _draft_size(self) -> None:
         return draft_size_for(self.card)
@@ -272,13 +286,16 @@ class Classifier:
         n = x.shape[0]
         if self.mirror_average:
             x = torch.cat([x, x.flip(3)])
-        x = x.contiguous(memory_format=torch.channels_last)
         tap = FeatureTap(self.model, self.arch) if self.ood is not None else None
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            if tap is not None:
-                with tap:
-                    logits = self.model(x)
-            else:
+        if self.engine is not None:  # an exported graph runs at the precision it was exported and gated at
+            logits = torch.from_numpy(self.engine.run(x.numpy()))
+        else:
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                if tap is not None:
+                    with tap:
+                        logits = self.model(x)
+                else:
                 logits = self.model(x)
         p = logits.float().softmax(1)[:, self.fake_index]
         if self.mirror_average:

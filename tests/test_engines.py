@@ -1,0 +1,275 @@
+"""Exported engines: parity with PyTorch, the INT8 acceptance gate, and falling back instead of crashing.
+
+A tiny network (a few convolutions, 32 px) stands in for the real ones: what is tested is the
+engine plumbing, the gate and the fallbacks, which do not depend on the network's size.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from realitycheck import checkpoints, engines
+from realitycheck.checkpoints import ModelCard, Preprocessing
+from realitycheck.inference import Classifier
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+HAS_OPENVINO = True
+try:
+    import openvino  # noqa: F401
+except ImportError:
+    HAS_OPENVINO = False
+GRAPH_ENGINES = ["onnxruntime"] + (["openvino"] if HAS_OPENVINO else [])
+SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def engine_cache(tmp_path, monkeypatch):
+    """Every test gets its own engine cache, so nothing leaks between tests or into ~/.cache."""
+    monkeypatch.setenv("REALITYCHECK_ENGINE_CACHE", str(tmp_path / "engine-cache"))
+
+
+class TinyNet(nn.Module):
+    """Stem conv + BN + ReLU6, depthwise + pointwise block, pooling, linear head: the ops of a Lite model."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
+        self.pw = nn.Sequential(nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 2)
+
+    def features(self, x):
+        return self.pool(self.pw(self.dw(self.stem(x)))).flatten(1)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+def _images(n: int, seed: int) -> tuple[list[Image.Image], list[str]]:
+    """'fake' images are bright, 'real' ones dark, both noisy: an easy task with well-separated scores."""
+    rng = np.random.default_rng(seed)
+    imgs, labels = [], []
+    for i in range(n):
+        fake = i % 2 == 0
+        base = rng.uniform(0.55, 0.9) if fake else rng.uniform(0.1, 0.45)
+        arr = np.clip(base + rng.normal(0, 0.08, (SIZE, SIZE, 3)), 0, 1)
+        imgs.append(Image.fromarray((arr * 255).astype("uint8")))
+        labels.append("fake" if fake else "real")
+    return imgs, labels
+
+
+def _card() -> ModelCard:
+    return ModelCard(name="tiny", arch="efficientnet_lite0",
+                     preprocessing=Preprocessing(resize=SIZE, crop=SIZE, mean=(0.5,) * 3, std=(0.5,) * 3))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """TinyNet with random convolutions and a least-squares head that separates the two classes."""
+    torch.manual_seed(0)
+    model, card = TinyNet().eval(), _card()
+    imgs, labels = _images(64, seed=1)
+    x = torch.stack([card.preprocessing.transform()(im) for im in imgs])
+    with torch.no_grad():
+        f = torch.cat([model.features(x), torch.ones(len(x), 1)], 1)
+        y = torch.tensor([[1.5, -1.5] if lab == "fake" else [-1.5, 1.5] for lab in labels])  # [fake, real]
+        w = torch.linalg.lstsq(f, y).solution
+        model.fc.weight.copy_(w[:-1].T)
+        model.fc.bias.copy_(w[-1])
+    return model, card
+
+
+@pytest.fixture(scope="module")
+def labelled_folder(tmp_path_factory):
+    """A real/ + fake/ folder of PNGs; its hash split has a train and a test share."""
+    root = tmp_path_factory.mktemp("labelled")
+    imgs, labels = _images(240, seed=2)
+    for i, (im, lab) in enumerate(zip(imgs, labels)):
+        (root / lab).mkdir(exist_ok=True)
+        im.save(root / lab / f"img_{i:03d}.png")
+    return root
+
+
+@pytest.mark.parametrize("engine", GRAPH_ENGINES)
+def test_engine_matches_pytorch_probabilities(tiny, engine):
+    model, card = tiny
+    ref = Classifier(model, card, precision="fp32", engine="torch")
+    clf = Classifier(model, card, engine=engine)
+    assert clf.engine_label == f"{engine} fp32"
+    assert "exported the fp32 graph on first use" in clf.engine_note
+    imgs, _ = _images(10, seed=3)
+    for mirror in (False, True):  # the Classifier averages views around the engine, never inside it
+        ref.mirror_average = clf.mirror_average = mirror
+        a, b = ref.predict(imgs), clf.predict(imgs)
+        assert [p.label for p in a] == [p.label for p in b]
+        np.testing.assert_allclose([p.p_fake for p in a], [p.p_fake for p in b], atol=1e-4)
+        assert len({round(p.p_fake, 3) for p in a}) > 5  # the probabilities vary: parity is not trivially met
+    # the second Classifier finds the cached graph: no export, no note
+    again = Classifier(model, card, engine=engine)
+    assert again.engine_label == f"{engine} fp32" and again.engine_note == ""
+
+
+def test_torch_engine_and_auto_without_export_use_pytorch(tiny):
+    model, card = tiny
+    assert Classifier(model, card, engine="torch").engine is None
+    auto = Classifier(model, card)  # nothing exported: auto means PyTorch, silently
+    assert auto.engine is None and auto.engine_note == ""
+    with pytest.raises(ValueError, match="engine must be one of"):
+        Classifier(model, card, engine="tensorrt")
+
+
+def test_gate_checks_agreement_and_auc_overall_and_per_source():
+    ref = np.array([0.1, 0.2, 0.8, 0.9, 0.3, 0.7] * 50)
+    labels = ["real", "real", "fake", "fake", "real", "fake"] * 50
+    sources = (["a"] * 4 + ["b"] * 2) * 50
+    assert engines.gate(ref, ref + 0.01, labels, sources).passed
+    flipped = ref.copy()
+    flipped[[4, 10]] = 0.6  # two real images of source b now read fake: 98% agreement there
+    res = engines.gate(ref, flipped, labels, sources)
+    assert not res.passed
+    assert any(f.startswith("b:") and "label agreement" in f for f in res.failed)
+    assert all(not f.startswith("a:") for f in res.failed)
+    # a one-class source is scored against the other class of the pooled set
+    one_class = engines.gate(ref[:100], ref[:100], ["real"] * 50 + ["fake"] * 50, ["r"] * 50 + ["f"] * 50)
+    assert one_class.passed and all(c.auc_reference is not None for c in one_class.checks)
+
+
+def test_int8_gate_rejects_a_broken_calibration_and_records_why(tiny, labelled_folder, tmp_path):
+    model, card = tiny
+    out = tmp_path / "engines"
+    # a classic calibration bug: raw 0-255 pixels instead of the card's normalisation, so every
+    # quantization step is ~100x too coarse for the real inputs
+    broken = [np.random.default_rng(0).uniform(0, 255, (16, 3, SIZE, SIZE)).astype(np.float32)]
+    m = engines.export(model=model, card=card, out_dir=out, engines=["onnxruntime"], int8=True,
+                       calibration_batches=broken, check=[labelled_folder], timing_seconds=0.05)
+    rows = {(v["engine"], v["precision"]): v for v in m["variants"]}
+    assert rows["onnxruntime", "fp32"]["passed"]
+    bad = rows["onnxruntime", "int8"]
+    assert not bad["passed"] and any("label agreement" in f for f in bad["failed"])
+    assert m["default"]["engine"] == "onnxruntime" and m["default"]["precision"] == "fp32"  # fell back
+    assert json.loads((out / engines.MANIFEST).read_text())["variants"] == m["variants"]
+    md = engines.engines_markdown(m)
+    assert "| onnxruntime | int8 |" in md and "label agreement" in md
+
+    # the same gate accepts INT8 calibrated properly on the folder's training split
+    good = engines.export(model=model, card=card, out_dir=tmp_path / "good", engines=["onnxruntime"], int8=True,
+                          calibration=[labelled_folder], calibration_images=64, check=[labelled_folder],
+                          timing_seconds=0.05)
+    assert {(v["engine"], v["precision"]): v["passed"] for v in good["variants"]}["onnxruntime", "int8"]
+    assert good["calibration"]["split"].startswith("train")
+    assert good["check"]["split"].startswith("test")
+
+
+@pytest.fixture()
+def exported_checkpoint(tiny, tmp_path):
+    """A checkpoint file with its engine folder beside it (fp32 graph, default chosen by export)."""
+    model, card = tiny
+    path = tmp_path / "tiny.pt"
+    torch.save({"format": checkpoints.FORMAT, "format_version": checkpoints.FORMAT_VERSION, "card": card.to_json(),
+                "state_dict": model.state_dict()}, path)
+    return path
+
+
+def _classifier_from(path, model, card, **kw):
+    """Classifier.from_file for a network that is not a registered architecture (same engine lookup)."""
+    return Classifier(model, card, path=path, precision="fp32", **kw)
+
+
+def test_auto_uses_the_exported_default_and_missing_or_corrupt_files_fall_back(tiny, exported_checkpoint):
+    model, card = tiny
+    m = engines.export(model=model, card=card, out_dir=engines.beside_dir(exported_checkpoint),
+                       engines=["onnxruntime"], timing_seconds=0.05)
+    # export keys the folder by the model's hash; a file checkpoint is keyed by the file's hash
+    m["checkpoint_sha256"] = engines.file_sha256(exported_checkpoint)
+    (engines.beside_dir(exported_checkpoint) / engines.MANIFEST).write_text(json.dumps(m))
+    imgs, _ = _images(4, seed=5)
+    ref = Classifier(model, card, precision="fp32", engine="torch").predict(imgs)
+
+    auto = _classifier_from(exported_checkpoint, model, card)
+    assert auto.engine_label == "onnxruntime fp32" and auto.engine_note == ""
+
+    graph = engines.beside_dir(exported_checkpoint) / engines.FP32_FILE
+    saved = graph.read_bytes()
+    graph.write_bytes(saved[: len(saved) // 3])  # truncated: checksum differs
+    corrupt = _classifier_from(exported_checkpoint, model, card)
+    assert corrupt.engine is None and "corrupt" in corrupt.engine_note and "using PyTorch" in corrupt.engine_note
+    assert "realitycheck export" in corrupt.engine_note
+    np.testing.assert_allclose([p.p_fake for p in corrupt.predict(imgs)], [p.p_fake for p in ref], atol=1e-6)
+
+    # damaged file whose manifest was updated too: the engine itself refuses it, still no crash
+    graph.write_bytes(b"not an onnx graph at all")
+    m["files"][engines.FP32_FILE]["sha256"] = engines.file_sha256(graph)
+    (engines.beside_dir(exported_checkpoint) / engines.MANIFEST).write_text(json.dumps(m))
+    unloadable = _classifier_from(exported_checkpoint, model, card)
+    assert unloadable.engine is None and "could not be loaded" in unloadable.engine_note
+    assert all(p.ok for p in unloadable.predict(imgs))
+
+    graph.unlink()
+    missing = _classifier_from(exported_checkpoint, model, card)
+    assert missing.engine is None and "missing" in missing.engine_note and "using PyTorch" in missing.engine_note
+    np.testing.assert_allclose([p.p_fake for p in missing.predict(imgs)], [p.p_fake for p in ref], atol=1e-6)
+
+    # a manifest from another checkpoint is not used
+    shutil.copy(exported_checkpoint, exported_checkpoint.with_name("other.pt"))
+    with open(exported_checkpoint, "ab") as fh:
+        fh.write(b"changed")
+    stale = _classifier_from(exported_checkpoint, model, card)
+    assert stale.engine is None and "different checkpoint" in stale.engine_note
+
+
+def test_cli_export_and_predict_with_engine(tiny_checkpoint, tmp_path, monkeypatch):
+    from conftest import SAMPLE_IMAGES, run_cli
+
+    ckpt = tmp_path / "model.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    res = run_cli("export", ckpt, "--engine", "onnxruntime", timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "Default engine: **onnxruntime fp32**" in res.stdout
+    manifest = json.loads((engines.beside_dir(ckpt) / engines.MANIFEST).read_text())
+    assert manifest["command"].startswith("realitycheck export") and manifest["default"]["engine"] == "onnxruntime"
+    image = next(p for p in sorted(SAMPLE_IMAGES.iterdir()) if p.suffix.lower() in (".jpg", ".png"))
+    auto = Classifier.from_file(ckpt)  # in-process: same lookup the CLI does
+    torch_ = Classifier.from_file(ckpt, engine="torch", precision="fp32")
+    assert auto.engine_label == "onnxruntime fp32"
+    assert abs(auto.predict_one(image).p_fake - torch_.predict_one(image).p_fake) < 1e-4
+    bad = run_cli("export", tmp_path / "nope.pt")
+    assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_cli("export", ckpt, "--int8")
+    assert bad.returncode == 2 and "--calibration" in bad.stderr
+
+
+def test_benchmark_engine_stages_and_folder_path(tiny_checkpoint, tmp_path):
+    """benchmarks/run.py --engines: its workers run in-process on a few images (numbers are not asserted)."""
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_run", REPO_ROOT / "benchmarks" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.TIMING_SECONDS = 0.05
+    ckpt = tmp_path / "model.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    engines.export(ckpt, engines=["onnxruntime"], timing_seconds=0.05)
+    bench._make_images(tmp_path / "imgs", 6)
+    files = bench._list_images(tmp_path / "imgs", 6)
+    stages = bench.worker_stages(str(ckpt), files)
+    assert set(stages["stages_ms"]) == {"decode", "face_check", "preprocess"}
+    assert {"torch fp32 batch 1", "onnxruntime fp32 batch 16"} <= set(stages["forward_ms"])
+    folder = bench.worker_folder(str(ckpt), files, "auto")
+    assert folder["engine"] == "onnxruntime fp32" and len(folder["p_fake"]) == 6
+    result = {"engines": [{"model": "m", "baseline_images_per_second": 1.0, **stages, "engines": [
+        {"engine_asked": "auto", "engine": folder["engine"], "images_per_second": folder["images_per_second"],
+         "speedup": 2.0, "agreement": 1.0, "abs_dauc": None, "max_abs_delta_p_fake": 0.0,
+         "warm_single_image_ms": 1.0, "cold_start_seconds": 1.0}]}]}
+    md = bench.markdown_engines(result)
+    assert "| m | auto | onnxruntime fp32 |" in md and "face check" in md
