@@ -296,7 +296,7 @@ class Classifier:
                     with tap:
                         logits = self.model(x)
                 else:
-                logits = self.model(x)
+                    logits = self.model(x)
         p = logits.float().softmax(1)[:, self.fake_index]
         if self.mirror_average:
             p = (p[:n] + p[n:]) / 2
