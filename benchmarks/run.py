@@ -295,27 +295,20 @@ def matmul_peak() -> dict:
 
 def _worker_main(args) -> None:
     files = json.loads(Path(args.files).read_text())
-    mode = args.worker
-    if mode == "baseline":
-        res = worker_baseline(args.spec, files)
-    elif mode == "ours":
-        res = worker_ours(args.spec, files, args.precision)
-    elif mode == "latency":
-        res = worker_latency(args.spec, files, args.engine)
-    elif mode == "stages":
-        res = worker_stages(args.spec, files)
-    elif mode == "folder":
-        res = worker_folder(args.spec, files, args.engine)
-    elif mode == "explain":
-        res = worker_explain(args.spec, files, args.scorecam)
-    elif mode == "flops":
-        res = worker_flops(args.spec, files, args.ours_ips, args.base_ips)
-    elif mode == "evalrss":
-        res = worker_evalrss(args.spec, args.folder)
-    elif mode == "matmul":
-        res = matmul_peak()
-    else:
-        raise SystemExit(f"unknown worker {mode}")
+    workers = {  # one measurement per subprocess, so each starts from a cold, equal state
+        "baseline": lambda: worker_baseline(args.spec, files),
+        "ours": lambda: worker_ours(args.spec, files, args.precision),
+        "latency": lambda: worker_latency(args.spec, files, args.engine),
+        "stages": lambda: worker_stages(args.spec, files),
+        "folder": lambda: worker_folder(args.spec, files, args.engine),
+        "explain": lambda: worker_explain(args.spec, files, args.scorecam),
+        "flops": lambda: worker_flops(args.spec, files, args.ours_ips, args.base_ips),
+        "evalrss": lambda: worker_evalrss(args.spec, args.folder),
+        "matmul": matmul_peak,
+    }
+    if args.worker not in workers:
+        raise SystemExit(f"unknown worker {args.worker}")
+    res = workers[args.worker]()
     print("RESULT " + json.dumps(res))
 
 

@@ -50,3 +50,21 @@ APP_PAGES = {
     "models": "realitycheck/app/models_page.py",
     "about": "realitycheck/app/about_page.py",
 }
+
+
+def make_toy_folder(root, side: int = 64, per_class: int = 40, blur: float = 4) -> "Path":
+    """A labelled folder a model learns in a few steps: 'real' = smooth blurred noise, 'fake' = the same
+    plus a fine checkerboard (a high-frequency trace, as generators leave)."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    checker = (np.indices((side, side)).sum(0) % 2 * 60).astype(np.int16)[..., None]
+    for label in ("real", "fake"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            base = Image.fromarray((rng.random((side, side, 3)) * 255).astype("uint8")).filter(ImageFilter.GaussianBlur(blur))
+            arr = np.asarray(base).astype(np.int16) + (checker - 30 if label == "fake" else 0)
+            Image.fromarray(np.clip(arr, 0, 255).astype("uint8")).save(root / label / f"{label}_{i:03d}.png")
+    return root

@@ -250,17 +250,10 @@ def test_shards_of_an_epoch_cover_the_single_process_order_once():
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Path:
-    """'real' = smooth noise, 'fake' = the same plus a fine checkerboard: learnable in a few steps."""
-    root = tmp_path_factory.mktemp("toy")
-    rng = np.random.default_rng(0)
-    checker = (np.indices((48, 48)).sum(0) % 2 * 60).astype(np.int16)[..., None]
-    for label in ("real", "fake"):
-        (root / label).mkdir()
-        for i in range(32):
-            base = Image.fromarray((rng.random((48, 48, 3)) * 255).astype("uint8")).filter(ImageFilter.GaussianBlur(3))
-            arr = np.asarray(base).astype(np.int16) + (checker - 30 if label == "fake" else 0)
-            Image.fromarray(np.clip(arr, 0, 255).astype("uint8")).save(root / label / f"{label}_{i:03d}.png")
-    return root
+    """A labelled folder learnable in a few steps (tests.helpers.make_toy_folder)."""
+    from tests.helpers import make_toy_folder
+
+    return make_toy_folder(tmp_path_factory.mktemp("toy"), side=48, per_class=32, blur=3)
 
 
 def _torchrun(*args, processes: int = 2) -> subprocess.CompletedProcess:

@@ -20,19 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def toy_folder(tmp_path_factory):
-    """'real' = smooth blurred images, 'fake' = the same with a high-frequency checkerboard: learnable fast."""
-    root = tmp_path_factory.mktemp("toy")
-    rng = np.random.default_rng(0)
-    checker = (np.indices((64, 64)).sum(0) % 2 * 60).astype(np.int16)[..., None]
-    for label in ("real", "fake"):
-        (root / label).mkdir()
-        for i in range(40):
-            base = Image.fromarray((rng.random((64, 64, 3)) * 255).astype("uint8")).filter(ImageFilter.GaussianBlur(4))
-            arr = np.asarray(base).astype(np.int16)
-            if label == "fake":
-                arr = np.clip(arr + checker - 30, 0, 255)
-            Image.fromarray(arr.astype("uint8")).save(root / label / f"{label}_{i:03d}.png")
-    return root
+    from tests.helpers import make_toy_folder
+
+    return make_toy_folder(tmp_path_factory.mktemp("toy"), side=64, per_class=40, blur=4)
 
 
 def _cfg(data, out, **kw):
