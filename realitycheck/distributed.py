@@ -231,7 +231,8 @@ def build_dataset(clf: Classifier, paths: Sequence[str], *, actors: int = 1, cpu
     return ds.map_batches(ModelActor, batch_format="numpy", batch_size=batch,
                           compute=ray.data.ActorPoolStrategy(size=actors),
                           num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
-                          fn_constructor_kwargs={"weights": weights, "classifier_kwargs": classifier_kwargs(clf)})
+                          fn_constructor_kwargs={"weights": weights, "classifier_kwargs": {
+                              **classifier_kwargs(clf), **({"device": "cuda"} if gpus_per_actor else {})}})
 
 
 def iter_predict(clf: Classifier, paths: Sequence[str], *, progress: Callable[[int, int], None] | None = None,

@@ -206,7 +206,7 @@ class Classifier:
     def __init__(self, model: nn.Module, card: ModelCard, *, threshold: float | None = None, precision: str = "auto",
                  batch_size: int = 16, face_check: bool = True, crop_face: bool = False,
                  mirror_average: bool | None = None, path: str | os.PathLike | None = None, ood=None,
-                 engine: str = "auto"):
+                 engine: str = "auto", device: str = "cpu"):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # inference needs no autograd; explain re-enables what it needs
@@ -222,10 +222,13 @@ class Classifier:
         # None: as the card says (the setting was chosen on validation with the weights)
         self.mirror_average = card.preprocessing.mirror_average if mirror_average is None else bool(mirror_average)
         self.ood = ood  # ood.OODStats from the checkpoint, or None: then no unfamiliarity verdicts
+        # "cuda" (e.g. a Ray actor given a GPU) moves the PyTorch forward there; decoding stays on the CPU
+        self.device = torch.device(device)
         # channels_last is faster on CPU for fp32 and bf16 alike; done once here, never per request
-        self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.model.to(self.device).to(memory_format=torch.channels_last)
         # the forward pass: None = PyTorch (also for Grad-CAM, always), else an exported graph engine
-        choice = engines.select(engine, model=self.model, card=card, path=self.path)
+        choice = engines.select(engine if self.device.type == "cpu" else "torch", model=self.model, card=card,
+                                path=self.path)
         self.engine, self.engine_note = choice.engine, choice.note
         if self.engine is not None and self.ood is not None:
             # exported graphs give only the logits; the unfamiliar check needs the penultimate features
@@ -290,17 +293,17 @@ class Classifier:
         if self.engine is not None:  # an exported graph runs at the precision it was exported and gated at
             logits = torch.from_numpy(self.engine.run(x.numpy()))
         else:
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 if tap is not None:
                     with tap:
                         logits = self.model(x)
                 else:
                     logits = self.model(x)
-        p = logits.float().softmax(1)[:, self.fake_index]
+        p = logits.float().softmax(1)[:, self.fake_index].cpu()
         if self.mirror_average:
             p = (p[:n] + p[n:]) / 2
-        ood = self.ood.score(tap.features[:n].numpy()) if tap is not None else None
+        ood = self.ood.score(tap.features[:n].cpu().numpy()) if tap is not None else None
         return p.numpy(), ood
 
     def _finish(self, prepared: list[_Prepared], p_fake: np.ndarray | None, forward_s: float,
@@ -390,10 +393,10 @@ class Classifier:
             good = [pr for pr in chunk if pr.error is None]
             feats = iter(())
             if good:
-                x = torch.stack([torch.as_tensor(pr.tensor)[0] for pr in good]).contiguous(memory_format=torch.channels_last)
+                x = torch.stack([torch.as_tensor(pr.tensor)[0] for pr in good]).to(self.device)
                 with FeatureTap(self.model, self.arch) as tap, torch.inference_mode():
-                    self.model(x)
-                feats = iter(tap.features.numpy())
+                    self.model(x.contiguous(memory_format=torch.channels_last))
+                feats = iter(tap.features.cpu().numpy())
             for pr in chunk:
                 yield pr.name, (next(feats) if pr.error is None else None)
 

@@ -376,3 +376,19 @@ def test_cli_explain_reports_the_same_p_fake_as_predict_for_a_mirror_averaged_ca
     single = Classifier.from_file(ckpt, precision="fp32", mirror_average=False).predict([loaded])[0].p_fake
     assert abs(averaged - single) > 1e-3  # the two readings differ for this image
     assert expl[0]["p_fake"] == pytest.approx(averaged, abs=1e-4)
+
+
+def test_classifier_device_is_explicit_and_cpu_by_default(tiny_checkpoint):
+    """The forward pass runs where `device` says (a Ray actor with a GPU passes "cuda"); CPU by default."""
+    import torch
+
+    from realitycheck.inference import Classifier
+
+    clf = Classifier.from_file(tiny_checkpoint, precision="fp32")
+    assert clf.device.type == "cpu" and next(clf.model.parameters()).device.type == "cpu"
+    same = Classifier.from_file(tiny_checkpoint, precision="fp32", device="cpu")
+    img = ROOT / "sample_images" / "grace_hopper.jpg"
+    assert clf.predict_one(img).p_fake == same.predict_one(img).p_fake
+    if not torch.cuda.is_available():
+        with pytest.raises((RuntimeError, AssertionError)):
+            Classifier.from_file(tiny_checkpoint, device="cuda")
