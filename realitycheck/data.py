@@ -181,6 +181,8 @@ class SourceSpec:
 
     def items(self) -> list[Item]:
         root = Path(self.path)
+        if self.label is None and root.is_dir() and not _class_subdirs(root) and root.name.lower() in LABEL_ALIASES:
+            self.label = LABEL_ALIASES[root.name.lower()]  # a class folder itself: NAME=.../fake
         if self.label is not None:
             if self.label not in ("real", "fake"):
                 raise DataError(f"source {self.name}: label must be real or fake, not {self.label!r}")

@@ -305,3 +305,9 @@ def test_grad_cam_of_an_aligned_model_explains_the_face_the_verdict_came_from(ti
     x, y, w, h = exp.view_face_box
     assert 0 <= x and 0 <= y and x + w <= 80 and y + h <= 80 and w > 20 and h > 20
     assert "face" in exp.describe()
+
+
+def test_a_class_folder_itself_is_a_source_of_that_class(tmp_path):
+    _folder(tmp_path / "set" / "fake", ["a.png", "b.png"])
+    [spec] = parse_data_arg(f"gen={tmp_path / 'set' / 'fake'}")
+    assert {(it.label, it.source) for it in spec.items()} == {("fake", "gen")}
