@@ -168,7 +168,7 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
     target = _target(evidence, pred)
     cached = common.has_explanation(clf, h, method, target)
     if slow and not cached:
-        est = X.estimate_seconds(method, clf.model, clf.card)
+        est = clf.explainer.estimate_seconds(method)
         st.warning(f"{method} is slow: about {est:.0f} s for this image on this machine.", icon=":material/hourglass_top:")
         if not st.button(f"Compute the {method} heatmap", key=f"slow_{h}_{method}"):
             return
@@ -270,7 +270,7 @@ def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -
         missing = [m for m in methods if not common.has_explanation(clf, key[1], m, target)]
         if missing:
             # measured on this machine (timed forwards of this model), not a promise
-            est = sum(X.estimate_seconds(m, clf.model, clf.card) for m in missing)
+            est = sum(clf.explainer.estimate_seconds(m) for m in missing)
             label = f"Compute {len(missing)} more methods (about {est:.0f} s in all on this machine)"
             if st.button(label, key="compare_run"):
                 bar = st.progress(0.0)

@@ -394,14 +394,13 @@ def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method:
                 progress: Callable[[int, int], None] | None = None, target_class: str | None = None):
     """Grad-CAM (or another method) of one image for `target_class` (None: the model's argmax),
     cached per session by (model, key, method, class)."""
-    from realitycheck import explain as X
 
     ekey = explanation_key(clf, key, method, target_class)
     cache = state.get(state.EXPLANATIONS)
     if ekey in cache:
         return cache[ekey]
-    result = X.explain(clf.model, clf.card, [image], method=method, target_class=target_class,
-                       progress=progress or False)[0]
+    result = clf.explainer.explain([image], method=method, target_class=target_class,
+                                   progress=progress or False)[0]
     state.remember(state.EXPLANATIONS, ekey, result, state.MAX_CACHED_EXPLANATIONS)
     return result
 
