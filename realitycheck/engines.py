@@ -516,10 +516,10 @@ def preprocessed_batches(clf, files: Sequence[Path], batch: int = 16, *, views: 
     for i in range(0, len(files), batch):
         xs = []
         for f in files[i:i + batch]:
-            pr = prepare(f, None, clf.transform, face_check=False, crop_face=clf.crop_face,
+            pr = prepare(f, None, clf.card.preprocessing, face_check=False, crop_face=clf.crop_face,
                          draft_size=clf._draft_size())
             if pr.error is None:
-                xs.append(pr.tensor.numpy())
+                xs.append(pr.tensor[0].numpy())  # the first view (an aligned card's largest face)
         if xs:
             x = np.stack(xs)
             if views and clf.mirror_average:
@@ -727,10 +727,11 @@ def _probabilities(ref, runners: dict, files: Sequence[Path]) -> dict:
     for i in range(0, len(files), 16):
         xs = []
         for f in files[i:i + 16]:
-            pr = prepare(f, None, ref.transform, face_check=False, crop_face=ref.crop_face, draft_size=ref._draft_size())
+            pr = prepare(f, None, ref.card.preprocessing, face_check=False, crop_face=ref.crop_face,
+                         draft_size=ref._draft_size())
             out["ok"].append(pr.error is None)
             if pr.error is None:
-                xs.append(torch.as_tensor(pr.tensor))
+                xs.append(torch.as_tensor(pr.tensor)[0])  # the first view (an aligned card's largest face)
         if not xs:
             continue
         x = torch.stack(xs)

@@ -227,7 +227,7 @@ def test_auto_uses_the_exported_default_and_missing_or_corrupt_files_fall_back(t
 
 
 def test_cli_export_and_predict_with_engine(tiny_checkpoint, tmp_path, monkeypatch):
-    from conftest import SAMPLE_IMAGES, run_cli
+    from tests.helpers import SAMPLE_IMAGES, run_cli
 
     ckpt = tmp_path / "model.pt"
     shutil.copy(tiny_checkpoint, ckpt)
@@ -251,7 +251,7 @@ def test_benchmark_engine_stages_and_folder_path(tiny_checkpoint, tmp_path):
     """benchmarks/run.py --engines: its workers run in-process on a few images (numbers are not asserted)."""
     import importlib.util
 
-    from conftest import REPO_ROOT
+    from tests.helpers import REPO_ROOT
 
     spec = importlib.util.spec_from_file_location("bench_run", REPO_ROOT / "benchmarks" / "run.py")
     bench = importlib.util.module_from_spec(spec)
