@@ -736,3 +736,19 @@ def test_an_unfamiliar_image_is_said_to_be_so(ckpt, tmp_path, monkeypatch):
     monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(tmp_path))
     at = _classify(_app(), [("a.jpg", _jpeg(3), "image/jpeg")])
     assert any("unfamiliar image" in w.value.lower() for w in at.warning), [w.value for w in at.warning]
+
+
+def test_the_sidebar_threshold_starts_at_the_models_own(ckpt, tmp_path, monkeypatch):
+    """A card's threshold (chosen on its validation data) is the dashboard's, so the app and the CLI agree."""
+    from realitycheck import checkpoints
+
+    model, card = checkpoints.load_checkpoint(ckpt)
+    card.threshold = 0.8565
+    path = checkpoints.save_checkpoint(tmp_path / "tuned.pt", model, card)
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(path))
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(tmp_path))
+    at = _app()
+    assert at.slider(key="threshold").value == pytest.approx(0.8565)
+    at = _classify(at, [("a.jpg", _jpeg(5), "image/jpeg")])
+    assert any("threshold 0.8565" in c.value for c in at.caption), \
+        [c.value for c in at.caption]

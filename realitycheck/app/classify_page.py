@@ -228,7 +228,7 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
             st.markdown(common.verdict_html(pred.label, pred.p_fake, "large" if demo else "normal"),
                         unsafe_allow_html=True)
             if not demo:
-                st.caption(f"Verdict: {pred.label.upper()} (threshold {threshold:.2f})")
+                st.caption(f"Verdict: {pred.label.upper()} (threshold {threshold:.4g})")
                 c1, c2 = st.columns(2)
                 c1.metric("p(fake)", f"{pred.p_fake:.1%}", help="The model's probability that the photo is AI-generated.")
                 c2.metric("p(real)", f"{pred.p_real:.1%}")

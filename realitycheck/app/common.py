@@ -209,7 +209,10 @@ def training_data_names(card: ModelCard) -> str:
     """The card's training data by folder name ("faces-140k-sample + real-world-faces"): the
     paths are the trainer's machine's, meaningless to someone reading the dashboard."""
     training = card.training or {}
-    sources = [training.get("data")] + list(training.get("extra_real") or [])
+    if training.get("sources"):  # named sources (a manifest): their names say it best
+        return ", ".join(training["sources"])
+    data = training.get("data")
+    sources = (list(data) if isinstance(data, (list, tuple)) else [data]) + list(training.get("extra_real") or [])
     names = [Path(str(s).rstrip("/\\")).name or str(s) for s in sources if s]
     return " + ".join(dict.fromkeys(names))
 
@@ -236,6 +239,11 @@ def sidebar() -> None:
             except CheckpointError as exc:
                 st.error(f"{path.name}: cannot be read ({one_line(exc)})")
                 card = None
+            if card is not None and state.get(state.THRESHOLD_FOR) != str(path):
+                # a model's own threshold (chosen on its validation data) until the user moves the slider
+                state.put(state.THRESHOLD, float(card.threshold))
+                state.put(state.EVAL_THRESHOLD, float(card.threshold))
+                state.put(state.THRESHOLD_FOR, str(path))
             if card is not None:
                 st.markdown(f"**{card.name}**  \n`{path.name}`")
                 if not state.get(state.DEMO):
@@ -257,7 +265,7 @@ def sidebar() -> None:
         if not state.get(state.DEMO):
             st.subheader("Decision")
             st.slider("Threshold: p(fake) at or above this is FAKE", min_value=0.01, max_value=0.99,
-                      step=0.01, key=state.THRESHOLD,
+                      step=state.THRESHOLD_STEP, format="%.4f", key=state.THRESHOLD,
                       help="Raise it for fewer false alarms on real photos, lower it to catch more fakes.")
 
 

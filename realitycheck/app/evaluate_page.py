@@ -172,8 +172,9 @@ def _summary(ev: dict, threshold: float) -> dict:
 
 
 def _slider_value(value: float) -> float:
-    """A threshold as the slider can hold it (0.01 to 0.99 in steps of 0.01)."""
-    return float(min(0.99, max(0.01, round(value, 2))))
+    """A threshold as the slider can hold it (0.01 to 0.99 in steps of state.THRESHOLD_STEP)."""
+    step = state.THRESHOLD_STEP
+    return float(min(0.99, max(0.01, round(round(value / step) * step, 4))))
 
 
 def _use_best(value: float) -> None:
@@ -358,7 +359,8 @@ def _results(ev: dict) -> None:
                 "measure the active model.")
     left, right = st.columns([3, 2])
     threshold = left.slider("Threshold for these results: p(fake) at or above this is FAKE",
-                            min_value=0.01, max_value=0.99, step=0.01, key=state.EVAL_THRESHOLD,
+                            min_value=0.01, max_value=0.99, step=state.THRESHOLD_STEP, format="%.4f",
+                            key=state.EVAL_THRESHOLD,
                             help="Re-scores the stored results; the model is not run again.")
     s = _summary(ev, threshold)
     kind, sentence = M.separation(s)

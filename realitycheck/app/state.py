@@ -26,6 +26,8 @@ OPACITY = "cam_opacity"  # float 0-1: heatmap opacity (Classify page)
 SLOW_OK = "allow_slow_methods"  # bool: offer scorecam/ablationcam (Classify page)
 EVIDENCE = "cam_evidence"  # "verdict" | "fake" | "real": the class the heatmap explains (Classify page)
 EVAL_THRESHOLD = "eval_threshold"  # float: threshold of the Evaluate page (re-thresholds the table)
+THRESHOLD_FOR = "threshold_for"  # str | None: the model whose card last set the thresholds
+THRESHOLD_STEP = 0.0005  # fine enough to hold a card's threshold exactly (e.g. 0.8565)
 
 # -- what the session holds ------------------------------------------------------------------------
 ACTIVE_MODEL = "active_model"  # str | None: checkpoint path chosen on the Models page (None: default)
@@ -52,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     EVIDENCE: "verdict",
     EVAL_THRESHOLD: 0.5,
     ACTIVE_MODEL: None,
+    THRESHOLD_FOR: None,
 }
 
 # Widget-bound keys that must survive runs in which their widget is not drawn.
