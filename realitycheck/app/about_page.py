@@ -13,16 +13,19 @@ FLOW = """
 1. **Image intake.** The file is decoded safely (`realitycheck.images.load_image`): EXIF rotation is
    applied, transparency is put on white, animated GIFs use their first frame, and broken, truncated,
    oversized (over 50 MB or 40 megapixels) or non-image files are refused with a clear message.
-2. **Face check.** OpenCV's face detector counts the faces. It does not decide anything; it warns you
-   when the photo does not look like what the model was trained on (one clear, frontal face).
+2. **Faces.** The YuNet face detector finds each face and five landmarks (eyes, nose, mouth corners).
 3. **Preprocessing from the model card.** Every checkpoint carries a card that says exactly how images
-   must be prepared for it: the shorter side is resized, the **centre square** is cropped, and the
-   colours are normalised. Parts of the photo outside that square are not seen by the model.
+   must be prepared for it. Face-aligned models (the default) turn each face so the eyes are level
+   and crop it to one fixed framing; each face gets its own verdict and the image takes the most
+   suspicious one. Whole-image models resize the shorter side and crop the **centre square**. The
+   colours are normalised either way.
 4. **Classifier.** A convolutional network ({network}) outputs **p(fake)**, the probability that the
    photo is AI-generated.
-5. **Decision.** The verdict is **FAKE** when p(fake) is at or above the threshold (0.50 unless you move
-   the slider), otherwise **REAL**.
-6. **Grad-CAM.** A heatmap shows which parts of the centre square pushed the model towards its verdict,
+5. **Decision.** The verdict is **FAKE** when p(fake) is at or above the threshold (the model card's,
+   chosen on validation data, unless you move the slider), otherwise **REAL**. When the image's
+   features lie outside what the model was trained on, it also says **unfamiliar image**: the verdict
+   is then unreliable.
+6. **Grad-CAM.** A heatmap shows which parts of the face (or centre square) the model judged pushed it towards its verdict,
    and a faithfulness check tests whether those parts really matter to it.
 """
 
@@ -55,7 +58,8 @@ LIMITS = """
   face-swap deepfakes) **may not be detected**: a REAL verdict is not proof that a photo is real.
 - **Real photos far from the training distribution** (phone snapshots, group photos, profile views,
   heavy filters, strong JPEG compression, screenshots, scans) **may raise false alarms**.
-- Only the centre square of the image is analysed; a face near the edge may be cut off.
+- A face-aligned model sees each face in a fixed framing; with no face found it sees only the centre
+  square, and a whole-image model always does (a face near the edge may be cut off).
 - Grad-CAM heatmaps are coarse (a grid of about 7x7 or 8x8 cells, upsampled) and show where the model
   looked, not why in human terms.
 - Never use a verdict on its own to accuse anyone of anything.

@@ -25,8 +25,9 @@ def _methods(allow_slow: bool) -> list[str]:
 
 
 def _guidance(demo: bool) -> None:
-    text = ("**Works best with** clear, prominent, frontal faces, **one face per image**, like a passport "
-            "or profile photo. The model looks at the centre square of the picture.")
+    text = ("**Works best with** clear, reasonably large faces, like a portrait or profile photo. Each face "
+            "the detector finds is judged on its own (the image takes its most suspicious face); with no "
+            "face found, the centre of the picture is judged, less reliably.")
     if demo:
         st.markdown(text)
     else:
@@ -323,7 +324,7 @@ def _summary_table(keys: list, threshold: float, demo: bool) -> None:
         },
     )
     st.caption("Each photo's details and what the model looked at follow." if demo else
-               f"Verdicts at threshold {threshold:.2f}. The details and heatmap of each image follow.")
+               f"Verdicts at threshold {threshold:.4g}. The details and heatmap of each image follow.")
 
 
 def render() -> None:
