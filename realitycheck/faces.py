@@ -112,6 +112,8 @@ def find_faces(image: Image.Image) -> FaceReport:
     faces: list[Face] = []
     min_side = MIN_FACE_FRACTION * min(w, h)
     for row in (found if found is not None else []):
+        if not np.all(np.isfinite(row[:15])):  # seen on tiny noise images: an overflowed box is no face
+            continue
         x, y, bw, bh = (float(v) / scale for v in row[:4])
         if max(bw, bh) < min_side:
             continue
