@@ -1,4 +1,4 @@
-"""Labelled data: discovering (path, label) pairs, reproducible splits, streaming datasets.
+"""Labelled data: discovering (path, label) pairs and named sources, reproducible splits, sampling weights.
 
 Layouts understood by `discover`:
   * FOLDER/{real,fake}/...   (case-insensitive; `ai`, `generated`, `synthetic` also mean fake)
@@ -17,10 +17,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-from realitycheck.images import ImageError, is_image_path, load_image
-from realitycheck.models import CLASSES
+from realitycheck.images import is_image_path
 
 LABEL_ALIASES = {
     "real": "real", "fake": "fake", "ai": "fake", "generated": "fake", "synthetic": "fake",
@@ -307,33 +306,6 @@ def split_items(items: list, fractions=(0.70, 0.15, 0.15), seed: int = 0) -> dic
 # ---------------------------------------------------------------------------------------------
 # Datasets
 # ---------------------------------------------------------------------------------------------
-
-class ImageDataset:
-    """(path, label) pairs decoded on demand through `images.load_image`.
-
-    Returns (tensor, label_index, index) or, for an unreadable file, (None, label_index, index)
-    so a loader can skip it and report it instead of crashing a long run.
-    """
-
-    def __init__(self, items: list[tuple[Path, str]], transform: Callable, classes=CLASSES,
-                 draft_size: int | None = None):
-        self.items = list(items)
-        self.transform = transform
-        self.class_index = {c: i for i, c in enumerate(classes)}
-        self.draft_size = draft_size
-        self.errors: dict[int, str] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        path, label = self.items[i][0], self.items[i][1]
-        try:
-            img = load_image(path, draft_size=self.draft_size).image
-            return self.transform(img), self.class_index[label], i
-        except ImageError as exc:
-            return str(exc), self.class_index[label], i
-
 
 def collate_skip_errors(batch):
     """Stack good samples; hand back the errors (index, message) separately."""

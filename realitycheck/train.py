@@ -282,9 +282,6 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
         return models.build_model("resnet50", pretrained=False), "random (from scratch): ImageNet weights unavailable offline"
 
 
-_init_model = build_model  # the name earlier sessions used
-
-
 def preprocessing_of(cfg: TrainConfig) -> Preprocessing:
     """The architecture's normalisation (its spec) with this run's sizes and framing."""
     return checkpoints.default_preprocessing(cfg.arch, resize=cfg.resize, crop=cfg.crop, align=cfg.align,
@@ -406,26 +403,6 @@ def score_items(model: nn.Module, card: ModelCard, items: list, precision: str =
         if flags is not None:
             flags.append(bool(pr.unfamiliar))
     return np.asarray(ps, dtype=float), np.asarray(ys, dtype=bool), errors
-
-
-@torch.inference_mode()
-def predict_loader(model: nn.Module, loader, precision: str, fake_index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
-    """(p_fake, y_is_fake, item_index, errors) over a loader of whole-image tensors."""
-    model.eval()
-    ps, ys, idxs, errors = [], [], [], []
-    for x, y, idx, bad in loader:
-        errors += bad
-        if x is None:
-            continue
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(x)
-        ps.append(logits.float().softmax(1)[:, fake_index].numpy())
-        ys.append((y == fake_index).numpy())
-        idxs.append(idx.numpy())
-    if not ps:
-        return np.zeros(0), np.zeros(0, bool), np.zeros(0, int), errors
-    return np.concatenate(ps), np.concatenate(ys), np.concatenate(idxs), errors
 
 
 def _val_stats(p: np.ndarray, y: np.ndarray) -> dict:
