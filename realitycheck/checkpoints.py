@@ -56,22 +56,16 @@ class Preprocessing:
     zoom: float = 1.0
 
     def transform(self) -> Callable:
-        """Whole image -> tensor (resize shorter side, centre crop, normalise)."""
-        from torchvision import transforms as T
+        """Whole image -> tensor (resize shorter side, centre crop, normalise; `preprocess.WholeImage`)."""
+        from realitycheck.preprocess import WholeImage
 
-        interp = T.InterpolationMode(self.interpolation)
-        return T.Compose([
-            T.Resize(self.resize, interpolation=interp, antialias=True),
-            T.CenterCrop(self.crop),
-            T.ToTensor(),
-            T.Normalize(self.mean, self.std),
-        ])
+        return WholeImage(self.resize, self.crop, self.mean, self.std, self.interpolation)
 
     def tensor_transform(self) -> Callable:
         """An image already at the model's input size -> tensor (normalise only)."""
-        from torchvision import transforms as T
+        from realitycheck.preprocess import Normalized
 
-        return T.Compose([T.ToTensor(), T.Normalize(self.mean, self.std)])
+        return Normalized(self.mean, self.std)
 
     def views(self, image, report) -> list[tuple[object, str, int | None]]:
         """What the model looks at: (PIL image at input size or whole image, region words, face index).

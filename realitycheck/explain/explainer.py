@@ -358,9 +358,7 @@ class Explainer:
         report = find_faces(im)
         views = pre.views(im, report)
         if views[0][2] is None:
-            from torchvision import transforms as T
-
-            return T.Compose([T.Resize(pre.resize, antialias=True), T.CenterCrop(pre.crop)])(im), None
+            return pre.transform().framed(im), None
         best = 0
         if len(views) > 1:
             fake = list(self.card.classes).index("fake")
