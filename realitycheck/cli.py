@@ -382,10 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="checkpoint file; engine files go to NAME.engines/ beside it")
     p.add_argument("--engine", choices=["all", "onnxruntime", "openvino"], default="all")
     p.add_argument("--int8", action="store_true", help="also calibrate a static INT8 model (needs --calibration)")
-    p.add_argument("--calibration", action="append", help="labelled folder; only its training-split images are used (repeatable)")
+    p.add_argument("--calibration", action="append", help="labelled data as --data takes it (folder, NAME=FOLDER or manifest .toml); only its "
+                        "training-split images are used, split as train splits them (repeatable)")
     p.add_argument("--calibration-images", type=int, default=256)
     p.add_argument("--check", action="append",
-                   help="labelled folder whose test-split images gate each engine against fp32 PyTorch, overall and "
+                   help="labelled data (folder, NAME=FOLDER or manifest) whose test-split images gate each engine against fp32 PyTorch, overall and "
                         "per source (repeatable); without it only fp32 graphs are accepted")
     p.add_argument("--check-limit", type=int, help="at most N test images per source")
     p.add_argument("--out", help="folder for the engine files (default: NAME.engines/ beside the checkpoint)")

@@ -39,6 +39,7 @@ INT8_FILE = "int8.onnx"
 GATE_AGREEMENT = 0.995  # label agreement with fp32 PyTorch, at least
 GATE_DAUC = 0.002  # |ROC-AUC change| against fp32 PyTorch, at most
 OPSET = 17
+OUTPUTS = ("logits", "features")  # older graphs (e.g. realitycheck-lite2.engines) have "logits" only
 
 
 class EngineError(RuntimeError):
@@ -124,19 +125,38 @@ def export_onnx(model, card, out: Path) -> Path:
 
 
 def _export_proto(model, card):
+    """The graph of `model` with two outputs: the logits and the penultimate features (the classifier
+    head's input), which the unfamiliar-image check scores (`ood.OODStats`); both dynamic in batch."""
     import io
 
     import onnx
     import torch
 
+    from realitycheck.ood import FeatureTap
+
+    class LogitsAndFeatures(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            with FeatureTap(self.net, card.arch) as tap:
+                logits = self.net(x)
+            return logits, tap.features
+
     m = copy.deepcopy(model).float().to(memory_format=torch.contiguous_format).eval()
+    try:
+        FeatureTap(m, card.arch)
+        net, outputs = LogitsAndFeatures(m), OUTPUTS
+    except (AttributeError, ValueError):  # not laid out as its architecture says: no features to give
+        net, outputs = m, OUTPUTS[:1]
     crop = card.preprocessing.crop
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(m, torch.zeros(1, 3, crop, crop), buf, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
-                          dynamo=False, do_constant_folding=True)
+        torch.onnx.export(net, torch.zeros(1, 3, crop, crop), buf, input_names=["input"], output_names=list(outputs),
+                          dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -238,7 +258,11 @@ def _threads() -> int:
 
 
 class GraphEngine:
-    """One exported graph loaded into ONNX Runtime or OpenVINO: `run(x)` -> logits, both float32 NCHW."""
+    """One exported graph loaded into ONNX Runtime or OpenVINO: `run(x)` -> logits, both float32 NCHW.
+
+    `run_with_features(x)` also gives the penultimate features when the graph has that output
+    (`has_features`), so a model with the unfamiliar-image check can run on the engine too.
+    """
 
     def __init__(self, engine: str, precision: str, path: Path):
         self.engine, self.precision, self.path = engine, precision, Path(path)
@@ -252,6 +276,7 @@ class GraphEngine:
                 opts.inter_op_num_threads = 1
                 opts.log_severity_level = 3
                 self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+                names = [o.name for o in self._session.get_outputs()]
             elif engine == "openvino":
                 import openvino as ov
 
@@ -259,6 +284,7 @@ class GraphEngine:
                 self._compiled = ov.Core().compile_model(str(self.path), "CPU", {
                     "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": _threads(),
                     "PERFORMANCE_HINT": "LATENCY"})
+                names = [n for o in self._compiled.outputs for n in o.get_names()]  # an output may have several
             else:
                 raise EngineError(f"unknown engine {engine!r}; choose from {', '.join(GRAPH_ENGINES)}")
         except ImportError as exc:
@@ -268,20 +294,31 @@ class GraphEngine:
         except Exception as exc:  # a damaged graph: each engine raises its own error types
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise EngineError(f"{self.path}: not a loadable {engine} graph ({first})") from None
+        self.has_features = "features" in names
+        self._outputs = ["logits", "features"] if self.has_features else ["logits"]
+        if "logits" not in names:
+            raise EngineError(f"{self.path}: the graph has no 'logits' output (outputs: {', '.join(names) or 'none'})")
 
     @property
     def label(self) -> str:
         return f"{self.engine} {self.precision}"
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        return self.run_with_features(x)[0]
+
+    def run_with_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits, penultimate features or None when the graph lacks them) for a batch."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.engine == "onnxruntime":
-            return self._session.run(None, {"input": x})[0]
-        req = getattr(self._local, "request", None)  # an infer request serves one thread at a time
-        if req is None:
-            req = self._local.request = self._compiled.create_infer_request()
-        req.infer({0: x})
-        return np.array(req.get_output_tensor(0).data, dtype=np.float32, copy=True)
+            out = self._session.run(self._outputs, {"input": x})
+        else:
+            req = getattr(self._local, "request", None)  # an infer request serves one thread at a time
+            if req is None:
+                req = self._local.request = self._compiled.create_infer_request()
+            req.infer({0: x})
+            out = [np.array(req.get_tensor(self._compiled.output(name)).data, dtype=np.float32, copy=True)
+                   for name in self._outputs]
+        return out[0], (out[1] if self.has_features else None)
 
 
 def _graph_file(precision: str) -> str:
@@ -445,12 +482,14 @@ def _check(name: str, ref: np.ndarray, new: np.ndarray, y: np.ndarray, threshold
 
 
 def gate(reference: Sequence[float], engine: Sequence[float], labels: Sequence[str], sources: Sequence[str],
-         threshold: float = 0.5) -> GateResult:
+         threshold: float = 0.5, *, ood_reference: Sequence[float] | None = None,
+         ood_engine: Sequence[float] | None = None, ood_threshold: float | None = None) -> GateResult:
     """Accept an engine only if it keeps the answers of fp32 PyTorch overall and on every source.
 
     A source holding one class only (e.g. a real-only photo set) has no AUC of its own: it is
     scored against the other class of the pooled images, which asks the same question (does the
-    engine move this source relative to the rest?).
+    engine move this source relative to the rest?). For a model with the unfamiliar-image check,
+    the engine must also keep its flags (`ood_*`: the scores of both and the card's threshold).
     """
     ref, new = np.asarray(reference, float), np.asarray(engine, float)
     y = np.array([lab == "fake" for lab in labels], int)
@@ -465,7 +504,17 @@ def gate(reference: Sequence[float], engine: Sequence[float], labels: Sequence[s
             both = mine | other
             checks.append(_check(s, ref[mine], new[mine], y[mine], threshold,
                                  auc_sets=(y[both], (ref[both], new[both]))))
+    if ood_reference is not None and ood_engine is not None and ood_threshold is not None:
+        checks.append(_flag_check(np.asarray(ood_reference, float), np.asarray(ood_engine, float), ood_threshold))
     return GateResult(all(c.passed for c in checks), checks)
+
+
+def _flag_check(ref: np.ndarray, new: np.ndarray, threshold: float) -> Check:
+    """Do the unfamiliar-image flags of the engine agree with fp32 PyTorch's?"""
+    agree = float(np.mean((ref > threshold) == (new > threshold))) if len(ref) else 1.0
+    why = f"unfamiliar-flag agreement {agree:.2%} < {GATE_AGREEMENT:.1%}" if agree < GATE_AGREEMENT else ""
+    return Check("unfamiliar flag (all sources)", int(len(ref)), agree, None, None,
+                 float(np.max(np.abs(ref - new))) if len(ref) else 0.0, not why, why)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,18 +528,25 @@ def source_of(path: Path, root: Path) -> str:
     return f"{root.name}/{prefix}" if prefix.isalpha() and prefix.islower() else root.name
 
 
-def labelled_files(folders: Sequence[str | os.PathLike], split: str, seed: int = 0,
+def labelled_files(data: Sequence[str | os.PathLike], split: str, seed: int = 0,
                    limit_per_source: int | None = None) -> list[tuple[Path, str, str]]:
-    """(path, label, source) of the images in `folders` whose hash split is `split`, spread evenly per source."""
-    from realitycheck.data import discover, split_of
+    """(path, label, source) of the images of `data` whose split is `split`, spread evenly per source.
+
+    `data` takes what `--data` takes (folders, NAME=FOLDER, manifests), split as `train` splits
+    them (group-aware where a manifest says so), so INT8 calibration sees training images only
+    and the gate only held-out ones. A plain folder's sources are named by `source_of`.
+    """
+    from realitycheck.data import collect_sources, parse_data_arg, split_of
 
     out: list[tuple[Path, str, str]] = []
-    for folder in folders:
-        root = Path(folder)
+    for arg in data:
+        arg = str(arg)
+        named = arg.lower().endswith(".toml") or "=" in arg.split(os.sep, 1)[0]
         by_source: dict[str, list[tuple[Path, str, str]]] = {}
-        for p, label in discover(root):
-            if split_of(p, seed=seed) == split:
-                by_source.setdefault(source_of(p, root), []).append((Path(p), label, source_of(p, root)))
+        for it in collect_sources(parse_data_arg(arg)):
+            if split_of(it.path, seed=seed, group=it.group) == split:
+                src = it.source if named else source_of(it.path, Path(arg))
+                by_source.setdefault(src, []).append((it.path, it.label, src))
         for rows in by_source.values():
             if limit_per_source and len(rows) > limit_per_source:
                 step = len(rows) / limit_per_source
@@ -563,7 +619,7 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
            out_dir: str | os.PathLike | None = None, engines: Sequence[str] = GRAPH_ENGINES, int8: bool = False,
            calibration: Sequence[str | os.PathLike] = (), calibration_images: int = 256, calibration_method: str = "minmax",
            calibration_batches: Iterable[np.ndarray] | None = None, check: Sequence[str | os.PathLike] = (),
-           check_limit: int | None = None, prune: bool = False, threshold: float = 0.5,
+           check_limit: int | None = None, prune: bool = False, threshold: float | None = None, ood=None,
            timing_seconds: float = 1.5, command: str = "", log: Callable[[str], None] = lambda m: None) -> dict:
     """Export a checkpoint's engines, gate each engine/precision against fp32 PyTorch, write the engine card.
 
@@ -571,14 +627,20 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
     when none did). `calibration_batches` replaces `calibration` folders (tests use it to feed a
     deliberately broken calibration). `prune` keeps only the files the default needs (what a model
     ships with; the fp32 graph is re-exported into the cache on first use when asked for).
+    `threshold`: where labels are compared (default: the card's); `ood`: the unfamiliarity
+    statistics of a model given as model + card (a checkpoint brings its own).
     """
     from realitycheck import checkpoints
     from realitycheck.inference import Classifier
 
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
-        model, card = checkpoints.load_checkpoint(checkpoint)
+        model, card, extras = checkpoints.load_checkpoint_extras(checkpoint)
         key = file_sha256(checkpoint)
+        if "ood" in extras:
+            from realitycheck.ood import OODStats
+
+            ood = OODStats.from_tensors(extras["ood"])
     elif model is None or card is None:
         raise ValueError("export needs a checkpoint path, or a model and its card")
     else:
@@ -588,7 +650,8 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
             raise ValueError(f"engine must be one of {', '.join(GRAPH_ENGINES)}, not {e!r}")
     folder = Path(out_dir) if out_dir else (beside_dir(checkpoint) if checkpoint else cache_dir(key))
     seed = int(((card.training or {}).get("settings") or {}).get("seed", 0) or 0)
-    ref = Classifier(model, card, precision="fp32", engine="torch", threshold=threshold)
+    ref = Classifier(model, card, precision="fp32", engine="torch", threshold=threshold, ood=ood)
+    threshold = ref.threshold
 
     t0 = time.perf_counter()
     fp32 = export_onnx(model, card, folder / FP32_FILE)
@@ -644,14 +707,16 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
         log(f"gate: {len(items)} test-split images from {len({r[2] for r in items})} sources")
         manifest["check"] = {"folders": [str(c) for c in check], "split": f"test (hash split, seed {seed})",
                              "images": len(items), "limit_per_source": check_limit}
-        p = _probabilities(ref, runners, [r[0] for r in items])
+        p, scores, ok = _probabilities(ref, runners, [r[0] for r in items])
         labels, sources = [r[1] for r in items], [r[2] for r in items]
-        kept = [i for i, ok in enumerate(p.pop("ok")) if ok]
+        kept = [i for i, good in enumerate(ok) if good]
         labels, sources = [labels[i] for i in kept], [sources[i] for i in kept]
         for (e, prec), pe in p.items():
             if e == "torch":
                 continue
-            res = gate(p["torch", "fp32"], pe, labels, sources, threshold)
+            res = gate(p["torch", "fp32"], pe, labels, sources, threshold,
+                       ood_reference=scores.get(("torch", "fp32")), ood_engine=scores.get((e, prec)),
+                       ood_threshold=ood.threshold if ood is not None else None)
             rows.append({"engine": e, "precision": prec, "file": _graph_file(prec), "passed": res.passed,
                          "failed": res.failed, "checks": [asdict(c) for c in res.checks]})
     else:
@@ -714,31 +779,37 @@ def _softmax_fake(clf, logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(1, keepdims=True))[:, clf.fake_index]
 
 
-def _probabilities(ref, runners: dict, files: Sequence[Path]) -> dict:
-    """p_fake of fp32 PyTorch and of every runner on the same preprocessed images (decoded once)."""
+def _probabilities(ref, runners: dict, files: Sequence[Path]) -> tuple[dict, dict, list[bool]]:
+    """p_fake (and unfamiliarity scores, when the model has the check) of fp32 PyTorch and of every
+    runner on the same preprocessed images, decoded once; plus which files could be read."""
     import torch
 
     from realitycheck.inference import prepare
 
-    out: dict = {("torch", "fp32"): [], **{k: [] for k in runners}, "ok": []}
-    clones = {k: copy.copy(ref) for k in runners}
-    for k, c in clones.items():
-        c.engine = runners[k]
+    p: dict = {("torch", "fp32"): [], **{k: [] for k in runners}}
+    scores: dict = {k: [] for k in p} if ref.ood is not None else {}
+    ok: list[bool] = []
+    clones = {("torch", "fp32"): ref}
+    for k in runners:
+        clones[k] = copy.copy(ref)
+        clones[k].engine = runners[k]
     for i in range(0, len(files), 16):
         xs = []
         for f in files[i:i + 16]:
             pr = prepare(f, None, ref.card.preprocessing, face_check=False, crop_face=ref.crop_face,
                          draft_size=ref._draft_size())
-            out["ok"].append(pr.error is None)
+            ok.append(pr.error is None)
             if pr.error is None:
                 xs.append(torch.as_tensor(pr.tensor)[0])  # the first view (an aligned card's largest face)
         if not xs:
             continue
         x = torch.stack(xs)
-        out["torch", "fp32"] += ref.probabilities(x, "fp32").tolist()
         for k, c in clones.items():
-            out[k] += c.probabilities(x).tolist()
-    return {k: (np.asarray(v) if k != "ok" else v) for k, v in out.items()}
+            pk, sk = c.scores(x, "fp32")
+            p[k] += pk.tolist()
+            if k in scores:
+                scores[k] += sk.tolist()
+    return ({k: np.asarray(v) for k, v in p.items()}, {k: np.asarray(v) for k, v in scores.items()}, ok)
 
 
 def _write_card_section(checkpoint: Path, manifest: dict) -> None:

@@ -230,11 +230,12 @@ class Classifier:
         choice = engines.select(engine if self.device.type == "cpu" else "torch", model=self.model, card=card,
                                 path=self.path)
         self.engine, self.engine_note = choice.engine, choice.note
-        if self.engine is not None and self.ood is not None:
-            # exported graphs give only the logits; the unfamiliar check needs the penultimate features
+        if self.engine is not None and self.ood is not None and not self.engine.has_features:
+            # the unfamiliar check needs the penultimate features, which older exported graphs lack
             self.engine = None
             self.engine_note = ((choice.note + "; ") if choice.note else "") + \
-                "PyTorch runs the forward pass: the unfamiliar-image check needs the network's features"
+                "PyTorch runs the forward pass: the exported graph has no features output for the unfamiliar-image " \
+                f"check (re-export it with `realitycheck export {self.path or 'CKPT'}`)"
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -298,21 +299,23 @@ class Classifier:
         n = x.shape[0]
         if self.mirror_average:
             x = torch.cat([x, x.flip(3)])
-        tap = FeatureTap(self.model, self.arch) if self.ood is not None else None
+        features = None  # penultimate features of every view, when the unfamiliar check needs them
         if self.engine is not None:  # an exported graph runs at the precision it was exported and gated at
-            logits = torch.from_numpy(self.engine.run(x.numpy()))
+            out, features = self.engine.run_with_features(x.numpy())
+            logits = torch.from_numpy(out)
         else:
             x = x.to(self.device).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                if tap is not None:
-                    with tap:
+                if self.ood is not None:
+                    with FeatureTap(self.model, self.arch) as tap:
                         logits = self.model(x)
+                    features = tap.features.cpu().numpy()
                 else:
                     logits = self.model(x)
         p = logits.float().softmax(1)[:, self.fake_index].cpu()
         if self.mirror_average:
             p = (p[:n] + p[n:]) / 2
-        ood = self.ood.score(tap.features[:n].cpu().numpy()) if tap is not None else None
+        ood = self.ood.score(features[:n]) if self.ood is not None else None
         return p.numpy(), ood
 
     def _finish(self, prepared: list[_Prepared], p_fake: np.ndarray | None, forward_s: float,

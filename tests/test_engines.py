@@ -27,6 +27,7 @@ from torch import nn
 from realitycheck import checkpoints, engines
 from realitycheck.checkpoints import ModelCard, Preprocessing
 from realitycheck.inference import Classifier
+from realitycheck.ood import OODStats
 
 CHILD = os.environ.get("REALITYCHECK_ENGINE_TESTS_CHILD") == "1"
 
@@ -65,13 +66,13 @@ class TinyNet(nn.Module):
         self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
         self.pw = nn.Sequential(nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(16, 2)
+        self._fc = nn.Linear(16, 2)  # named like the Lite head its card declares (the features tap finds it)
 
     def features(self, x):
         return self.pool(self.pw(self.dw(self.stem(x)))).flatten(1)
 
     def forward(self, x):
-        return self.fc(self.features(x))
+        return self._fc(self.features(x))
 
 
 def _images(n: int, seed: int) -> tuple[list[Image.Image], list[str]]:
@@ -103,8 +104,8 @@ def tiny():
         f = torch.cat([model.features(x), torch.ones(len(x), 1)], 1)
         y = torch.tensor([[1.5, -1.5] if lab == "fake" else [-1.5, 1.5] for lab in labels])  # [fake, real]
         w = torch.linalg.lstsq(f, y).solution
-        model.fc.weight.copy_(w[:-1].T)
-        model.fc.bias.copy_(w[-1])
+        model._fc.weight.copy_(w[:-1].T)
+        model._fc.bias.copy_(w[-1])
     return model, card
 
 
@@ -138,6 +139,55 @@ def test_engine_matches_pytorch_probabilities(tiny, engine):
     assert again.engine_label == f"{engine} fp32" and again.engine_note == ""
 
 
+def _ood_for(model, card) -> OODStats:
+    """Unfamiliarity statistics fitted on the tiny model's features of in-distribution images."""
+    imgs, _ = _images(60, seed=5)
+    x = torch.stack([card.preprocessing.transform()(im) for im in imgs])
+    with torch.no_grad():
+        feats = model.features(x).numpy()
+    ood = OODStats.fit(feats, n_components=6)
+    ood.choose_threshold(feats, 0.05)
+    return ood
+
+
+def _odd_images() -> list[Image.Image]:
+    """Unlike anything the tiny model saw: saturated colour blocks and stripes."""
+    out = []
+    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 0, 255)]):
+        arr = np.zeros((SIZE, SIZE, 3), np.uint8)
+        arr[:, ::2 + i] = colour
+        out.append(Image.fromarray(arr))
+    return out
+
+
+@pytest.mark.parametrize("engine", GRAPH_ENGINES)
+def test_a_model_with_the_unfamiliar_check_runs_on_the_engine_with_the_same_flags(tiny, engine):
+    model, card = tiny
+    ood = _ood_for(model, card)
+    ref = Classifier(model, card, precision="fp32", engine="torch", ood=ood)
+    clf = Classifier(model, card, engine=engine, ood=ood)
+    assert clf.engine_label == f"{engine} fp32" and clf.engine.has_features  # not sent back to PyTorch
+    imgs = _images(12, seed=6)[0] + _odd_images()
+    a, b = ref.predict(imgs), clf.predict(imgs)
+    assert [p.unfamiliar for p in a] == [p.unfamiliar for p in b]
+    assert {p.unfamiliar for p in a} == {True, False}  # both answers occur: the parity is not trivial
+    np.testing.assert_allclose([p.ood_score for p in a], [p.ood_score for p in b], rtol=1e-3)
+    np.testing.assert_allclose([p.p_fake for p in a], [p.p_fake for p in b], atol=1e-4)
+
+
+def test_a_graph_without_features_leaves_a_model_with_the_unfamiliar_check_on_pytorch(tiny, tmp_path, monkeypatch):
+    model, card = tiny
+    old = tmp_path / "logits-only.onnx"  # how graphs were exported before they carried the features
+    torch.onnx.export(model, torch.zeros(1, 3, SIZE, SIZE), str(old), input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=engines.OPSET,
+                      dynamo=False)
+    monkeypatch.setattr(engines, "select", lambda *a, **k: engines.Choice(engines.GraphEngine("onnxruntime", "fp32", old)))
+    assert Classifier(model, card, engine="onnxruntime").engine_label == "onnxruntime fp32"  # no check: fine
+    clf = Classifier(model, card, engine="onnxruntime", ood=_ood_for(model, card))
+    assert clf.engine is None and "no features output" in clf.engine_note and "realitycheck export" in clf.engine_note
+    assert clf.predict_one(_images(1, seed=7)[0][0]).unfamiliar is not None
+
+
 def test_torch_engine_and_auto_without_export_use_pytorch(tiny):
     model, card = tiny
     assert Classifier(model, card, engine="torch").engine is None
@@ -161,6 +211,14 @@ def test_gate_checks_agreement_and_auc_overall_and_per_source():
     # a one-class source is scored against the other class of the pooled set
     one_class = engines.gate(ref[:100], ref[:100], ["real"] * 50 + ["fake"] * 50, ["r"] * 50 + ["f"] * 50)
     assert one_class.passed and all(c.auc_reference is not None for c in one_class.checks)
+    # a model with the unfamiliar check: the engine must keep its flags too
+    scores = np.linspace(0.5, 1.5, len(ref))
+    moved = scores.copy()
+    moved[np.flatnonzero(scores > 1.0)[:6]] = 0.9  # six flagged images (2%) are no longer flagged
+    kw = dict(ood_reference=scores, ood_threshold=1.0)
+    assert engines.gate(ref, ref, labels, sources, ood_engine=scores + 1e-4, **kw).passed
+    res = engines.gate(ref, ref, labels, sources, ood_engine=moved, **kw)
+    assert not res.passed and res.failed == ["unfamiliar flag (all sources): unfamiliar-flag agreement 98.00% < 99.5%"]
 
 
 def test_int8_gate_rejects_a_broken_calibration_and_records_why(tiny, labelled_folder, tmp_path):
