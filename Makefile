@@ -35,10 +35,11 @@ benchmark: install
 # Engine files shipped with the default model (weights/NAME.engines/): rerun after changing the default.
 # Calibrates INT8 on the training split of the model's training folders, gates every engine against
 # fp32 PyTorch on the test split of every shared source, keeps only what the chosen default needs.
-ENGINE_WEIGHTS ?= weights/realitycheck-lite2.pt
+ENGINE_WEIGHTS ?= weights/realitycheck-lite2-aligned.pt
+ENGINE_DATA ?= manifests/shared-data.toml
 DATA ?= ../shared/data
 engines: install
-	$(BIN)/realitycheck export $(ENGINE_WEIGHTS) --int8 --calibration $(DATA)/faces-140k-sample --calibration $(DATA)/real-world-faces --check $(DATA)/faces-140k-sample --check $(DATA)/real-world-faces --check $(DATA)/diffusion-faces --check $(DATA)/more-real-faces --prune
+	$(BIN)/realitycheck export $(ENGINE_WEIGHTS) --engine all --int8 --calibration $(ENGINE_DATA) --check $(ENGINE_DATA) --prune
 
 clean:
 	rm -rf $(VENV) .pytest_cache
