@@ -385,7 +385,14 @@ def select(engine: str, *, model, card, path: str | os.PathLike | None = None,
                 return Choice(None, f"engine: {stale[0]} was exported from a different checkpoint; using PyTorch "
                                     f"({_export_hint(path)})")
             return Choice(None)
-        wanted.append((default["engine"], default["precision"]))
+        if default.get("precision") == "bf16" and not openvino_has_bf16():
+            # chosen on a CPU with bf16; this one has none: the fastest variant that passed and runs here
+            wanted += [(v["engine"], v["precision"]) for _, m in found for v in _passing(m, None)
+                       if v["precision"] != "bf16"]
+            if not wanted:
+                return Choice(None, "engine: the default engine runs in bf16, which this CPU lacks; using PyTorch")
+        else:
+            wanted.append((default["engine"], default["precision"]))
     else:
         for _, m in found:
             wanted += [(v["engine"], v["precision"]) for v in _passing(m, engine)]

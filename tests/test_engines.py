@@ -275,6 +275,19 @@ def test_auto_uses_the_exported_default_and_missing_or_corrupt_files_fall_back(t
     auto = _classifier_from(exported_checkpoint, model, card)
     assert auto.engine_label == "onnxruntime fp32" and auto.engine_note == ""
 
+    # a default chosen on a CPU with bf16 runs, on one without, as the fastest fp32 variant that passed
+    bf16 = dict(m, default={"engine": "openvino", "precision": "bf16", "why": "test"},
+                variants=m["variants"] + [{"engine": "openvino", "precision": "bf16", "file": engines.FP32_FILE,
+                                           "passed": True, "images_per_second": 1e9}])
+    (engines.beside_dir(exported_checkpoint) / engines.MANIFEST).write_text(json.dumps(bf16))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engines, "openvino_has_bf16", lambda: False)
+        assert _classifier_from(exported_checkpoint, model, card).engine_label == "onnxruntime fp32"
+        if HAS_OPENVINO:
+            mp.setattr(engines, "openvino_has_bf16", lambda: True)
+            assert _classifier_from(exported_checkpoint, model, card).engine_label == "openvino bf16"
+    (engines.beside_dir(exported_checkpoint) / engines.MANIFEST).write_text(json.dumps(m))
+
     graph = engines.beside_dir(exported_checkpoint) / engines.FP32_FILE
     saved = graph.read_bytes()
     graph.write_bytes(saved[: len(saved) // 3])  # truncated: checksum differs
