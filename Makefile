@@ -29,8 +29,9 @@ test: install
 test-e2e: install
 	$(BIN)/python -m pytest -q -m e2e
 
-benchmark: install
-	$(BIN)/python benchmarks/run.py
+benchmark: install  # the two runs behind the README's Speed tables
+	$(BIN)/python benchmarks/run.py --engines torch,onnxruntime,openvino,auto --limit 200 --json benchmarks/results-engines.json
+	$(BIN)/python benchmarks/run.py --limit 200 --skip-scorecam --json benchmarks/results.json
 
 # Engine files shipped with the default model (weights/NAME.engines/): rerun after changing the default.
 # Calibrates INT8 on the training split of the model's training folders, gates every engine against
