@@ -314,3 +314,39 @@ def test_a_class_folder_itself_is_a_source_of_that_class(tmp_path):
     _folder(tmp_path / "set" / "fake", ["a.png", "b.png"])
     [spec] = parse_data_arg(f"gen={tmp_path / 'set' / 'fake'}")
     assert {(it.label, it.source) for it in spec.items()} == {("fake", "gen")}
+
+
+def test_combine_scores_chooses_thresholds_on_validation_and_reports_test_per_source(tmp_path):
+    """Model A catches fake kind 'x', model B fake kind 'y': their max catches both, at a threshold
+    chosen on the validation tables that keeps the real source's false alarms within 5%."""
+    import pandas as pd
+
+    import importlib.util
+
+    from tests.helpers import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("combine_scores", REPO_ROOT / "scripts" / "combine_scores.py")
+    cs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cs)
+
+    def table(split, model):
+        rows = []
+        for i in range(40):
+            for source, label in (("x", "fake"), ("y", "fake"), ("r", "real")):
+                high = (source == "x" and model == "a") or (source == "y" and model == "b")
+                p = 0.9 if high else (0.05 if label == "fake" else 0.1 + 0.001 * i)  # a missed fake looks real
+                rows.append({"path": f"{split}/{source}{i}.png", "true_label": label, "source": source,
+                             "p_fake": p, "error": ""})
+        path = tmp_path / f"{model}.{split}.csv"
+        pd.DataFrame(rows).to_csv(path, index=False)
+        return str(path)
+
+    val = cs.paired(table("val", "a"), table("val", "b"))
+    test = cs.paired(table("test", "a"), table("test", "b"))
+    rows = {}
+    for how in cs.COMBINATIONS:
+        t = cs.threshold_for_every_source(cs.score(val, how))
+        rows[how] = cs.report(cs.score(test, how), t)
+    assert rows["A only"]["x"] == 100.0 and rows["A only"]["y"] == 0.0
+    assert rows["B only"]["y"] == 100.0 and rows["B only"]["x"] == 0.0
+    assert rows["max"]["x"] == rows["max"]["y"] == 100.0 and rows["max"]["r"] <= 5.0
