@@ -1,9 +1,12 @@
 """A heatmap in words a non-specialist can check against the picture.
 
 On a press photo the hot spot may be a necktie or the background, so the words are relative to
-the face the detector found: which third of the face box holds the evidence, or that it lies
-outside the face. For an aligned-face model the face box inside the aligned view is known
-(`faces.box_in_aligned_view`), so the same words apply. `Explanation.describe` is the one caller.
+the face the detector found: which part of the face holds the evidence (forehead, eyes, nose,
+cheeks, mouth, chin and jaw: placed by the detector's five landmarks, so a tilted face is read
+along its own axes), or that it lies outside the face. Without landmarks the face box's thirds
+are used. For an aligned-face model the face's box and landmarks inside the aligned view are
+known (`faces.box_in_aligned_view`, `faces.landmark_position`), so the same words apply.
+`Explanation.describe` is the one caller.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import numpy as np
 HOT_SHARE = 0.10  # the hottest 10% of the heatmap's pixels are "where the evidence is"
 MOSTLY = 0.5  # more than half of that evidence inside (or outside) the face decides the wording
 
-# Upper, middle and lower third of a detector's face box (brows to chin).
+# Upper, middle and lower third of a detector's face box (brows to chin): when there are no landmarks.
 _FACE_THIRDS = ("the eyes and forehead", "the nose and cheeks", "the mouth and chin")
+# Parts of the face placed by the five landmarks (`face_parts`).
+FACE_PARTS = ("the forehead", "the eyes", "the nose", "the cheeks", "the mouth", "the chin and jaw")
 _OUTSIDE = {
     "above": "above the face (hair, headwear or background)",
     "below": "below the face (neck, clothing or background)",
@@ -38,12 +43,48 @@ def face_box_in_region(box: Sequence[int], crop_box: Sequence[int]) -> tuple[int
     return x - left, y - top, x - left + w, y - top + h
 
 
+def face_parts(shape: tuple[int, int], landmarks: np.ndarray) -> np.ndarray:
+    """An HxW map of indices into FACE_PARTS, from five landmarks in the heatmap's pixels.
+
+    Coordinates along the face's own axes, in eye distances d: across (from the left eye to the
+    right) and down (from the eye line to the mouth). Bands: forehead above the eyes, the eye band,
+    then nose (near the nose tip's column) or cheeks, the mouth band, and chin/jaw below it.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    e1, e2 = lm[0], lm[1]
+    eye_l, eye_r = (e1, e2) if e1[0] <= e2[0] else (e2, e1)
+    d = max(float(np.hypot(*(eye_r - eye_l))), 1e-6)
+    across = (eye_r - eye_l) / d
+    down = np.array([-across[1], across[0]])  # image y grows downwards
+    centre = (eye_l + eye_r) / 2
+    mouth = (lm[3] + lm[4]) / 2
+    mouth_down = max(float((mouth - centre) @ down) / d, 0.6)
+    mouth_half = max(float(abs((lm[4] - lm[3]) @ across)) / d / 2, 0.3)
+    nose_across = float((lm[2] - centre) @ across) / d
+    mouth_across = float((mouth - centre) @ across) / d
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
+    rel_x, rel_y = xs + 0.5 - centre[0], ys + 0.5 - centre[1]
+    a = (rel_x * across[0] + rel_y * across[1]) / d
+    b = (rel_x * down[0] + rel_y * down[1]) / d
+    eye_band, mouth_band = 0.3, 0.25
+    parts = np.full(shape, FACE_PARTS.index("the cheeks"), dtype=np.int8)
+    mid = (b > eye_band) & (b < mouth_down - mouth_band)
+    parts[mid & (np.abs(a - nose_across) <= 0.3)] = FACE_PARTS.index("the nose")
+    in_mouth = (b >= mouth_down - mouth_band) & (b <= mouth_down + mouth_band)
+    parts[in_mouth & (np.abs(a - mouth_across) <= mouth_half + 0.15)] = FACE_PARTS.index("the mouth")
+    parts[b > mouth_down + mouth_band] = FACE_PARTS.index("the chin and jaw")
+    parts[np.abs(b) <= eye_band] = FACE_PARTS.index("the eyes")
+    parts[b < -eye_band] = FACE_PARTS.index("the forehead")
+    return parts
+
+
 def describe_evidence(heatmap: np.ndarray, crop_box: Sequence[int], face_boxes: Sequence[Sequence[int]],
-                      target_class: str) -> str:
+                      target_class: str, landmarks: np.ndarray | None = None) -> str:
     """Where the evidence for `target_class` lies, relative to the largest detected face.
 
     heatmap: HxW over the crop the model saw; crop_box: that crop in the image (left, top, right,
-    bottom); face_boxes: the detector's boxes in image pixels, largest first (may be empty).
+    bottom); face_boxes: the detector's boxes in image pixels, largest first (may be empty);
+    landmarks: the largest face's five landmarks in image pixels, if known (names the parts).
     """
     heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float64)), 0, None)
     what = f"what looks {_CLASS_WORDS.get(target_class, target_class)} to the model"
@@ -66,15 +107,23 @@ def describe_evidence(heatmap: np.ndarray, crop_box: Sequence[int], face_boxes: 
     cl, ct, cr, cb = max(fl, 0), max(ft, 0), min(fr, w), min(fb, h)
     inside = weight[ct:cb, cl:cr].sum() / total if cr > cl and cb > ct else 0.0
     if inside > MOSTLY:
-        thirds = np.linspace(ft, fb, 4).round().astype(int)
-        shares = []
-        for i in range(3):
-            t0, t1 = max(thirds[i], 0), min(thirds[i + 1], h)
-            shares.append(weight[t0:t1, cl:cr].sum() if t1 > t0 and cr > cl else 0.0)
+        if landmarks is not None and np.all(np.isfinite(landmarks)):
+            lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2) - [float(crop_box[0]), float(crop_box[1])]
+            in_face = np.zeros_like(weight)
+            in_face[ct:cb, cl:cr] = weight[ct:cb, cl:cr]
+            names = FACE_PARTS
+            shares = np.bincount(face_parts((h, w), lm).ravel(), weights=in_face.ravel(), minlength=len(names))
+        else:
+            names = _FACE_THIRDS
+            thirds = np.linspace(ft, fb, 4).round().astype(int)
+            shares = []
+            for i in range(3):
+                t0, t1 = max(thirds[i], 0), min(thirds[i + 1], h)
+                shares.append(weight[t0:t1, cl:cr].sum() if t1 > t0 and cr > cl else 0.0)
         order = np.argsort(shares)[::-1]
-        parts = [_FACE_THIRDS[order[0]]]
+        parts = [names[order[0]]]
         if shares[order[1]] >= 0.6 * shares[order[0]]:
-            parts.append(_FACE_THIRDS[order[1]])
+            parts.append(names[order[1]])
         return (f"{subject} is mostly on the face, around {' and '.join(parts)} "
                 f"({inside:.0%} of the strongest evidence).")
     # outside the face: which side holds most of it

@@ -308,6 +308,13 @@ def test_grad_cam_of_an_aligned_model_explains_the_face_the_verdict_came_from(ti
     heat[y + h // 3:y + 2 * h // 3, x + w // 3:x + 2 * w // 3] = 1.0
     exp.heatmap = heat
     assert "on the face" in exp.describe()
+    # the face's landmarks travel into the view too: evidence on the mouth corners is named "mouth"
+    lm = exp.view_landmarks
+    assert lm.shape == (5, 2) and lm[0, 1] < lm[2, 1] < lm[3, 1]  # eyes above the nose above the mouth
+    yy, xx = np.mgrid[0:heat.shape[0], 0:heat.shape[1]]
+    mouth = lm[3:].mean(0)
+    exp.heatmap = np.exp(-((xx + 0.5 - mouth[0]) ** 2 + (yy + 0.5 - mouth[1]) ** 2) / 8.0)
+    assert "around the mouth" in exp.describe()
 
 
 def test_a_class_folder_itself_is_a_source_of_that_class(tmp_path):

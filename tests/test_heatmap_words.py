@@ -54,3 +54,43 @@ def test_faithfulness_in_plain_words():
     assert "points at evidence the model uses" in text and "points " not in text.replace("points at", "")
     weak = faithfulness_words(Faithfulness(-0.02, 0.01, target_class="real"))
     assert "raises it by 2 in 100" in weak and "caution" in weak
+
+
+# Five landmarks (right eye, left eye, nose tip, right and left mouth corner) of an upright face
+# inside FACE, in image pixels: eyes at crop row 55, nose at 75, mouth at 98.
+LANDMARKS = np.array([[180, 105], [220, 105], [200, 125], [185, 148], [215, 148]], dtype=float)
+
+
+def _blob_at(x: float, y: float, sigma: float = 4.0) -> np.ndarray:
+    """A smooth hot spot at image point (x, y), as a heatmap over CROP."""
+    ys, xs = np.mgrid[0:200, 0:200]
+    return np.exp(-((xs + 0.5 - (x - CROP[0])) ** 2 + (ys + 0.5 - (y - CROP[1])) ** 2) / (2 * sigma ** 2))
+
+
+def _rotate(points: np.ndarray, degrees: float, centre=(200, 125)) -> np.ndarray:
+    t = np.deg2rad(degrees)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    return (points - centre) @ rot.T + centre
+
+
+def test_landmarks_name_the_part_of_the_face_under_the_evidence():
+    for point, part in ((LANDMARKS[3:].mean(0), "the mouth"), (LANDMARKS[2], "the nose"),
+                        (LANDMARKS[0], "the eyes"), (LANDMARKS[:2].mean(0) - [0, 25], "the forehead"),
+                        (LANDMARKS[3:].mean(0) + [0, 20], "the chin and jaw"), (LANDMARKS[0] + [-3, 22], "the cheeks")):
+        words = describe_evidence(_blob_at(*point), CROP, [FACE], "fake", landmarks=LANDMARKS)
+        assert f"around {part}" in words, (part, words)
+
+
+def test_a_tilted_face_is_read_along_its_own_axes():
+    """Rolled 60 degrees, the mouth lies where an upright face box's middle third would say 'nose and
+    cheeks'; the landmarks still say mouth."""
+    tilted = _rotate(LANDMARKS, 60)
+    mouth = tilted[3:].mean(0)
+    with_landmarks = describe_evidence(_blob_at(*mouth), CROP, [FACE], "fake", landmarks=tilted)
+    assert "around the mouth" in with_landmarks
+    assert "mouth" not in describe_evidence(_blob_at(*mouth), CROP, [FACE], "fake")  # the box thirds cannot know
+
+
+def test_evidence_outside_the_face_is_still_outside_with_landmarks():
+    words = describe_evidence(_heat(slice(150, 200), slice(80, 120)), CROP, [FACE], "fake", landmarks=LANDMARKS)
+    assert "outside the face" in words and "mouth" not in words

@@ -413,9 +413,18 @@ def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method:
     return result
 
 
-def where_words(exp, face_boxes) -> str:
-    """Where the heatmap's evidence lies, relative to the detected face (`heatmap_words`)."""
-    return exp.describe(face_boxes)
+def where_words(exp, image, *, use_faces: bool = True) -> str:
+    """Where the heatmap's evidence lies, relative to the largest face and its landmarks (`heatmap_words`).
+
+    An aligned face's box and landmarks travel with the explanation; otherwise the face is found in
+    `image` (use_faces=False: the model saw a face crop, so the words are relative to the crop).
+    """
+    if exp.view_face_box is not None or not use_faces:
+        return exp.describe()
+    from realitycheck.faces import find_faces
+
+    report = find_faces(image)
+    return exp.describe(report.boxes, report.faces[0].landmarks if report.faces else None)
 
 
 def faithfulness_words(faithfulness) -> str:

@@ -285,9 +285,7 @@ def _error_browser(ev: dict, threshold: float) -> None:
     st.image(exp.panel(), width="stretch",
              caption=f"Left: the {exp.region} the model saw. Right: Grad-CAM evidence for "
                      f"'{exp.target_class}' (red = strong, blue = weak).")
-    from realitycheck.faces import find_faces
-
-    st.markdown(f"**Where:** {common.where_words(exp, find_faces(img).boxes)}")
+    st.markdown(f"**Where:** {common.where_words(exp, img)}")
     if exp.faithfulness is not None:
         st.caption(common.faithfulness_words(exp.faithfulness))
 

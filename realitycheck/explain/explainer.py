@@ -70,19 +70,22 @@ class Explanation:
     notes: list[str] = field(default_factory=list)
     # aligned-face models: the face's detector box inside the heatmap's own pixels (x, y, w, h)
     view_face_box: tuple[int, int, int, int] | None = None
+    view_landmarks: np.ndarray | None = None  # an aligned face's five landmarks in the view
 
-    def describe(self, face_boxes=()) -> str:
-        """Where the evidence lies, in words, relative to the face (`heatmap_words`).
+    def describe(self, face_boxes=(), landmarks=None) -> str:
+        """Where the evidence lies, in words, relative to the face and its parts (`heatmap_words`).
 
-        face_boxes: the detector's boxes in the input image (ignored for an aligned face, whose box
-        in the view is known).
+        face_boxes / landmarks: the detector's boxes and the largest face's five landmarks in the
+        input image (both ignored for an aligned face, whose box and landmarks in the view are known).
         """
         from realitycheck import heatmap_words
 
         if self.view_face_box is not None:
             h, w = self.heatmap.shape
-            return heatmap_words.describe_evidence(self.heatmap, (0, 0, w, h), [self.view_face_box], self.target_class)
-        return heatmap_words.describe_evidence(self.heatmap, self.crop_box, list(face_boxes), self.target_class)
+            return heatmap_words.describe_evidence(self.heatmap, (0, 0, w, h), [self.view_face_box], self.target_class,
+                                                   self.view_landmarks)
+        return heatmap_words.describe_evidence(self.heatmap, self.crop_box, list(face_boxes), self.target_class,
+                                               landmarks if len(face_boxes) else None)
 
     def overlay(self, opacity: float = 0.45, colormap: str = "jet") -> Image.Image:
         return render.overlay(self._region(), self.heatmap, opacity, colormap)
@@ -317,12 +320,12 @@ class Explainer:
         target_layer = self._layer()
         transform = self.card.preprocessing.transform()
         rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
-        view_boxes = [None] * len(rgb)
+        view_faces = [(None, None)] * len(rgb)
         if self.card.preprocessing.align == "face":
             # what the model judged: the image's most suspicious aligned face (the whole image if none)
             # every view is then crop x crop pixels: an aligned face, or the whole image's centre crop
             views = [self._deciding_view(im) for im in rgb]
-            rgb, view_boxes = [v for v, _ in views], [b for _, b in views]
+            rgb, view_faces = [v for v, _ in views], [f for _, f in views]
             transform = self.card.preprocessing.tensor_transform()
 
         chunk = 1 if spec.slow else batch_size
@@ -346,19 +349,20 @@ class Explainer:
                             ticker.tick()
             finally:
                 ticker.close()
-        for exp, box in zip(out, view_boxes):
-            exp.view_face_box = box
+        for exp, (box, landmarks) in zip(out, view_faces):
+            exp.view_face_box, exp.view_landmarks = box, landmarks
         return out
 
-    def _deciding_view(self, im: Image.Image) -> tuple[Image.Image, tuple | None]:
-        """(the view whose p_fake is the verdict, its face box in the view or None) for an aligned card."""
+    def _deciding_view(self, im: Image.Image) -> tuple[Image.Image, tuple]:
+        """(the view whose p_fake is the verdict, (its face box, its five landmarks) in the view, or
+        (None, None) when no face was found) for an aligned card."""
         from realitycheck.faces import find_faces
 
         pre = self.card.preprocessing
         report = find_faces(im)
         views = pre.views(im, report)
         if views[0][2] is None:
-            return pre.transform().framed(im), None
+            return pre.transform().framed(im), (None, None)
         best = 0
         if len(views) > 1:
             fake = list(self.card.classes).index("fake")
@@ -366,10 +370,11 @@ class Explainer:
             with torch.inference_mode():
                 p = torch.softmax(self.model(x.to(next(self.model.parameters()).device)).float(), -1)[:, fake]
             best = int(p.argmax())
-        from realitycheck.faces import box_in_aligned_view
+        from realitycheck.faces import box_in_aligned_view, landmark_position
 
         face = report.faces[best]
-        return views[best][0], box_in_aligned_view(face, pre.crop, pre.zoom)
+        return views[best][0], (box_in_aligned_view(face, pre.crop, pre.zoom),
+                                landmark_position(face.landmarks, pre.crop, pre.zoom))
 
     def _explain_batch(self, model, layer, transform, imgs, spec: Method, target_class, batch_size,
                        want_faith, ticker, seed) -> list[Explanation]:
