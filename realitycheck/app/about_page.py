@@ -40,8 +40,8 @@ NUMBERS = """
   from its surroundings), then a random 20%. If hiding the highlighted part lowers the model's
   confidence clearly more than hiding random parts, the heatmap shows evidence the model really
   uses; if not, treat the heatmap with caution.
-- **Where**: the evidence is described relative to the face the detector found ("on the face, around
-  the eyes and forehead", or "outside the face: clothing or background").
+- **Where**: the evidence is described relative to the face the detector found and its landmarks (eyes,
+  nose, mouth corners): "on the face, around the mouth", or "outside the face: clothing or background".
 - **Accuracy**: share of photos given the right verdict. **Balanced accuracy**: the average of the hit
   rates on real and on fake photos (not flattered by an unbalanced test set).
 - **ROC-AUC**: the chance that a random fake photo gets a higher p(fake) than a random real photo; 0.5 is
