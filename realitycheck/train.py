@@ -273,6 +273,8 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
     """
     if cfg.init_weights:
         return checkpoints.load_initial_weights(cfg.init_weights, cfg.arch)
+    if models.get_arch(cfg.arch).from_scratch:
+        return models.build_model(cfg.arch, pretrained=False), f"random (from scratch): {cfg.arch} has no pretrained weights"
     if cfg.arch in models.LITE_STAGES:
         return models.build_model(cfg.arch, pretrained=True), f"ImageNet ({models.lite_weights_package(cfg.arch)} package)"
     try:

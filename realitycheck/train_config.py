@@ -13,7 +13,7 @@ import shlex
 from dataclasses import MISSING, dataclass, field, fields
 
 # models.ARCHITECTURES by name (a test keeps the two equal); spelled out so this module needs no torch
-ARCH_NAMES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50"]
+ARCH_NAMES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "npr_resnet", "resnet50"]
 AUGMENTS = ("none", "flip", "crop", "full", "robust")
 
 
