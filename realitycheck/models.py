@@ -215,15 +215,17 @@ def lite_arch_of(sd: dict) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 def npr_residual(x: torch.Tensor) -> torch.Tensor:
-    """x - up(down(x)): nearest-neighbour down-sampling by 1/2, then back up to x's size.
+    """x - up(down(x)): nearest-neighbour down-sampling by 1/2, then up by 2 (the paper's NPR).
 
     Each 2x2 block minus its top-left pixel. A generator's up-sampling layers copy or interpolate
     neighbouring pixels, so these local differences carry its traces while the image content
     (which varies slowly) mostly cancels. An image that is itself a 2x nearest up-sampling gives 0.
-    Odd sizes: the last row/column repeats its neighbour's source pixel (up-sampled to the exact size).
+    For even sizes this is exactly `F.interpolate(F.interpolate(x, scale_factor=0.5), scale_factor=2)`
+    (mode "nearest"); odd sizes keep the same 2x2 blocks, the last row/column being a block of one.
     """
-    down = nn.functional.interpolate(x, scale_factor=0.5, mode="nearest", recompute_scale_factor=True)
-    return x - nn.functional.interpolate(down, size=x.shape[-2:], mode="nearest")
+    h, w = x.shape[-2:]
+    anchor = x[..., ::2, ::2].repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)[..., :h, :w]
+    return x - anchor
 
 
 class NPRResNet(nn.Module):
