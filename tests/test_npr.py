@@ -118,3 +118,27 @@ def test_fit_trains_from_scratch_and_writes_a_loadable_checkpoint(tmp_path):
     clf = Classifier.from_file(path, face_check=False, precision="fp32")
     pred = clf.predict([_png(0, 32)])[0]
     assert pred.ok and 0 <= pred.p_fake <= 1 and pred.unfamiliar is not None
+
+
+def test_crop_never_resize_keeps_the_native_pixel_grid():
+    """resize = 0: training crops, the test-time centre crop and Grad-CAM's region are native pixels."""
+    from realitycheck.train import train_transform
+
+    rng = np.random.default_rng(3)
+    arr = (rng.random((70, 90, 3)) * 255).astype("uint8")
+    img = Image.fromarray(arr)
+    pre = checkpoints.default_preprocessing("npr_resnet", resize=0, crop=48)
+    assert checkpoints.card_problem(ModelCard(name="n", arch="npr_resnet", preprocessing=pre)) is None
+    box = pre.crop_box(img.size)
+    assert box == (21, 11, 69, 59)
+    x = pre.transform()(img)
+    mean, std = torch.tensor(pre.mean).view(3, 1, 1), torch.tensor(pre.std).view(3, 1, 1)
+    pixels = (x * std + mean) * 255
+    l, t, r, b = box
+    assert torch.allclose(pixels, torch.from_numpy(arr[t:b, l:r]).permute(2, 0, 1).float(), atol=1e-3)
+    # a random training crop is a window of the original pixels (searched at every offset)
+    torch.manual_seed(0)
+    crop = ((train_transform(pre, "crop")(img) * std + mean) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    windows = [arr[i:i + 48, j:j + 48] for i in range(70 - 47) for j in range(90 - 47)]
+    assert any(np.array_equal(crop, w) or np.array_equal(crop[:, ::-1], w) for w in windows)
+    assert "no resizing" in checkpoints.card_markdown(ModelCard(name="n", arch="npr_resnet", preprocessing=pre))

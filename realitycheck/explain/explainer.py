@@ -360,7 +360,7 @@ class Explainer:
         if views[0][2] is None:
             from torchvision import transforms as T
 
-            return T.Compose([T.Resize(pre.resize, antialias=True), T.CenterCrop(pre.crop)])(im), None
+            return T.Compose([*pre.resize_steps(), T.CenterCrop(pre.crop)])(im), None
         best = 0
         if len(views) > 1:
             fake = list(self.card.classes).index("fake")
