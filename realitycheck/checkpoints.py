@@ -39,7 +39,11 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Preprocessing:
-    """What turns an RGB image into the model's input: resize shorter side, centre crop, normalise."""
+    """What turns an RGB image into the model's input: resize shorter side, centre crop, normalise.
+
+    resize = 0: no resizing (crop-never-resize): the crop is taken at the image's native scale, so the
+    pixel grid a generator left is never resampled (an image smaller than the crop is zero-padded).
+    """
 
     resize: int = 256
     crop: int = 224
@@ -60,6 +64,15 @@ class Preprocessing:
         from realitycheck.preprocess import WholeImage
 
         return WholeImage(self.resize, self.crop, self.mean, self.std, self.interpolation)
+
+    def resize_steps(self) -> list:
+        """Training's torchvision form of the resize step: [Resize(shorter side)], or [] when resize == 0
+        (native scale). Prediction uses `preprocess.WholeImage`, which gives the same pixels."""
+        from torchvision import transforms as T
+
+        if self.resize == 0:
+            return []
+        return [T.Resize(self.resize, interpolation=T.InterpolationMode(self.interpolation), antialias=True)]
 
     def tensor_transform(self) -> Callable:
         """An image already at the model's input size -> tensor (normalise only)."""
@@ -90,7 +103,7 @@ class Preprocessing:
     def crop_box(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
         """The (left, top, right, bottom) region of an image of `size` that the model actually sees."""
         w, h = size
-        scale = self.resize / min(w, h)
+        scale = self.resize / min(w, h) if self.resize else 1.0
         side_w = min(w, round(self.crop / scale))  # square unless the crop is larger than the image
         side_h = min(h, round(self.crop / scale))
         left = max(0, (w - side_w) // 2)
@@ -317,9 +330,9 @@ def card_problem(card: ModelCard) -> str | None:
     p = card.preprocessing
     for name in ("resize", "crop"):
         v = getattr(p, name)
-        if not isinstance(v, int) or isinstance(v, bool) or not 8 <= v <= 4096:
+        if not isinstance(v, int) or isinstance(v, bool) or not (8 <= v <= 4096 or (name == "resize" and v == 0)):
             return f"preprocessing {name}={v!r}; expected a whole number of pixels between 8 and 4096"
-    if p.crop > p.resize:
+    if p.resize and p.crop > p.resize:
         return f"preprocessing crop {p.crop} is larger than resize {p.resize}"
     for name in ("mean", "std"):
         v = getattr(p, name)
@@ -463,8 +476,9 @@ def card_markdown(card: ModelCard, filename: str = "") -> str:
         f"- Architecture: `{card.arch}`; classes (index order): {card.classes}",
         f"- Initial weights: {card.init}",
         (f"- Preprocessing: each face found by YuNet aligned from its landmarks to a {p.crop} px FFHQ-like "
-         f"framing (zoom {p.zoom}); the whole image (resize {p.resize}, centre-crop {p.crop}) when no face is found; "
-         if p.align == "face" else
+         f"framing (zoom {p.zoom}); the whole image (resize {p.resize or 'none'}, centre-crop {p.crop}) when no face "
+         "is found; " if p.align == "face" else
+         f"- Preprocessing: no resizing, centre-crop {p.crop} px at native scale, " if not p.resize else
          f"- Preprocessing: resize shorter side to {p.resize} px ({p.interpolation}), centre-crop {p.crop} px, ")
         + f"normalise mean={list(p.mean)} std={list(p.std)}"
         + ("; prediction = average over the image and its mirror image" if p.mirror_average else ""),

@@ -211,6 +211,78 @@ def lite_arch_of(sd: dict) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# NPR: neighbouring-pixel relationships left by up-sampling (Tan et al., CVPR 2024)
+# ---------------------------------------------------------------------------------------------
+
+def npr_residual(x: torch.Tensor) -> torch.Tensor:
+    """x - up(down(x)): nearest-neighbour down-sampling by 1/2, then up by 2 (the paper's NPR).
+
+    Each 2x2 block minus its top-left pixel. A generator's up-sampling layers copy or interpolate
+    neighbouring pixels, so these local differences carry its traces while the image content
+    (which varies slowly) mostly cancels. An image that is itself a 2x nearest up-sampling gives 0.
+    For even sizes this is exactly `F.interpolate(F.interpolate(x, scale_factor=0.5), scale_factor=2)`
+    (mode "nearest"); odd sizes keep the same 2x2 blocks, the last row/column being a block of one.
+    """
+    h, w = x.shape[-2:]
+    anchor = x[..., ::2, ::2].repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)[..., :h, :w]
+    return x - anchor
+
+
+class NPRResNet(nn.Module):
+    """A small ResNet (torchvision Bottleneck, layer1 + layer2 only: [3, 4] blocks) on the NPR residual.
+
+    As the paper's model: a 3x3 stride-2 stem, max-pool, layer1 (256 ch) and layer2 (512 ch, stride 2),
+    global average pooling and one linear head (`fc`, 512 -> classes); the residual is scaled by 2/3
+    before the stem. 1.44 M parameters; at 224 px layer2's map is 512 x 28 x 28 (stride 8), so the
+    CAM is finer than ResNet50's 7 x 7. Trained from scratch (there are no pretrained weights).
+    """
+
+    def __init__(self, num_classes: int = 2, layers: tuple[int, int] = (3, 4)):
+        super().__init__()
+        from torchvision.models.resnet import Bottleneck
+
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(Bottleneck, 64, layers[0])
+        self.layer2 = self._make_layer(Bottleneck, 128, layers[1], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(128 * Bottleneck.expansion, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                                       nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(npr_residual(x) * (2.0 / 3.0))))
+        return self.layer2(self.layer1(self.maxpool(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.avgpool(self.features(x)).flatten(1))
+
+
+def npr_resnet(num_classes: int = 2, pretrained: bool = False) -> nn.Module:
+    """NPR-style detector (Tan et al., CVPR 2024), from scratch; pretrained=True raises `WeightsUnavailable`."""
+    if pretrained:
+        raise WeightsUnavailable("npr_resnet has no pretrained weights: it is trained from scratch on NPR residuals")
+    return NPRResNet(num_classes=num_classes)
+
+
+# ---------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------
 
@@ -225,6 +297,7 @@ class ArchSpec:
     mean: tuple[float, float, float]  # normalisation its pretrained weights expect (a card's default)
     std: tuple[float, float, float]
     classes: tuple[str, ...] = CLASSES  # order of the head's outputs
+    from_scratch: bool = False  # no pretrained weights exist: training always starts from random ones
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -245,6 +318,16 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         std=TF_LITE_STD,
     ) for arch, builder in (("efficientnet_lite0", efficientnet_lite0), ("efficientnet_lite1", efficientnet_lite1),
                             ("efficientnet_lite2", efficientnet_lite2))},
+    "npr_resnet": ArchSpec(
+        name="npr_resnet",
+        builder=npr_resnet,
+        target_layer=lambda m: m.layer2[-1],  # 512 x 28 x 28 at 224 px
+        head_prefixes=("fc.",),
+        # ImageNet normalisation, as the paper's training; the residual cancels the mean, only the scale matters
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        from_scratch=True,
+    ),
 }
 
 

@@ -67,7 +67,8 @@ class Normalized:
 
 
 class WholeImage(Normalized):
-    """A whole image -> tensor: resize the shorter side, centre crop, normalise."""
+    """A whole image -> tensor: resize the shorter side (none when `resize` is 0: native scale, the
+    crop-never-resize recipe), centre crop, normalise."""
 
     def __init__(self, resize: int, crop: int, mean, std, interpolation: str = "bilinear"):
         super().__init__(mean, std)
@@ -75,7 +76,8 @@ class WholeImage(Normalized):
 
     def framed(self, img: Image.Image) -> Image.Image:
         """What the model sees, as an image (for overlays)."""
-        return center_crop(resize_shorter(img, self.resize, self.interpolation), self.crop)
+        scaled = resize_shorter(img, self.resize, self.interpolation) if self.resize else img
+        return center_crop(scaled, self.crop)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         return super().__call__(self.framed(img))

@@ -97,10 +97,15 @@ def train_transform(pre: Preprocessing, augment: str) -> Callable:
     steps: list = []
     if augment == "robust":
         steps += [RandomRescale(), JpegRecompress(quality=(50, 95), p=0.7)]
-    steps += [T.Resize(pre.resize, antialias=True)]
+    steps += pre.resize_steps()
     # Random crops move the image by whole pixels and never resample it, so the high-frequency traces
     # a generator leaves survive; with crop == resize the crop pads by reflection to still shift.
-    crop = T.RandomCrop(pre.crop, padding=pre.crop // 16 if pre.crop >= pre.resize else None, padding_mode="reflect")
+    # resize == 0 (native scale): no resampling at all; an image smaller than the crop is zero-padded
+    # as the test-time centre crop pads it.
+    if pre.resize == 0:
+        crop = T.RandomCrop(pre.crop, pad_if_needed=True)
+    else:
+        crop = T.RandomCrop(pre.crop, padding=pre.crop // 16 if pre.crop >= pre.resize else None, padding_mode="reflect")
     if augment == "full":
         steps += [JpegRecompress(), RandomBlur(), crop, T.RandomHorizontalFlip(), T.ColorJitter(0.1, 0.1, 0.05, 0.0)]
     elif augment in ("crop", "robust"):
@@ -127,7 +132,7 @@ class AlignedTrainTransform:
         self.photo = ([RandomRescale(), JpegRecompress(quality=(50, 95), p=0.7)] if augment in ("robust", "full")
                       else [])
         self.flip = augment != "none"
-        self.whole = T.Compose([T.Resize(pre.resize, antialias=True), T.CenterCrop(pre.crop)])
+        self.whole = T.Compose([*pre.resize_steps(), T.CenterCrop(pre.crop)])
         self.tensor = pre.tensor_transform()
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
@@ -273,6 +278,8 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
     """
     if cfg.init_weights:
         return checkpoints.load_initial_weights(cfg.init_weights, cfg.arch)
+    if models.get_arch(cfg.arch).from_scratch:
+        return models.build_model(cfg.arch, pretrained=False), f"random (from scratch): {cfg.arch} has no pretrained weights"
     if cfg.arch in models.LITE_STAGES:
         return models.build_model(cfg.arch, pretrained=True), f"ImageNet ({models.lite_weights_package(cfg.arch)} package)"
     try:

@@ -13,7 +13,7 @@ import shlex
 from dataclasses import MISSING, dataclass, field, fields
 
 # models.ARCHITECTURES by name (a test keeps the two equal); spelled out so this module needs no torch
-ARCH_NAMES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50"]
+ARCH_NAMES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "npr_resnet", "resnet50"]
 AUGMENTS = ("none", "flip", "crop", "full", "robust")
 
 
@@ -39,7 +39,8 @@ class TrainConfig:
     label_smoothing: float = field(default=0.1, metadata=opt("cross-entropy label smoothing"))
     patience: int = field(default=4, metadata=opt("epochs without validation-AUC improvement before stopping"))
     seed: int = field(default=0, metadata=opt("seed of the split and of training"))
-    resize: int = field(default=256, metadata=opt("whole-image models: shorter side before the crop"))
+    resize: int = field(default=256, metadata=opt(
+        "whole-image models: shorter side before the crop; 0 = no resizing (crops at native scale)"))
     crop: int = field(default=224, metadata=opt("model input size (random crop in training, centre crop at test)"))
     align: str = field(default="none", metadata=opt(
         "face: each face found by YuNet aligned to a fixed FFHQ-like framing at the input size", choices=["none", "face"]))

@@ -38,6 +38,15 @@ def test_a_crop_larger_than_the_image_pads_like_torchvision(size):
     assert np.array_equal(np.asarray(ours), np.asarray(T.CenterCrop(224)(img)))
 
 
+@pytest.mark.parametrize("size", [(300, 200), (180, 240)])
+def test_native_scale_is_a_crop_without_resizing(size):
+    """resize = 0 (crop-never-resize): only the centre crop, padded like torchvision when too small."""
+    pre = Preprocessing(resize=0, crop=224)
+    img = _image(*size, seed=4)
+    ref = T.Compose([T.CenterCrop(224), T.ToTensor(), T.Normalize(pre.mean, pre.std)])
+    assert torch.equal(pre.transform()(img), ref(img))
+
+
 def test_tensor_transform_equals_torchvision():
     pre = Preprocessing(crop=224, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
     img = _image(224, 224, seed=2)
