@@ -100,7 +100,7 @@ def _read_partial(csv_path: Path) -> pd.DataFrame:
         raise ResumeError(f"{csv_path}: not a RealityCheck results CSV (missing columns {missing}); "
                           "delete it or choose another --csv")
     df = df[TABLE_COLUMNS]
-    df["error"] = df["error"].fillna("").astype(str)
+    df["error"] = M.as_text(df["error"])
     p = pd.to_numeric(df["p_fake"], errors="coerce")
     finished = (df["error"] != "") | (p.notna() & df["predicted"].isin(["real", "fake"]))
     return df[finished].drop_duplicates("path", keep="last").reset_index(drop=True)
@@ -108,7 +108,7 @@ def _read_partial(csv_path: Path) -> pd.DataFrame:
 
 def _table(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=TABLE_COLUMNS + EXTRA_COLUMNS)
-    df["error"] = df["error"].fillna("").astype(str)
+    df["error"] = M.as_text(df["error"])
     return df
 
 
@@ -185,7 +185,7 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     if len(done):
         done = done.assign(**{PROVENANCE_COLUMN: [kind_of(p) for p in done["path"]]})  # rows of the earlier run
         table = pd.concat([done.astype(table.dtypes.to_dict(), errors="ignore"), table], ignore_index=True)
-        table["error"] = table["error"].fillna("").astype(str)
+        table["error"] = M.as_text(table["error"])
     failed = int((table["error"] != "").sum())
     if failed:
         log(f"{failed} files could not be read; they are listed under 'failed' and excluded from the metrics")

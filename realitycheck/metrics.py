@@ -340,6 +340,12 @@ def compute_metrics(
     }
 
 
+def as_text(column: pd.Series) -> pd.Series:
+    """A column of strings with "" for missing values, whatever dtype pandas read it as (an all-empty
+    column of a CSV is float64, where `fillna("")` is deprecated)."""
+    return column.astype(object).where(column.notna(), "").astype(str)
+
+
 def valid_rows(table: pd.DataFrame) -> pd.Series:
     """Boolean mask of rows that produced a score: empty ``error`` and a finite ``p_fake``.
 
@@ -562,7 +568,7 @@ def per_source_from_table(table: pd.DataFrame, threshold: float = DEFAULT_THRESH
     """`per_source` over a per-image results table (failed rows left out)."""
     ok = valid_rows(table) if len(table) else pd.Series([], dtype=bool)
     t = table.loc[ok]
-    src = t["source"].fillna("").astype(str) if "source" in t else pd.Series([""] * len(t), index=t.index)
+    src = as_text(t["source"]) if "source" in t else pd.Series([""] * len(t), index=t.index)
     src = src.where(src != "", "(unnamed)")
     unf = None
     if "unfamiliar" in t and t["unfamiliar"].notna().any():
@@ -581,7 +587,7 @@ def threshold_for_every_source(table: pd.DataFrame, max_false_alarm: float = 0.0
     reals = t[t["true_label"].map(_norm_label) == "real"]
     if reals.empty:
         return None
-    src = reals["source"].fillna("").astype(str) if "source" in reals else pd.Series([""] * len(reals), index=reals.index)
+    src = as_text(reals["source"]) if "source" in reals else pd.Series([""] * len(reals), index=reals.index)
     need = 0.0
     for _, g in reals.groupby(src):
         p = np.sort(pd.to_numeric(g["p_fake"]).to_numpy(dtype=float))[::-1]

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from realitycheck import plots
-from realitycheck.metrics import LABELS, _norm_label, rethreshold, valid_rows
+from realitycheck.metrics import LABELS, _norm_label, as_text, rethreshold, valid_rows
 
 __all__ = ["render_html_report", "write_html_report"]
 
@@ -307,7 +307,7 @@ def _per_source(table: pd.DataFrame | None, threshold: float) -> str:
     """Rates per source (detection for fakes, false alarms for reals), so no source hides in an average."""
     from realitycheck.metrics import per_source_from_table
 
-    if table is None or len(table) == 0 or "source" not in table or not table["source"].fillna("").astype(str).any():
+    if table is None or len(table) == 0 or "source" not in table or not as_text(table["source"]).any():
         return ""
     rows = per_source_from_table(table, threshold)
     if rows.empty:

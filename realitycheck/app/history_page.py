@@ -11,6 +11,7 @@ import streamlit as st
 
 from realitycheck import plots
 from realitycheck.app import common, state
+from realitycheck.metrics import as_text
 
 COLUMNS = ["time", "name", "label", "p_fake", "unfamiliar", "provenance", "faces", "seconds", "threshold", "model", "source",
            "disagreement"]
@@ -51,7 +52,7 @@ def render() -> None:
     hist.for_each_trace(lambda t: t.update(name=f"checked photos ({len(df)})"))
     c2.plotly_chart(hist, key="history_hist")
     st.caption("Verdicts are those given at the time, with the threshold shown in the table.")
-    clashes = df[df["disagreement"].fillna("").astype(str) != ""]
+    clashes = df[as_text(df["disagreement"]) != ""]
     for _, row in clashes.iterrows():
         st.error(f"**{row['name']}**: {row['disagreement']}", icon=":material/report:")
     view = df[["thumbnail", "time", "name", "label", "p_fake", "unfamiliar", "provenance", "faces", "seconds", "threshold",
