@@ -81,16 +81,13 @@ def _classifier(spec: str, **kw):
 
 
 def _model_input(clf, img):
-    """The card's input views of one decoded image: its aligned faces (an aligned card; the face
-    detector runs) or the whole-image transform, as (views, 3, H, W)."""
+    """The card's input views of one decoded image, as (views, 3, H, W): `inference.prepare`'s rule
+    (its aligned faces for an aligned card, with the face detector; else the whole-image transform)."""
     import torch
 
-    from realitycheck.faces import find_faces
+    from realitycheck.inference import prepare
 
-    pre = clf.card.preprocessing
-    if pre.align != "face":
-        return clf.transform(img)[None]
-    return torch.stack([pre.to_tensor(v) for v in pre.views(img, find_faces(img))])
+    return torch.as_tensor(prepare(img, None, clf.card.preprocessing, face_check=False).tensor)
 
 
 # ------------------------------------------------------------------------------------------------

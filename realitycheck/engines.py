@@ -132,7 +132,7 @@ def _export_proto(model, card):
     import onnx
     import torch
 
-    from realitycheck.ood import FeatureTap
+    from realitycheck.ood import FeatureTap, head_module
 
     class LogitsAndFeatures(torch.nn.Module):
         def __init__(self, net):
@@ -146,7 +146,7 @@ def _export_proto(model, card):
 
     m = copy.deepcopy(model).float().to(memory_format=torch.contiguous_format).eval()
     try:
-        FeatureTap(m, card.arch)
+        head_module(m, card.arch)
         net, outputs = LogitsAndFeatures(m), OUTPUTS
     except (AttributeError, ValueError):  # not laid out as its architecture says: no features to give
         net, outputs = m, OUTPUTS[:1]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from realitycheck.metrics import threshold_for_every_source
+from realitycheck.metrics import per_source_from_table, threshold_for_every_source
 
 
 def _logit(p: pd.Series) -> np.ndarray:
@@ -55,10 +55,7 @@ def score(m: pd.DataFrame, how: str) -> pd.DataFrame:
 
 def report(test: pd.DataFrame, threshold: float, sources_140k=("ffhq", "stylegan1")) -> dict:
     """Per-source rate (detection for fakes, false alarms for reals) in %, accuracy and ROC-AUC."""
-    row: dict = {}
-    flagged = test["p_fake"] >= threshold
-    for src, g in test.groupby("source"):
-        row[src] = round(100 * float(flagged[g.index].mean()), 1)
+    row = {r.source: round(100 * float(r.rate), 1) for r in per_source_from_table(test, threshold).itertuples()}
     for name, t in (("all", test), ("140k", test[test["source"].isin(sources_140k)])):
         if t["true_label"].nunique() == 2:
             y = (t["true_label"] == "fake").to_numpy()
