@@ -24,8 +24,36 @@ run() {
 }
 if [ "${SMOKE:-0}" = 1 ]; then
   python -c "import torch, cv2, PIL; print(torch.__version__, torch.cuda.is_available(), cv2.__version__, PIL.__version__)"
-  python -m realitycheck train --data .gpu/part2-only.toml $ALIGN --arch efficientnet_lite2 --epochs 1 --max-steps 3 \
+  INIT=""; [ "${ROUND:-1}" = 2 ] && INIT="--init-weights .gpu/init.pt"
+  python -m realitycheck train --data "${SMOKE_DATA:-.gpu/part2-only.toml}" $ALIGN $INIT --arch efficientnet_lite2 --epochs 1 --max-steps 3 \
     --batch-size 32 --workers 8 --device cuda --augment robust --out /tmp/runs/smoke 2>&1 | tail -n 6
+  exit 0
+fi
+if [ "${ROUND:-1}" = 2 ]; then
+  # Round 2 (docs/generalization.md, section 10): continue the shipped model (.gpu/init.pt, a copy of
+  # weights/realitycheck-lite2-aligned.pt) for 8 more epochs at a lower rate, two framings side by side
+  # (7 loader processes each): the same 224 px view, and a 192 px view in which the 256 px FFHQ /
+  # StyleGAN1 faces keep about their native scale (the 224 px view enlarges them ~1.2x).
+  # A run cut short by the time limit still returns its best-epoch weights (half precision).
+  CONT="--arch efficientnet_lite2 --init-weights .gpu/init.pt --max-per-source 1000 --max-side 512 --epochs ${EPOCHS:-8}
+        --batch-size 64 --lr 1e-3 --ema 0.99 --workers 7 --patience 4 --device cuda --augment robust --align face --zoom 0.7"
+  cont() {
+    name=$1; shift
+    timeout "${LIMIT:-500}" python -m realitycheck train --data .gpu/shared-data.toml $CONT "$@" --out /tmp/runs/$name \
+      > /tmp/runs/$name.out 2>&1 || echo "$name: exit $?"
+    if [ -f /tmp/runs/$name.pt ]; then cp /tmp/runs/$name.pt "$OUT/"
+    elif [ -f /tmp/runs/$name.best-tmp.pt ]; then
+      python -c "import torch,sys; sd=torch.load(sys.argv[1], weights_only=True); torch.save({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, sys.argv[2])" \
+        /tmp/runs/$name.best-tmp.pt "$OUT/$name.best-half.pt"
+    fi
+    cp /tmp/runs/$name.log.csv "$OUT/" 2>/dev/null || true
+  }
+  cont cont224 --crop 224 &
+  cont cont192 --crop 192 &
+  wait
+  tail -n 6 /tmp/runs/*.out
+  tar czf "$OUT/logs2.tgz" -C /tmp/runs --exclude='*.pt' .
+  ls -la "$OUT"
   exit 0
 fi
 run aligned-all --data .gpu/shared-data.toml $ALIGN
