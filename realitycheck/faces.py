@@ -1,9 +1,10 @@
 """Faces: where they are (YuNet), their five landmarks, and an FFHQ-like aligned crop of each.
 
 YuNet is the small CNN face detector of the OpenCV model zoo (MIT licence; 230 KB ONNX shipped in
-`realitycheck/assets/`). It runs in the OpenCV the project already installs (`cv2.FaceDetectorYN`),
-finds faces the Haar cascade missed (non-frontal, large diffusion portraits: docs/generalization.md
-has the rates per source) and gives five landmarks per face, which is what alignment needs.
+`realitycheck/assets/`). It runs in ONNX Runtime with OpenCV's own decoding (YuNetRuntime; OpenCV's
+`cv2.FaceDetectorYN` when ONNX Runtime is missing). It finds faces the Haar cascade missed
+(non-frontal, large diffusion portraits: docs/generalization.md has the rates per source) and gives
+five landmarks per face, which is what alignment needs.
 
 Alignment follows the FFHQ recipe (eyes and mouth corners -> an oriented square), with a `zoom`
 that tightens it: every face reaches the model at one scale and one framing whatever the photo's
@@ -12,6 +13,7 @@ resolution or crop, so "how big is the face" and "how was it framed" stop being 
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,25 +65,105 @@ class FaceDetectorUnavailable(RuntimeError):
     """YuNet could not be loaded (missing file, OpenCV without FaceDetectorYN)."""
 
 
-_local = threading.local()  # cv2 detectors keep per-call state: one per thread
+_local = threading.local()  # detectors keep per-call state: one per thread
+
+STRIDES = (8, 16, 32)
+NMS_THRESHOLD, TOP_K = 0.3, 50
 
 
-def _detector():
-    det = getattr(_local, "yunet", None)
+class YuNetRuntime:
+    """YuNet run by ONNX Runtime on one thread, decoded exactly as OpenCV's FaceDetectorYN decodes it.
+
+    Why: on this project's 2-core machines OpenCV's DNN module spends ~5-10 ms on a 256 px photo
+    where ONNX Runtime needs ~1.5 ms, and detection is the slowest stage of predicting a face
+    (README, Speed). One thread, because detection runs inside loader processes that already use
+    the cores. The output rows are FaceDetectorYN's: x, y, w, h, 5 landmarks (x, y), score.
+    """
+
+    def __init__(self, path: Path):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.outputs = [f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in STRIDES]
+
+    def detect(self, bgr: np.ndarray) -> np.ndarray | None:
+        import cv2
+
+        h, w = bgr.shape[:2]
+        pad_h, pad_w = -(-h // 32) * 32, -(-w // 32) * 32  # OpenCV pads bottom/right with zeros to /32
+        blob = np.zeros((1, 3, pad_h, pad_w), np.float32)
+        blob[0, :, :h, :w] = bgr.transpose(2, 0, 1)
+        out = dict(zip(self.outputs, self.session.run(self.outputs, {"input": blob})))
+        rows = []
+        for s in STRIDES:
+            cols = pad_w // s
+            cls = np.clip(out[f"cls_{s}"].reshape(-1), 0, 1)
+            obj = np.clip(out[f"obj_{s}"].reshape(-1), 0, 1)
+            score = np.sqrt(cls * obj)
+            idx = np.flatnonzero(score >= SCORE_THRESHOLD)
+            if not idx.size:
+                continue
+            r, c = (idx // cols).astype(np.float32), (idx % cols).astype(np.float32)
+            bbox, kps = out[f"bbox_{s}"].reshape(-1, 4)[idx], out[f"kps_{s}"].reshape(-1, 10)[idx]
+            bw, bh = np.exp(bbox[:, 2]) * s, np.exp(bbox[:, 3]) * s
+            cx, cy = (c + bbox[:, 0]) * s, (r + bbox[:, 1]) * s
+            lm = np.empty((idx.size, 10), np.float32)
+            lm[:, 0::2] = (kps[:, 0::2] + c[:, None]) * s
+            lm[:, 1::2] = (kps[:, 1::2] + r[:, None]) * s
+            rows.append(np.column_stack([cx - bw / 2, cy - bh / 2, bw, bh, lm, score[idx]]).astype(np.float32))
+        if not rows:
+            return None
+        faces = np.concatenate(rows)
+        if len(faces) > 1:
+            boxes = [[int(v) for v in f[:4]] for f in faces]  # OpenCV's NMS sees integer boxes
+            keep = cv2.dnn.NMSBoxes(boxes, faces[:, 14].tolist(), SCORE_THRESHOLD, NMS_THRESHOLD, top_k=TOP_K)
+            faces = faces[np.asarray(keep, dtype=int).reshape(-1)]
+        return faces
+
+
+class _OpenCVYuNet:
+    """The same detector in OpenCV's DNN module (FaceDetectorYN): used when ONNX Runtime is missing."""
+
+    def __init__(self, path: Path):
+        import cv2
+
+        self.det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), SCORE_THRESHOLD, NMS_THRESHOLD, TOP_K)
+
+    def detect(self, bgr: np.ndarray) -> np.ndarray | None:
+        self.det.setInputSize((bgr.shape[1], bgr.shape[0]))
+        return self.det.detect(bgr)[1]
+
+
+def _detector(backend: str = "auto"):
+    """This thread's YuNet: ONNX Runtime ("auto" when it is installed) or OpenCV's FaceDetectorYN."""
+    if backend not in ("auto", "onnxruntime", "opencv"):
+        raise FaceDetectorUnavailable(f"unknown face detector backend {backend!r}: auto, onnxruntime or opencv")
+    key = f"yunet_{backend}"
+    det = getattr(_local, key, None)
     if det is None:
         try:
             import cv2
         except ImportError as exc:  # pragma: no cover - OpenCV is a requirement
             raise FaceDetectorUnavailable(f"OpenCV is not installed ({exc})") from None
-        if not hasattr(cv2, "FaceDetectorYN"):
-            raise FaceDetectorUnavailable(f"OpenCV {cv2.__version__} has no FaceDetectorYN (needs >= 4.5.4)")
         if not YUNET_PATH.is_file():
             raise FaceDetectorUnavailable(f"face detector model missing at {YUNET_PATH} (reinstall the package)")
+        if backend == "auto":
+            try:
+                import onnxruntime  # noqa: F401
+                backend = "onnxruntime"
+            except ImportError:
+                backend = "opencv"
+        if backend == "opencv" and not hasattr(cv2, "FaceDetectorYN"):
+            raise FaceDetectorUnavailable(f"OpenCV {cv2.__version__} has no FaceDetectorYN (needs >= 4.5.4)")
         try:
-            det = cv2.FaceDetectorYN.create(str(YUNET_PATH), "", (320, 320), SCORE_THRESHOLD, 0.3, 50)
-        except cv2.error as exc:
+            det = YuNetRuntime(YUNET_PATH) if backend == "onnxruntime" else _OpenCVYuNet(YUNET_PATH)
+        except Exception as exc:  # ONNX Runtime or OpenCV refusing the file: say which and why
             raise FaceDetectorUnavailable(f"could not load {YUNET_PATH.name}: {str(exc).strip()[:120]}") from None
-        _local.yunet = det
+        setattr(_local, key, det)
     return det
 
 
@@ -94,10 +176,15 @@ def detector_problem() -> str | None:
         return str(exc)
 
 
-def find_faces(image: Image.Image) -> FaceReport:
-    """Detect faces with landmarks; coordinates are in the pixels of `image`, largest face first."""
+def find_faces(image: Image.Image, backend: str | None = None) -> FaceReport:
+    """Detect faces with landmarks; coordinates are in the pixels of `image`, largest face first.
+
+    `backend`: "auto" (ONNX Runtime when installed), "onnxruntime" or "opencv" (the same faces either
+    way); by default the environment's REALITYCHECK_FACE_DETECTOR, else "auto".
+    """
+    backend = backend or os.environ.get("REALITYCHECK_FACE_DETECTOR", "auto")
     try:
-        det = _detector()
+        det = _detector(backend)
     except FaceDetectorUnavailable as exc:
         return FaceReport(count=0, available=False, error=str(exc))
     w, h = image.size
@@ -107,8 +194,7 @@ def find_faces(image: Image.Image) -> FaceReport:
     if min(sw, sh) < 16:
         return FaceReport(count=0)
     bgr = np.ascontiguousarray(np.asarray(small.convert("RGB"))[:, :, ::-1])
-    det.setInputSize((sw, sh))
-    _, found = det.detect(bgr)
+    found = det.detect(bgr)
     faces: list[Face] = []
     min_side = MIN_FACE_FRACTION * min(w, h)
     for row in (found if found is not None else []):

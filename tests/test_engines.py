@@ -354,7 +354,7 @@ def test_benchmark_engine_stages_and_folder_path(tiny_checkpoint, tmp_path):
     bench._make_images(tmp_path / "imgs", 6)
     files = bench._list_images(tmp_path / "imgs", 6)
     stages = bench.worker_stages(str(ckpt), files)
-    assert set(stages["stages_ms"]) == {"decode", "face_check", "preprocess"}
+    assert set(stages["stages_ms"]) == {"decode", "face_check", "face_check_opencv", "preprocess"}
     assert {"torch fp32 batch 1", "onnxruntime fp32 batch 16"} <= set(stages["forward_ms"])
     folder = bench.worker_folder(str(ckpt), files, "auto")
     assert folder["engine"] == "onnxruntime fp32" and len(folder["p_fake"]) == 6

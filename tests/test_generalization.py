@@ -113,6 +113,41 @@ def test_yunet_finds_the_face_and_its_landmarks_in_the_sample_images(name):
     assert left[0] < right[0] and abs(left[1] - right[1]) < 0.25 * h  # an upright face: eyes level
 
 
+def _two_faces() -> Image.Image:
+    a = Image.open(SAMPLE_IMAGES / "grace_hopper.jpg").convert("RGB").resize((300, 380))
+    b = Image.open(SAMPLE_IMAGES / "astronaut_eileen_collins.jpg").convert("RGB").resize((300, 380))
+    both = Image.new("RGB", (620, 400), "gray")
+    both.paste(a, (0, 10))
+    both.paste(b, (320, 10))
+    return both
+
+
+@pytest.mark.parametrize("case", ["grace_hopper.jpg", "astronaut_eileen_collins.jpg", "two faces"])
+def test_yunet_in_onnxruntime_finds_what_opencv_finds(case):
+    """The fast detector decodes YuNet as OpenCV does: same faces, landmarks and scores, one or several."""
+    from realitycheck.faces import find_faces
+
+    img = _two_faces() if case == "two faces" else Image.open(SAMPLE_IMAGES / case).convert("RGB")
+    fast, ref = find_faces(img, "onnxruntime"), find_faces(img, "opencv")
+    assert fast.count == ref.count == (2 if case == "two faces" else 1)
+    assert fast.boxes == ref.boxes
+    for f, r in zip(fast.faces, ref.faces):
+        assert np.abs(f.landmarks - r.landmarks).max() < 0.05
+        assert f.score == pytest.approx(r.score, abs=1e-3)
+
+
+def test_face_detection_falls_back_to_opencv_without_onnxruntime(monkeypatch):
+    import sys
+    import threading
+
+    from realitycheck import faces
+
+    monkeypatch.setattr(faces, "_local", threading.local())
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
+    assert isinstance(faces._detector(), faces._OpenCVYuNet)
+    assert faces.find_faces(Image.open(SAMPLE_IMAGES / "grace_hopper.jpg").convert("RGB")).count == 1
+
+
 def test_alignment_puts_the_eyes_where_the_framing_says():
     from realitycheck.faces import align_face, aligned_quad, find_faces, landmark_position
 
@@ -357,3 +392,46 @@ def test_combine_scores_chooses_thresholds_on_validation_and_reports_test_per_so
     assert rows["A only"]["x"] == 100.0 and rows["A only"]["y"] == 0.0
     assert rows["B only"]["y"] == 100.0 and rows["B only"]["x"] == 0.0
     assert rows["max"]["x"] == rows["max"]["y"] == 100.0 and rows["max"]["r"] <= 5.0
+
+
+def test_finish_run_turns_a_cut_short_runs_best_weights_into_a_checkpoint(tmp_path, monkeypatch):
+    """scripts/finish_run.py: the weights are the run's, the framing the run's, the epoch validation's."""
+    import sys
+
+    import importlib.util
+
+    import pandas as pd
+    import torch
+
+    from realitycheck import checkpoints, models
+    from tests.helpers import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("finish_run", REPO_ROOT / "scripts" / "finish_run.py")
+    fr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fr)
+
+    start = models.build_model("efficientnet_lite0")
+    pre = checkpoints.default_preprocessing("efficientnet_lite0", crop=224)
+    pre.align, pre.zoom = "face", 0.7
+    card = checkpoints.default_card("start", "efficientnet_lite0", preprocessing=pre)
+    card.threshold = 0.86
+    checkpoints.save_checkpoint(tmp_path / "start.pt", start, card)
+    trained = models.build_model("efficientnet_lite0")  # other (random) weights than `start`
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in trained.state_dict().items()},
+               tmp_path / "run.best-half.pt")
+    pd.DataFrame({"epoch": [1, 2, 3], "val_auc": [0.90, 0.95, 0.93], "val_accuracy": [0.8, 0.9, 0.85],
+                  "seconds": [10.0, 10.0, 10.0]}).to_csv(tmp_path / "run.log.csv", index=False)
+    monkeypatch.setattr(sys, "argv", ["finish_run.py", str(tmp_path / "run.best-half.pt"), "--like",
+                                      str(tmp_path / "start.pt"), "--crop", "192", "--log", str(tmp_path / "run.log.csv"),
+                                      "--command", "train ...", "--out", str(tmp_path / "run.pt")])
+    fr.main()
+
+    model, out = checkpoints.load_checkpoint(tmp_path / "run.pt")
+    assert out.preprocessing.crop == 192 and out.preprocessing.align == "face" and out.preprocessing.zoom == 0.7
+    assert out.threshold == 0.5  # chosen afterwards, on validation
+    assert out.training["best_epoch"] == 2 and out.training["epochs_run"] == 3
+    assert out.metrics["val"]["auc"] == pytest.approx(0.95)
+    want = trained.state_dict()
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v.float(), want[k].half().float())
