@@ -297,13 +297,18 @@ class Classifier:
 
         precision = resolve_precision(precision or self.precision, x.shape[0])
         n = x.shape[0]
-        if self.mirror_average:
-            x = torch.cat([x, x.flip(3)])
         features = None  # penultimate features of every view, when the unfamiliar check needs them
         if self.engine is not None:  # an exported graph runs at the precision it was exported and gated at
-            out, features = self.engine.run_with_features(x.numpy())
+            # numpy, not torch: torch's thread pool would fight the engine's own threads for the cores
+            xn = np.asarray(x, dtype=np.float32)
+            if self.mirror_average:
+                xn = np.concatenate([xn, xn[..., ::-1]])
+            out, features = self.engine.run_with_features(xn)
             logits = torch.from_numpy(out)
         else:
+            x = torch.as_tensor(x)
+            if self.mirror_average:
+                x = torch.cat([x, x.flip(3)])
             x = x.to(self.device).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 if self.ood is not None:
@@ -341,11 +346,11 @@ class Classifier:
         return out
 
     def _run_batch(self, prepared: list[_Prepared], precision: str | None = None) -> list[Prediction]:
-        good = [torch.as_tensor(pr.tensor) for pr in prepared if pr.error is None]
+        good = [np.asarray(pr.tensor) for pr in prepared if pr.error is None]
         if not good:
             return self._finish(prepared, None, 0.0)
         t0 = time.perf_counter()
-        p, ood = self.scores(torch.cat(good), precision)
+        p, ood = self.scores(torch.from_numpy(np.concatenate(good)), precision)
         return self._finish(prepared, p, time.perf_counter() - t0, ood)
 
     # -- public API ----------------------------------------------------------------------------
