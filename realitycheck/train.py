@@ -90,13 +90,13 @@ class RandomRescale:
         return img.resize((max(1, round(w * s)), max(1, round(h * s))), random.choice(self.FILTERS))
 
 
-def train_transform(pre: Preprocessing, augment: str) -> Callable:
+def train_transform(pre: Preprocessing, augment: str, rescale_p: float = 0.8) -> Callable:
     """Whole-image training transform (align == "none")."""
     from torchvision import transforms as T
 
     steps: list = []
     if augment == "robust":
-        steps += [RandomRescale(), JpegRecompress(quality=(50, 95), p=0.7)]
+        steps += [RandomRescale(p=rescale_p), JpegRecompress(quality=(50, 95), p=0.7)]
     steps += pre.resize_steps()
     # Random crops move the image by whole pixels and never resample it, so the high-frequency traces
     # a generator leaves survive; with crop == resize the crop pads by reflection to still shift.
@@ -125,12 +125,12 @@ class AlignedTrainTransform:
     little jitter of scale and position, and mirrored half the time. No face: the whole image.
     """
 
-    def __init__(self, pre: Preprocessing, augment: str):
+    def __init__(self, pre: Preprocessing, augment: str, rescale_p: float = 0.8):
         from torchvision import transforms as T
 
         self.pre = pre
-        self.photo = ([RandomRescale(), JpegRecompress(quality=(50, 95), p=0.7)] if augment in ("robust", "full")
-                      else [])
+        self.photo = ([RandomRescale(p=rescale_p), JpegRecompress(quality=(50, 95), p=0.7)]
+                      if augment in ("robust", "full") else [])
         self.flip = augment != "none"
         self.whole = T.Compose([*pre.resize_steps(), T.CenterCrop(pre.crop)])
         self.tensor = pre.tensor_transform()
@@ -646,7 +646,8 @@ def _fit(cfg: TrainConfig, log: Callable[[str], None], progress: bool | None, d:
         f"{len(data.splits['test'])} (+{data.n_extra} extra real in train); sources: {', '.join(data.sources)}")
     if not data.splits["train"] or not data.splits["val"]:
         raise ValueError("not enough images to make train and validation splits")
-    transform = AlignedTrainTransform(pre, cfg.augment) if cfg.align == "face" else train_transform(pre, cfg.augment)
+    transform = (AlignedTrainTransform(pre, cfg.augment, cfg.rescale_p) if cfg.align == "face"
+                 else train_transform(pre, cfg.augment, cfg.rescale_p))
     # torchrun: every rank draws the same class-balanced epoch and takes its share of it
     shards = ddp.ShardSampler(len(data.weights), d, seed=cfg.seed, weights=data.weights) if d.enabled else None
     train_dl = _loader(TrainDataset(data.splits["train"], transform, cfg.max_side), cfg.batch_size, cfg.workers,

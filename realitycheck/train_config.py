@@ -48,6 +48,8 @@ class TrainConfig:
     augment: str = field(default="full", metadata=opt(
         "none | flip | crop (shifts, no resampling) | full (+ JPEG, blur, colour) | robust (random down/up-scaling "
         "and JPEG of the whole photo for both classes, then the test-time pipeline)", choices=list(AUGMENTS)))
+    rescale_p: float = field(default=0.8, metadata=opt(
+        "with --augment robust: share of training photos randomly down/up-scaled (x0.35-x2) before the rest"))
     ema: float = field(default=0.0, metadata=opt("exponential moving average of the weights (e.g. 0.998); 0 = off"))
     extra_real: list = field(default_factory=list, metadata=opt("real-only folder added to training (its train share; repeatable)"))
     source_weight: list = field(default_factory=list, metadata=opt(

@@ -138,7 +138,7 @@ def test_stored_command_rebuilds_every_field_of_the_config():
 
     changed = dict(data=["a=/x/one", "/y/two.toml"], arch="efficientnet_lite2", mode="feature-extract", out="w/m",
                    epochs=3, batch_size=7, lr=0.0031, backbone_lr_scale=0.5, weight_decay=0.01, label_smoothing=0.0,
-                   patience=9, seed=3, resize=200, crop=192, align="face", zoom=0.8, augment="robust", ema=0.99,
+                   patience=9, seed=3, resize=200, crop=192, align="face", zoom=0.8, augment="robust", rescale_p=0.3, ema=0.99,
                    extra_real=["/r1", "/r 2"], source_weight=["sd=2.0"], max_per_source=100, max_side=512,
                    init_weights="i.pt", precision="fp32", device="cpu", limit=5, max_steps=2, workers=0, half=False,
                    teacher="t.pt", distill_weight=0.5, distill_temperature=3.0)
@@ -160,3 +160,18 @@ def test_cli_train_options_come_from_the_config():
     for f in fields(TrainConfig):
         if f.name != "data":
             assert getattr(args, f.name) == getattr(TrainConfig(data=[]), f.name), f.name
+
+
+@pytest.mark.parametrize("align", ["face", "none"])
+def test_rescale_share_reaches_the_training_transform(align):
+    """--rescale-p sets how many training photos `--augment robust` rescales: 0 leaves every size alone."""
+    from realitycheck.checkpoints import default_preprocessing
+    from realitycheck.train import AlignedTrainTransform, RandomRescale, train_transform
+
+    pre = default_preprocessing("efficientnet_lite0")
+    t = AlignedTrainTransform(pre, "robust", 0.0) if align == "face" else train_transform(pre, "robust", 0.0)
+    steps = t.photo if align == "face" else t.transforms
+    rescale = [s for s in steps if isinstance(s, RandomRescale)]
+    assert len(rescale) == 1 and rescale[0].p == 0.0
+    img = Image.new("RGB", (300, 200))
+    assert all(rescale[0](img).size == (300, 200) for _ in range(20))
