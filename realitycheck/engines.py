@@ -555,14 +555,12 @@ def labelled_files(data: Sequence[str | os.PathLike], split: str, seed: int = 0,
                 src = it.source if named else source_of(it.path, Path(arg))
                 by_source.setdefault(src, []).append((it.path, it.label, src))
         for rows in by_source.values():
-            if limit_per_source and len(rows) > limit_per_source:
-                step = len(rows) / limit_per_source
-                rows = [rows[int(i * step)] for i in range(limit_per_source)]
-            out += rows
+            out += _spread(rows, limit_per_source) if limit_per_source else rows
     return out
 
 
 def _spread(rows: list, n: int) -> list:
+    """n of `rows`, evenly spaced (all of them when there are no more than n)."""
     if len(rows) <= n:
         return rows
     step = len(rows) / n
