@@ -36,12 +36,13 @@ def main() -> None:
     card.threshold = math.ceil(float(t) * 1e4) / 1e4  # rounded up: never more false alarms than the rule allows
     if "ood" in extras and "ood_score" in table and table["ood_score"].notna().any():
         # the unfamiliarity threshold by the same rule: at most 5% of any validation source flagged
-        import numpy as np
         import torch
 
+        from realitycheck.ood import threshold_flagging_at_most
+
         ok = table[table["error"] == ""]
-        ood_t = max(float(np.quantile(g["ood_score"].dropna(), 1 - a.max_false_alarm))
-                    for _, g in ok.groupby(ok["source"].fillna("")) if g["ood_score"].notna().any())
+        ood_t = threshold_flagging_at_most([g["ood_score"].to_numpy(dtype=float)
+                                            for _, g in ok.groupby(ok["source"].fillna(""))], a.max_false_alarm)
         extras["ood"]["threshold"] = torch.tensor([ood_t], dtype=torch.float64)
         card.ood["threshold"] = ood_t
         card.ood["threshold_chosen_on"] = (f"{len(ok)} validation images: the lowest threshold that flags at most "

@@ -435,3 +435,17 @@ def test_finish_run_turns_a_cut_short_runs_best_weights_into_a_checkpoint(tmp_pa
     for k, v in model.state_dict().items():
         if v.is_floating_point():
             assert torch.allclose(v.float(), want[k].half().float())
+
+
+def test_unfamiliarity_threshold_flags_at_most_the_rate_in_every_source_and_is_the_lowest_that_does():
+    from realitycheck.ood import threshold_flagging_at_most
+
+    rng = np.random.default_rng(0)
+    groups = [rng.normal(0, 1, 302), rng.normal(0.5, 1, 31), np.append(rng.normal(0, 1, 99), np.nan)]
+    t = threshold_flagging_at_most(groups, 0.05)
+    for g in groups:
+        g = g[~np.isnan(g)]
+        assert (g > t).sum() <= int(0.05 * len(g))  # 15 of 302 (a linear quantile lets 16 through), 1 of 31, 4 of 99
+    lower = np.nextafter(t, -np.inf)
+    assert any((g[~np.isnan(g)] > lower).sum() > int(0.05 * len(g[~np.isnan(g)])) for g in groups)
+    assert threshold_flagging_at_most([np.arange(10.0)], 0.0) == 9.0  # rate 0: nothing above the maximum
