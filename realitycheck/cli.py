@@ -127,14 +127,8 @@ def cmd_predict(args) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def _where(exp, report) -> str:
-    """The heatmap's evidence in words, relative to the largest face and its landmarks."""
-    return exp.describe(report.boxes, report.faces[0].landmarks if report.faces else None)
-
-
 def cmd_explain(args) -> int:
     from realitycheck import explain
-    from realitycheck.faces import find_faces
     from realitycheck.images import ImageError, load_image
     from realitycheck.inference import verdict
 
@@ -170,7 +164,7 @@ def cmd_explain(args) -> int:
             "explained_class": exp.target_class, "region": exp.region, "overlay": str(png),
             "faithfulness": None if f is None else {"drop_hot": f.drop_hot, "drop_random": f.drop_random,
                                                     "score": f.score, "meaning": f.meaning},
-            "where": _where(exp, find_faces(loaded.image)),
+            "where": exp.where(loaded.image),
             "seconds": exp.seconds,
         })
     if args.json:

@@ -13,6 +13,7 @@ the threshold and how it was chosen are in the card (`card.ood`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,11 +58,10 @@ def threshold_flagging_at_most(groups, rate: float) -> float:
     smallest score, and the strictest group decides. (A linearly interpolated quantile would let
     one score too many through: 16 of 302, 5.3%.) NaN scores (no features) are left out.
     """
-    import math
-
     t = -math.inf
     for g in groups:
-        s = np.sort(np.asarray(g, dtype=np.float64)[~np.isnan(np.asarray(g, dtype=np.float64))])
+        s = np.asarray(g, dtype=np.float64)
+        s = np.sort(s[~np.isnan(s)])
         if not len(s):
             continue
         allowed = math.floor(rate * len(s) + 1e-9)

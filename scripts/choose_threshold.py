@@ -19,7 +19,7 @@ import math
 import pandas as pd
 
 from realitycheck import checkpoints
-from realitycheck.metrics import per_source_from_table, threshold_for_every_source
+from realitycheck.metrics import as_text, per_source_from_table, threshold_for_every_source, valid_rows
 
 
 def main() -> None:
@@ -29,8 +29,7 @@ def main() -> None:
     ap.add_argument("--max-false-alarm", type=float, default=0.05)
     ap.add_argument("--test-csv", help="per-image test results of this model, re-read at the chosen threshold")
     a = ap.parse_args()
-    table = pd.read_csv(a.val_csv, dtype={"error": str})
-    table["error"] = table["error"].fillna("")
+    table = pd.read_csv(a.val_csv, dtype={"error": str})  # failed rows: left out by metrics.valid_rows
     t = threshold_for_every_source(table, a.max_false_alarm)
     model, card, extras = checkpoints.load_checkpoint_extras(a.weights)
     card.threshold = math.ceil(float(t) * 1e4) / 1e4  # rounded up: never more false alarms than the rule allows
@@ -40,9 +39,9 @@ def main() -> None:
 
         from realitycheck.ood import threshold_flagging_at_most
 
-        ok = table[table["error"] == ""]
+        ok = table[valid_rows(table)]
         ood_t = threshold_flagging_at_most([g["ood_score"].to_numpy(dtype=float)
-                                            for _, g in ok.groupby(ok["source"].fillna(""))], a.max_false_alarm)
+                                            for _, g in ok.groupby(as_text(ok["source"]))], a.max_false_alarm)
         extras["ood"]["threshold"] = torch.tensor([ood_t], dtype=torch.float64)
         card.ood["threshold"] = ood_t
         card.ood["threshold_chosen_on"] = (f"{len(ok)} validation images: the lowest threshold that flags at most "
@@ -57,7 +56,6 @@ def main() -> None:
         from realitycheck.metrics import metrics_from_table
 
         test = pd.read_csv(a.test_csv, dtype={"error": str})
-        test["error"] = test["error"].fillna("")
         metrics = metrics_from_table(test, card.threshold)
         metrics["per_source"] = per_source_from_table(test, card.threshold).to_dict("records")
         for k in ("failed", "unlabelled"):

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from realitycheck.metrics import per_source_from_table, threshold_for_every_source
+from realitycheck.metrics import per_source_from_table, threshold_for_every_source, valid_rows
 
 
 def _logit(p: pd.Series) -> np.ndarray:
@@ -39,7 +39,7 @@ COMBINATIONS = {
 def paired(a_csv: str, b_csv: str) -> pd.DataFrame:
     """One row per image both models scored: true_label, source, p_a, p_b."""
     a, b = (pd.read_csv(f, dtype={"error": str}) for f in (a_csv, b_csv))
-    a, b = (t[t["error"].isna() | (t["error"] == "")] for t in (a, b))
+    a, b = (t[valid_rows(t)] for t in (a, b))
     m = a[["path", "true_label", "source", "p_fake"]].merge(b[["path", "p_fake"]], on="path", suffixes=("_a", "_b"))
     if m.empty:
         raise SystemExit(f"{a_csv} and {b_csv} share no scored images (are they of the same split and data?)")

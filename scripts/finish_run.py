@@ -40,14 +40,14 @@ def main() -> None:
     pre = dataclasses.replace(start.preprocessing, **({"crop": a.crop} if a.crop else {}))
     card = checkpoints.default_card(Path(a.out).stem, start.arch, preprocessing=pre,
                                     init=f"RealityCheck checkpoint {Path(a.like).name}")
-    settings = dict(start.training.get("settings", {}))
+    settings = start.training.get("settings", {})
     card.training = {
         **{k: start.training[k] for k in ("data", "sources", "split", "n_per_source", "sampling", "mode")
            if k in start.training},
         "command": a.command,
         "epochs_run": int(len(log)), "best_epoch": int(best["epoch"]),
         "train_seconds": round(float(log["seconds"].sum())),
-        "settings": {**settings, "crop": pre.crop, "max_per_source": settings.get("max_per_source")},
+        "settings": {**settings, "crop": pre.crop},
         "log": log.to_dict(orient="records"),
     }
     card.metrics = {"val": {k.replace("val_", ""): float(best[k]) for k in log.columns if k.startswith("val_")}}

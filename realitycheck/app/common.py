@@ -414,17 +414,9 @@ def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method:
 
 
 def where_words(exp, image, *, use_faces: bool = True) -> str:
-    """Where the heatmap's evidence lies, relative to the largest face and its landmarks (`heatmap_words`).
-
-    An aligned face's box and landmarks travel with the explanation; otherwise the face is found in
-    `image` (use_faces=False: the model saw a face crop, so the words are relative to the crop).
-    """
-    if exp.view_face_box is not None or not use_faces:
-        return exp.describe()
-    from realitycheck.faces import find_faces
-
-    report = find_faces(image)
-    return exp.describe(report.boxes, report.faces[0].landmarks if report.faces else None)
+    """Where the heatmap's evidence lies, relative to the largest face and its landmarks
+    (`Explanation.where`; use_faces=False: the model saw a face crop, so relative to the crop)."""
+    return exp.where(image if use_faces else None)
 
 
 def faithfulness_words(faithfulness) -> str:
