@@ -496,6 +496,25 @@ def test_explanation_helpers(effnet, card80):
     assert any("EigenCAM" in n for n in eig.notes)
 
 
+def test_where_words_come_from_the_face_found_in_the_input_image(effnet, card80):
+    """Explanation.where(image): a whole-image model's evidence is placed on the face the detector finds
+    in `image`, by its landmarks (the mouth is named); without an image, only a position in the crop."""
+    from realitycheck.faces import find_faces
+    from tests.helpers import SAMPLE_IMAGES
+
+    img = Image.open(SAMPLE_IMAGES / "grace_hopper.jpg").convert("RGB")
+    ex = E.explain(effnet, card80, [img], faithfulness=False)[0]
+    left, top, right, bottom = ex.crop_box
+    h, w = ex.heatmap.shape
+    mouth = find_faces(img).faces[0].landmarks[3:].mean(0)  # in image pixels -> heatmap pixels
+    mx, my = (mouth[0] - left) * w / (right - left), (mouth[1] - top) * h / (bottom - top)
+    yy, xx = np.mgrid[0:h, 0:w]
+    ex.heatmap = np.exp(-((xx + 0.5 - mx) ** 2 + (yy + 0.5 - my) ** 2) / 4.0)
+    words = ex.where(img)
+    assert "around the mouth" in words and "the mouth and chin" not in words  # landmarks, not the box's thirds
+    assert ex.where(None).startswith("No face was found")
+
+
 # ---------------------------------------------------------------------------------------------
 # Explainer: who owns the private copy
 # ---------------------------------------------------------------------------------------------
