@@ -36,7 +36,8 @@ from realitycheck.data import (DataError, Item, collect_sources, collate_skip_er
                                sample_weights, split_items, split_of)
 from realitycheck.images import ImageError, load_image
 from realitycheck.inference import resolve_precision
-from realitycheck.train_config import TrainConfig, add_train_arguments, command_args, command_line, config_from_args  # noqa: F401
+from realitycheck.train_config import (RESCALE_P, TrainConfig, add_train_arguments, command_args, command_line,  # noqa: F401
+                                       config_from_args)
 
 
 
@@ -78,7 +79,7 @@ class RandomRescale:
 
     FILTERS = (Image.BILINEAR, Image.BICUBIC, Image.LANCZOS, Image.BOX)
 
-    def __init__(self, scale=(0.35, 2.0), p=0.8, min_side=64, max_side=1600):
+    def __init__(self, scale=(0.35, 2.0), p=RESCALE_P, min_side=64, max_side=1600):
         self.scale, self.p, self.min_side, self.max_side = scale, p, min_side, max_side
 
     def __call__(self, img: Image.Image) -> Image.Image:
@@ -90,13 +91,19 @@ class RandomRescale:
         return img.resize((max(1, round(w * s)), max(1, round(h * s))), random.choice(self.FILTERS))
 
 
-def train_transform(pre: Preprocessing, augment: str, rescale_p: float = 0.8) -> Callable:
+def photo_augmentation(rescale_p: float = RESCALE_P) -> list:
+    """The photo-level steps of --augment robust, applied to the whole photo before any crop or face
+    alignment, for both classes alike: random rescaling, then JPEG re-compression."""
+    return [RandomRescale(p=rescale_p), JpegRecompress(quality=(50, 95), p=0.7)]
+
+
+def train_transform(pre: Preprocessing, augment: str, rescale_p: float = RESCALE_P) -> Callable:
     """Whole-image training transform (align == "none")."""
     from torchvision import transforms as T
 
     steps: list = []
     if augment == "robust":
-        steps += [RandomRescale(p=rescale_p), JpegRecompress(quality=(50, 95), p=0.7)]
+        steps += photo_augmentation(rescale_p)
     steps += pre.resize_steps()
     # Random crops move the image by whole pixels and never resample it, so the high-frequency traces
     # a generator leaves survive; with crop == resize the crop pads by reflection to still shift.
@@ -125,12 +132,11 @@ class AlignedTrainTransform:
     little jitter of scale and position, and mirrored half the time. No face: the whole image.
     """
 
-    def __init__(self, pre: Preprocessing, augment: str, rescale_p: float = 0.8):
+    def __init__(self, pre: Preprocessing, augment: str, rescale_p: float = RESCALE_P):
         from torchvision import transforms as T
 
         self.pre = pre
-        self.photo = ([RandomRescale(p=rescale_p), JpegRecompress(quality=(50, 95), p=0.7)]
-                      if augment in ("robust", "full") else [])
+        self.photo = photo_augmentation(rescale_p) if augment in ("robust", "full") else []
         self.flip = augment != "none"
         self.whole = T.Compose([*pre.resize_steps(), T.CenterCrop(pre.crop)])
         self.tensor = pre.tensor_transform()

@@ -15,6 +15,9 @@ from dataclasses import MISSING, dataclass, field, fields
 # models.ARCHITECTURES by name (a test keeps the two equal); spelled out so this module needs no torch
 ARCH_NAMES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "npr_resnet", "resnet50"]
 AUGMENTS = ("none", "flip", "crop", "full", "robust")
+# --augment robust: share of training photos rescaled before the rest (the option's default, and the
+# default of the transforms that take it)
+RESCALE_P = 0.8
 
 
 def opt(help: str, **kw) -> dict:
@@ -48,7 +51,7 @@ class TrainConfig:
     augment: str = field(default="full", metadata=opt(
         "none | flip | crop (shifts, no resampling) | full (+ JPEG, blur, colour) | robust (random down/up-scaling "
         "and JPEG of the whole photo for both classes, then the test-time pipeline)", choices=list(AUGMENTS)))
-    rescale_p: float = field(default=0.8, metadata=opt(
+    rescale_p: float = field(default=RESCALE_P, metadata=opt(
         "with --augment robust: share of training photos randomly down/up-scaled (x0.35-x2) before the rest"))
     ema: float = field(default=0.0, metadata=opt("exponential moving average of the weights (e.g. 0.998); 0 = off"))
     extra_real: list = field(default_factory=list, metadata=opt("real-only folder added to training (its train share; repeatable)"))
