@@ -75,6 +75,7 @@ class Prediction:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     image: Image.Image | None = field(default=None, repr=False)  # kept only when asked (the app)
+    face_report: FaceReport | None = field(default=None, repr=False)  # the faces found in `image`, kept with it
 
     @property
     def ok(self) -> bool:
@@ -89,6 +90,7 @@ class Prediction:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("image")
+        d.pop("face_report")
         d["path"] = d.pop("name")
         return d
 
@@ -120,14 +122,15 @@ class _Prepared:
     """What decoding one image yields: tensor + face info, or an error. Picklable for workers."""
 
     __slots__ = ("name", "tensor", "faces", "boxes", "face_message", "region", "notes", "error", "seconds", "image",
-                 "per_face")
+                 "per_face", "face_report")
 
     def __init__(self, name, tensor=None, faces=None, boxes=(), face_message="", region="centre crop",
-                 notes=(), error=None, seconds=0.0, image=None, per_face=False):
+                 notes=(), error=None, seconds=0.0, image=None, per_face=False, face_report=None):
         # tensor: (views, 3, H, W): one view per aligned face, or one whole-image view
         self.name, self.tensor, self.faces, self.boxes = name, tensor, faces, list(boxes)
         self.face_message, self.region, self.notes = face_message, region, list(notes)
         self.error, self.seconds, self.image, self.per_face = error, seconds, image, per_face
+        self.face_report = face_report
 
 
 Prepared = _Prepared  # the public name, for pipelines that decode in one place and predict in another (distributed)
@@ -167,7 +170,8 @@ def prepare(source, name: str | None, pre: Preprocessing, *, face_check: bool = 
         region = (views[0][1] if len(views) == 1 else f"{len(views)} aligned faces") if per_face else views[0][1]
         return _Prepared(loaded.name, tensor, report.count if report.available else None, report.boxes,
                          message, region, loaded.notes, seconds=time.perf_counter() - t0,
-                         image=img if keep_image else None, per_face=per_face)
+                         image=img if keep_image else None, per_face=per_face,
+                         face_report=report if keep_image and report.available and not (crop_face and report.count) else None)
     except ImageError as exc:
         return _Prepared(label, error=str(exc), seconds=time.perf_counter() - t0)
     except Exception as exc:  # an unexpected decoder failure must not end a folder run
@@ -342,7 +346,7 @@ class Classifier:
                 threshold=self.threshold, faces=pr.faces, face_boxes=pr.boxes, face_message=pr.face_message,
                 region=pr.region, face_p_fake=views if pr.per_face else [], seconds=pr.seconds + share,
                 unfamiliar=None if score is None else bool(score > self.ood.threshold), ood_score=score,
-                notes=pr.notes, image=pr.image))
+                notes=pr.notes, image=pr.image, face_report=pr.face_report))
         return out
 
     def _run_batch(self, prepared: list[_Prepared], precision: str | None = None) -> list[Prediction]:

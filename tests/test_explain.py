@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import threading
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -513,6 +514,25 @@ def test_where_words_come_from_the_face_found_in_the_input_image(effnet, card80)
     words = ex.where(img)
     assert "around the mouth" in words and "the mouth and chin" not in words  # landmarks, not the box's thirds
     assert ex.where(None).startswith("No face was found")
+    # Given the faces already found (the dashboard passes its Prediction's), the detector does not run again
+    report = find_faces(img)
+    with mock.patch("realitycheck.faces.find_faces", side_effect=AssertionError("detected twice")):
+        assert ex.where(img, report) == words
+
+
+def test_a_kept_prediction_carries_the_faces_found_in_its_image(effnet, card80):
+    """predict(keep_images=True) keeps the FaceReport of the image it keeps (what Explanation.where
+    reuses); the JSON form leaves both out."""
+    from realitycheck.faces import find_faces
+    from realitycheck.inference import Classifier
+    from tests.helpers import SAMPLE_IMAGES
+
+    img = Image.open(SAMPLE_IMAGES / "grace_hopper.jpg").convert("RGB")
+    clf = Classifier(effnet, card80)
+    kept = clf.predict([img], keep_images=True)[0]
+    assert kept.face_report is not None and kept.face_report.boxes == find_faces(img).boxes == kept.face_boxes
+    assert clf.predict([img])[0].face_report is None
+    assert "face_report" not in kept.to_dict() and "image" not in kept.to_dict()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
                    f"{' (the verdict)' if exp.target_class == pred.label else ' (not the verdict)'}"
                    " - red = strong, blue = weak.")
     st.image(panel, width="stretch", caption=caption)
-    words = common.where_words(exp, pred.image, use_faces=pred.region != "face crop")
+    words = common.where_words(exp, pred)
     if demo:
         st.markdown(f"**What the model looked at:** {words}")
         return

@@ -413,10 +413,12 @@ def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method:
     return result
 
 
-def where_words(exp, image, *, use_faces: bool = True) -> str:
-    """Where the heatmap's evidence lies, relative to the largest face and its landmarks
-    (`Explanation.where`; use_faces=False: the model saw a face crop, so relative to the crop)."""
-    return exp.where(image if use_faces else None)
+def where_words(exp, pred) -> str:
+    """Where the heatmap's evidence lies, relative to the largest face the prediction found and its
+    landmarks (`Explanation.where`); relative to the crop when the model saw a face crop."""
+    if pred.region == "face crop":
+        return exp.where(None)
+    return exp.where(pred.image, pred.face_report)
 
 
 def faithfulness_words(faithfulness) -> str:

@@ -285,7 +285,7 @@ def _error_browser(ev: dict, threshold: float) -> None:
     st.image(exp.panel(), width="stretch",
              caption=f"Left: the {exp.region} the model saw. Right: Grad-CAM evidence for "
                      f"'{exp.target_class}' (red = strong, blue = weak).")
-    st.markdown(f"**Where:** {common.where_words(exp, img)}")
+    st.markdown(f"**Where:** {exp.where(img)}")
     if exp.faithfulness is not None:
         st.caption(common.faithfulness_words(exp.faithfulness))
 

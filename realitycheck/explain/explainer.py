@@ -87,18 +87,20 @@ class Explanation:
         return heatmap_words.describe_evidence(self.heatmap, self.crop_box, list(face_boxes), self.target_class,
                                                landmarks if len(face_boxes) else None)
 
-    def where(self, image: Image.Image | None = None) -> str:
+    def where(self, image: Image.Image | None = None, faces=None) -> str:
         """`describe` relative to the largest face found in `image` (the input image) and its landmarks.
 
         An aligned face's box and landmarks travel with the explanation, so no detection runs then;
-        image=None: no faces (the words are relative to the crop the model saw).
+        image=None: no faces (the words are relative to the crop the model saw). `faces`: the
+        `FaceReport` already found in `image` (a `Prediction`'s), so the detector does not run twice.
         """
         if self.view_face_box is not None or image is None:
             return self.describe()
-        from realitycheck.faces import find_faces
+        if faces is None:
+            from realitycheck.faces import find_faces
 
-        report = find_faces(image)
-        return self.describe(report.boxes, report.faces[0].landmarks if report.faces else None)
+            faces = find_faces(image)
+        return self.describe(faces.boxes, faces.faces[0].landmarks if faces.faces else None)
 
     def overlay(self, opacity: float = 0.45, colormap: str = "jet") -> Image.Image:
         return render.overlay(self._region(), self.heatmap, opacity, colormap)
