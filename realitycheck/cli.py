@@ -102,7 +102,7 @@ def cmd_predict(args) -> int:
             results.append(pred)
     bar.close()
     # what each file declares about its origin: shown beside the verdict, never mixed into p_fake
-    declared = [read_provenance(path) for path in inputs]
+    declared = [r.provenance or read_provenance(path) for r, path in zip(results, inputs)]
     if args.json:
         print(json.dumps([{**r.to_dict(), "provenance": p.to_dict()} for r, p in zip(results, declared)], indent=2))
     else:

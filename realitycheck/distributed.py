@@ -122,18 +122,26 @@ def decode_batch(batch: dict, *, preprocessing, face_check: bool, crop_face: boo
     An image yields one view per aligned face (or one whole-image view): its tensor travels as raw
     float32 bytes of (views, 3, crop, crop), so rows of different view counts share one column.
     """
+    from realitycheck.provenance import read_provenance
+
     cols: dict[str, list] = {k: [] for k in ("path", "name", "tensor", "ok", "faces", "boxes", "face_message",
-                                             "region", "notes", "error", "seconds", "per_face")}
+                                             "region", "notes", "error", "seconds", "per_face", "provenance")}
     for path in batch["path"]:
         path = str(path)
         if is_uri(path):
             try:
-                pr = prepare(_read_uri(path), path, preprocessing, face_check=face_check, crop_face=crop_face,
-                             draft_size=draft_size)
+                data = _read_uri(path)
             except (OSError, ValueError) as exc:  # pyarrow: missing object, no access, unknown scheme
                 pr = Prepared(path, error=f"{path}: cannot read ({str(exc).splitlines()[0]})")
+                declared = read_provenance(path)  # says the file cannot be read
+            else:
+                pr = prepare(data, path, preprocessing, face_check=face_check, crop_face=crop_face,
+                             draft_size=draft_size)
+                declared = read_provenance(data)  # here, where the bytes are: the driver may not reach them
         else:  # exactly what the local loader does with a path
             pr = prepare(path, None, preprocessing, face_check=face_check, crop_face=crop_face, draft_size=draft_size)
+            declared = read_provenance(path)
+        cols["provenance"].append(json.dumps(declared.to_dict()))
         ok = pr.error is None
         cols["path"].append(path)
         cols["name"].append(pr.name)
@@ -178,6 +186,8 @@ class ModelActor:
                 prepared.append(Prepared(str(batch["name"][i]), error=str(batch["error"][i]),
                                          seconds=float(batch["seconds"][i])))
         preds = self.clf.predict_prepared(prepared)
+        for pred, declared in zip(preds, batch["provenance"]):
+            pred.provenance = provenance_from_dict(json.loads(declared))
         return {
             "path": batch["path"],
             "row": np.array([json.dumps(p.to_dict()) for p in preds], dtype=object),
@@ -188,7 +198,16 @@ def _prediction_from_row(row: str) -> Prediction:
     d = json.loads(row)
     d["name"] = d.pop("path")
     d["face_boxes"] = [tuple(b) for b in d.get("face_boxes") or []]
+    if d.get("provenance") is not None:
+        d["provenance"] = provenance_from_dict(d["provenance"])
     return Prediction(**d)
+
+
+def provenance_from_dict(d: dict):
+    """`Provenance.to_dict()` back into a Provenance (rows cross Ray's stages as JSON)."""
+    from realitycheck.provenance import Provenance
+
+    return Provenance(**{k: v for k, v in d.items() if k != "declares_ai"})
 
 
 def classifier_kwargs(clf: Classifier) -> dict:

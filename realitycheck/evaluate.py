@@ -161,7 +161,8 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
         stream = predict_stream or (lambda paths, progress: clf.iter_predict(paths, workers=workers, progress=progress))
         for i, pred in enumerate(stream([str(it[0]) for it in items], progress=progress_cb)):
             row = prediction_row(pred, labels.get(pred.name, ""), sources.get(pred.name, ""))
-            row[PROVENANCE_COLUMN] = kind_of(items[i][0])  # beside the verdict, never in p_fake
+            # beside the verdict, never in p_fake; read where the file was read when that stage did (Ray)
+            row[PROVENANCE_COLUMN] = pred.provenance.kind if pred.provenance is not None else kind_of(items[i][0])
             rows.append(row)
             pending.append(row)
             if writer and len(pending) >= clf.batch_size:

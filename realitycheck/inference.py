@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from realitycheck.checkpoints import CheckpointError, ModelCard, Preprocessing
 from realitycheck.faces import FaceReport, crop_to_face, find_faces
 from realitycheck.images import ImageError, LoadedImage, load_image
 from realitycheck.images import _describe as describe_name
+
+if TYPE_CHECKING:
+    from realitycheck.provenance import Provenance
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEIGHTS_NAME = "realitycheck-lite2-aligned.pt"
@@ -76,6 +79,9 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     image: Image.Image | None = field(default=None, repr=False)  # kept only when asked (the app)
     face_report: FaceReport | None = field(default=None, repr=False)  # the faces found in `image`, kept with it
+    # What the file declares (provenance.Provenance), when the stage that read the file's bytes read it
+    # too (Ray's decode tasks: the driver may not reach a remote file); None: the caller reads it
+    provenance: Provenance | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -91,6 +97,10 @@ class Prediction:
         d = asdict(self)
         d.pop("image")
         d.pop("face_report")
+        if self.provenance is None:
+            d.pop("provenance")
+        else:
+            d["provenance"] = self.provenance.to_dict()
         d["path"] = d.pop("name")
         return d
 

@@ -145,7 +145,14 @@ def test_predict_ray_reads_a_listing_file_and_prints_like_local(local_ray, label
         pair.save(tmp_path / "two_faces.jpg", quality=92)
     files = [portrait, tmp_path / "two_faces.jpg", labelled / "fake" / "fake_03.jpg", labelled / BROKEN[0]]
     listing = tmp_path / "inputs.txt"
-    uris = [portrait.resolve().as_uri(), "nosuch://bucket/x.jpg"]  # file:// is read through pyarrow like s3://
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()  # a file that declares how it was made: read where its bytes are, not on the driver
+    info.add_text("parameters", "portrait photo\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Model: v1-5-pruned-emaonly")
+    with Image.open(portrait) as a:
+        a.convert("RGB").save(tmp_path / "declared.png", pnginfo=info)
+    uris = [portrait.resolve().as_uri(), "nosuch://bucket/x.jpg", (tmp_path / "declared.png").resolve().as_uri()]
+    # file:// is read through pyarrow like s3://
     listing.write_text("# one path a line\n" + "\n".join(map(str, files + uris)) + "\n\n")
     common = ["--weights", aligned, "--precision", "fp32", "--json", "--no-progress"]
     code_local, out_local = _run_cli(capsys, "predict", *files, *common)
@@ -158,6 +165,9 @@ def test_predict_ray_reads_a_listing_file_and_prints_like_local(local_ray, label
     assert [r["path"] for r in by_uri] == uris
     assert by_uri[0]["p_fake"] == pytest.approx(local[0]["p_fake"], abs=1e-5) and by_uri[0]["faces"] == 1
     assert by_uri[1]["p_fake"] is None and by_uri[1]["error"].startswith("nosuch://bucket/x.jpg: cannot read")
+    assert by_uri[0]["provenance"] == local[0]["provenance"]
+    assert by_uri[2]["provenance"]["kind"] == "ai_generated" and by_uri[2]["provenance"]["source"] == "png-text"
+    assert by_uri[1]["provenance"]["notes"] and by_uri[1]["provenance"]["kind"] == "none"
     assert [r["path"] for r in remote] == [r["path"] for r in local] == list(map(str, files))
     for r, l in zip(remote, local):
         for key in ("label", "faces", "face_boxes", "error", "face_message", "region", "notes"):
