@@ -274,6 +274,10 @@ class GraphEngine:
                 opts = ort.SessionOptions()
                 opts.intra_op_num_threads = _threads()
                 opts.inter_op_num_threads = 1
+                # Idle intra-op threads sleep instead of spinning: a folder run decodes and finds faces in
+                # another process on the same cores, and spinning threads took its CPU (end to end on 2
+                # cores: 66 vs 60 img/s, `benchmarks/run.py --engines`)
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 opts.log_severity_level = 3
                 self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
                 names = [o.name for o in self._session.get_outputs()]
