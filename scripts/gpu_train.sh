@@ -7,14 +7,8 @@
 set -euo pipefail
 export PYTHONPATH="$PWD:$PWD/.gpu/pkgs" PYTHONUNBUFFERED=1
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" /tmp/runs
-python - <<'PY'
-text = open(".gpu/shared-data.toml").read()
-head, *blocks = text.split("[[source]]")
-def without(name):
-    return head + "".join("[[source]]" + b for b in blocks if f'name = "{name}"' not in b)
-open(".gpu/no-sd21.toml", "w").write(without("sd21"))
-open(".gpu/no-stylegan1.toml", "w").write(without("stylegan1"))
-PY
+python scripts/without_source.py .gpu/shared-data.toml sd21 --out .gpu/no-sd21.toml
+python scripts/without_source.py .gpu/shared-data.toml stylegan1 --out .gpu/no-stylegan1.toml
 COMMON="--arch efficientnet_lite2 --max-per-source 1000 --max-side 512 --epochs ${EPOCHS:-8} --batch-size 64 --lr 3e-3 --ema 0.99 --workers ${WORKERS:-14} --patience 4 --device cuda --augment robust"
 ALIGN="--align face --zoom 0.7 --crop 224"
 run() {

@@ -49,6 +49,35 @@ def test_manifest_names_sources_groups_and_subsets(tmp_path):
     assert len(sides) == 6 and all(len(s) == 1 for s in sides.values())
 
 
+def test_a_manifest_without_one_source_keeps_the_others_and_their_split(tmp_path):
+    """scripts/without_source.py (leave-one-source-out data): the other sources, their files and their
+    split sides are unchanged, from a copy written in another folder."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    _folder(tmp_path / "diff", [f"grp{g}_{i}.png" for g in range(6) for i in range(5)])
+    _folder(tmp_path / "mixed", [f"utk_{i}.png" for i in range(4)] + [f"aaf_{i}.png" for i in range(3)])
+    (tmp_path / "m.toml").write_text(
+        '[[source]]\nname = "sd"\npath = "diff"\nlabel = "fake"\ngroup = \'^(.+)_\\d+$\'\n\n'
+        '[[source]]\nname = "utk"\npath = "mixed"\nlabel = "real"\ninclude = "^utk_"\n\n'
+        '[[source]]\nname = "aaf"\npath = "mixed"\nlabel = "real"\ninclude = "^aaf_"\n')
+    script = REPO_ROOT / "scripts" / "without_source.py"
+    out = tmp_path / "elsewhere" / "no-utk.toml"
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "m.toml"), "utk", "--out", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    full = split_items(collect_sources(load_manifest(tmp_path / "m.toml")))
+    part = split_items(collect_sources(load_manifest(out)))
+    side = lambda split: {(Path(it.path).resolve(), name) for name, its in split.items() for it in its  # noqa: E731
+                          if it.source != "utk"}
+    assert side(part) == side(full) and {it.source for its in part.values() for it in its} == {"sd", "aaf"}
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "m.toml"), "nosuch", "--out", str(out)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "no source named nosuch" in bad.stderr
+
+
 def test_a_file_in_two_sources_is_refused(tmp_path):
     _folder(tmp_path / "a", ["x.png"])
     specs = [SourceSpec("one", str(tmp_path / "a"), label="real"), SourceSpec("two", str(tmp_path / "a"), label="real")]
