@@ -102,8 +102,17 @@ class OODStats:
         resid = ((x ** 2).sum(1) - (z ** 2).sum(1)).clip(min=0) / self.resid_var
         return np.sqrt((inside + resid) / x.shape[1])
 
-    def choose_threshold(self, val_features: np.ndarray, target_flag_rate: float = 0.05) -> float:
-        self.threshold = threshold_flagging_at_most([self.score(val_features)], target_flag_rate)
+    def choose_threshold(self, val_features: np.ndarray, target_flag_rate: float = 0.05,
+                         sources: "list[str] | None" = None) -> float:
+        """The lowest threshold flagging at most `target_flag_rate` of the validation images, of each
+        source when `sources` (one name per row) says where they came from."""
+        scores = self.score(val_features)
+        if sources is None:
+            groups = [scores]
+        else:
+            names = np.asarray(sources, dtype=object)
+            groups = [scores[names == name] for name in dict.fromkeys(sources)]
+        self.threshold = threshold_flagging_at_most(groups, target_flag_rate)
         return self.threshold
 
     # -- storage inside a checkpoint -----------------------------------------------------------

@@ -548,7 +548,8 @@ def fit_unfamiliarity(model: nn.Module, card: ModelCard, data: TrainData, worker
                       n_fit: int = 1000, target_flag_rate: float = 0.05, seed: int = 0):
     """Fit the "unfamiliar image" statistics on training-split features; threshold on validation.
 
-    The threshold flags `target_flag_rate` of validation images; the card records both counts.
+    The threshold flags at most `target_flag_rate` of the validation images of every source (the rule
+    scripts/choose_threshold.py applies too); the card records both counts.
     Returns the OODStats (stored in the checkpoint under "ood").
     """
     from realitycheck.inference import Classifier
@@ -558,16 +559,19 @@ def fit_unfamiliarity(model: nn.Module, card: ModelCard, data: TrainData, worker
     train = _subset([it for it in data.splits["train"] if Path(it[0]).exists()], n_fit, seed)
     val = [it for it in data.splits["val"] if Path(it[0]).exists()]
     feats = [f for _, f in clf.iter_features([str(it[0]) for it in train], workers=workers) if f is not None]
-    vfeats = [f for _, f in clf.iter_features([str(it[0]) for it in val], workers=workers) if f is not None]
+    scored = [(it, f) for it, (_, f) in zip(val, clf.iter_features([str(it[0]) for it in val], workers=workers))
+              if f is not None]
+    vfeats = [f for _, f in scored]
     stats = OODStats.fit(np.stack(feats))
-    stats.choose_threshold(np.stack(vfeats), target_flag_rate)
+    stats.choose_threshold(np.stack(vfeats), target_flag_rate, sources=[it[2] for it, _ in scored])
     card.ood = {"method": "Mahalanobis distance of the penultimate features to a Gaussian fitted on training images "
                           f"({stats.components.shape[0]} principal components + residual)",
                 "threshold": stats.threshold, "fitted_on": f"{len(feats)} training-split images (hash subset)",
-                "threshold_chosen_on": f"{len(vfeats)} validation images, so that {target_flag_rate:.0%} are flagged",
+                "threshold_chosen_on": f"{len(vfeats)} validation images, so that at most {target_flag_rate:.0%} of "
+                                       "each source are flagged",
                 "target_flag_rate": target_flag_rate}
     log(f"unfamiliarity check: fitted on {len(feats)} training images, threshold {stats.threshold:.3f} "
-        f"(flags {target_flag_rate:.0%} of {len(vfeats)} validation images)")
+        f"(flags at most {target_flag_rate:.0%} of each source's validation images, {len(vfeats)} in all)")
     return stats
 
 

@@ -341,9 +341,15 @@ def test_evaluate_reports_each_source_as_a_hand_count_of_its_rows(tiny_checkpoin
     assert summary["n"] == 7 + 5 + 6
 
 
-def test_training_on_several_sources_records_each(tmp_path):
+def test_training_on_several_sources_records_each(tmp_path, monkeypatch):
     from realitycheck import checkpoints
+    from realitycheck.ood import OODStats
     from realitycheck.train import TrainConfig, fit
+
+    asked = []  # the unfamiliarity threshold is chosen per source (the validation images' own sources)
+    choose = OODStats.choose_threshold
+    monkeypatch.setattr(OODStats, "choose_threshold",
+                        lambda self, x, rate=0.05, sources=None: asked.append(sources) or choose(self, x, rate, sources))
 
     src = _toy_sources(tmp_path / "data")
     cfg = TrainConfig(data=[f"{k}={v}" for k, v in src.items()], out=str(tmp_path / "m"), epochs=1, max_steps=1,
@@ -355,6 +361,8 @@ def test_training_on_several_sources_records_each(tmp_path):
     assert {k: sum(v.values()) for k, v in per.items()} == {"cam": 7, "gen": 6, "web": 5}
     assert "--source-weight web=2" in card.training["command"]
     assert {r["source"] for r in card.metrics["test"]["per_source"]} <= {"cam", "gen", "web"}
+    assert asked and asked[0] and set(asked[0]) <= {"cam", "gen", "web"} and len(asked[0]) == card.training["n_val"]
+    assert "each source" in card.ood["threshold_chosen_on"]
 
 
 def test_grad_cam_of_an_aligned_model_explains_the_face_the_verdict_came_from(tiny_checkpoint, tmp_path):
@@ -478,3 +486,20 @@ def test_unfamiliarity_threshold_flags_at_most_the_rate_in_every_source_and_is_t
     lower = np.nextafter(t, -np.inf)
     assert any((g[~np.isnan(g)] > lower).sum() > int(0.05 * len(g[~np.isnan(g)])) for g in groups)
     assert threshold_flagging_at_most([np.arange(10.0)], 0.0) == 9.0  # rate 0: nothing above the maximum
+
+
+def test_training_chooses_the_unfamiliarity_threshold_per_source():
+    """OODStats.choose_threshold(sources=...), what `train` uses: a small source far from the training
+    features is held to the rate too, where one pooled rate would let most of it be flagged."""
+    from realitycheck.ood import OODStats
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(0, 1, (400, 8))
+    near, far = rng.normal(0, 1, (300, 8)), rng.normal(0, 1, (20, 8)) * 3.0
+    stats = OODStats.fit(train, n_components=4)
+    val = np.concatenate([near, far])
+    pooled = stats.choose_threshold(val, 0.05)
+    assert (stats.score(far) > pooled).mean() > 0.5  # pooled: the far source is mostly flagged
+    per_source = stats.choose_threshold(val, 0.05, sources=["near"] * 300 + ["far"] * 20)
+    assert per_source == stats.threshold > pooled
+    assert (stats.score(far) > per_source).sum() <= 1 and (stats.score(near) > per_source).sum() <= 15
