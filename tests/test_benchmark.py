@@ -21,5 +21,8 @@ def test_benchmark_script_runs_on_a_few_images(tmp_path, tiny_checkpoint):
                 "cold_start_seconds", "ours_gflops"):
         assert model[key] is not None and model[key] == model[key], key  # present and not NaN
     assert 0.0 <= model["agreement"] <= 1.0 and model["images"] == 4
+    # the original loop runs before and after ours; the ratio uses both runs, pooled
+    a, b = model["baseline_runs"]
+    assert min(a, b) <= model["baseline_images_per_second"] <= max(a, b)
     assert result["folder_evaluation"]["images"] == 4
     assert "| model |" in out.with_suffix(".md").read_text()
