@@ -31,6 +31,7 @@ from realitycheck.inference import (
     draft_size_for,
     prepare,
 )
+from realitycheck.provenance import Provenance, read_provenance
 
 URI_MARK = "://"
 DECODE_TASK_MEMORY = 1 << 30  # bytes reserved per decode task (measured: see build_dataset)
@@ -122,8 +123,6 @@ def decode_batch(batch: dict, *, preprocessing, face_check: bool, crop_face: boo
     An image yields one view per aligned face (or one whole-image view): its tensor travels as raw
     float32 bytes of (views, 3, crop, crop), so rows of different view counts share one column.
     """
-    from realitycheck.provenance import read_provenance
-
     cols: dict[str, list] = {k: [] for k in ("path", "name", "tensor", "ok", "faces", "boxes", "face_message",
                                              "region", "notes", "error", "seconds", "per_face", "provenance")}
     for path in batch["path"]:
@@ -187,7 +186,7 @@ class ModelActor:
                                          seconds=float(batch["seconds"][i])))
         preds = self.clf.predict_prepared(prepared)
         for pred, declared in zip(preds, batch["provenance"]):
-            pred.provenance = provenance_from_dict(json.loads(declared))
+            pred.provenance = Provenance.from_dict(json.loads(declared))
         return {
             "path": batch["path"],
             "row": np.array([json.dumps(p.to_dict()) for p in preds], dtype=object),
@@ -199,15 +198,8 @@ def _prediction_from_row(row: str) -> Prediction:
     d["name"] = d.pop("path")
     d["face_boxes"] = [tuple(b) for b in d.get("face_boxes") or []]
     if d.get("provenance") is not None:
-        d["provenance"] = provenance_from_dict(d["provenance"])
+        d["provenance"] = Provenance.from_dict(d["provenance"])
     return Prediction(**d)
-
-
-def provenance_from_dict(d: dict):
-    """`Provenance.to_dict()` back into a Provenance (rows cross Ray's stages as JSON)."""
-    from realitycheck.provenance import Provenance
-
-    return Provenance(**{k: v for k, v in d.items() if k != "declares_ai"})
 
 
 def classifier_kwargs(clf: Classifier) -> dict:

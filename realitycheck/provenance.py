@@ -145,6 +145,11 @@ class Provenance:
         d["declares_ai"] = self.declares_ai
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Provenance":
+        """`to_dict()` read back (e.g. after crossing a process boundary as JSON)."""
+        return cls(**{k: v for k, v in d.items() if k != "declares_ai"})
+
 
 # ---------------------------------------------------------------------------------------------
 # Reading

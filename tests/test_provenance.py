@@ -571,3 +571,14 @@ def test_bad_input_corpus_never_raises_and_never_decodes_pixels(tmp_path, monkey
             p = P.read_provenance(src)
             assert p.kind in P.KINDS and all("\n" not in n for n in p.notes), (case.name, p)
     assert decoded == []
+
+
+def test_a_provenance_survives_its_dict_form():
+    """What crosses Ray's stages as JSON comes back as the same Provenance."""
+    import json
+
+    info = PngInfo()
+    info.add_text("parameters", SD_PARAMETERS)
+    p = P.read_provenance(_save(_pixels(), "PNG", pnginfo=info))
+    back = P.Provenance.from_dict(json.loads(json.dumps(p.to_dict())))
+    assert back == p and back.declares_ai
