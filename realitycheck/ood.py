@@ -71,6 +71,13 @@ def threshold_flagging_at_most(groups, rate: float) -> float:
     return t
 
 
+def by_source(scores, sources) -> list[np.ndarray]:
+    """`scores` split into one group per source name (`sources`: one name per score), first-seen order:
+    what `threshold_flagging_at_most` holds to the rate one by one."""
+    scores, names = np.asarray(scores, dtype=np.float64), np.asarray(sources, dtype=object)
+    return [scores[names == name] for name in dict.fromkeys(names.tolist())]
+
+
 @dataclass
 class OODStats:
     mean: np.ndarray  # (D,)
@@ -107,11 +114,7 @@ class OODStats:
         """The lowest threshold flagging at most `target_flag_rate` of the validation images, of each
         source when `sources` (one name per row) says where they came from."""
         scores = self.score(val_features)
-        if sources is None:
-            groups = [scores]
-        else:
-            names = np.asarray(sources, dtype=object)
-            groups = [scores[names == name] for name in dict.fromkeys(sources)]
+        groups = [scores] if sources is None else by_source(scores, sources)
         self.threshold = threshold_flagging_at_most(groups, target_flag_rate)
         return self.threshold
 

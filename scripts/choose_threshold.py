@@ -37,11 +37,10 @@ def main() -> None:
         # the unfamiliarity threshold by the same rule: at most 5% of any validation source flagged
         import torch
 
-        from realitycheck.ood import threshold_flagging_at_most
+        from realitycheck.ood import by_source, threshold_flagging_at_most
 
         ok = table[valid_rows(table)]
-        ood_t = threshold_flagging_at_most([g["ood_score"].to_numpy(dtype=float)
-                                            for _, g in ok.groupby(as_text(ok["source"]))], a.max_false_alarm)
+        ood_t = threshold_flagging_at_most(by_source(ok["ood_score"], as_text(ok["source"])), a.max_false_alarm)
         extras["ood"]["threshold"] = torch.tensor([ood_t], dtype=torch.float64)
         card.ood["threshold"] = ood_t
         card.ood["threshold_chosen_on"] = (f"{len(ok)} validation images: the lowest threshold that flags at most "

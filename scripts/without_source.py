@@ -15,9 +15,14 @@ import re
 from pathlib import Path
 
 
+def _name(block: str) -> str | None:
+    m = re.search(r'^name\s*=\s*"([^"]+)"', block, re.M)
+    return m.group(1) if m else None
+
+
 def without_sources(text: str, names: set[str], src_dir: Path, out_dir: Path) -> str:
     head, *blocks = text.split("[[source]]")
-    missing = names - {m.group(1) for b in blocks for m in [re.search(r'^name\s*=\s*"([^"]+)"', b, re.M)] if m}
+    missing = names - {_name(b) for b in blocks}
     if missing:
         raise SystemExit(f"no source named {', '.join(sorted(missing))} in the manifest")
 
@@ -29,7 +34,7 @@ def without_sources(text: str, names: set[str], src_dir: Path, out_dir: Path) ->
             return f'{m.group(1)}"{p.as_posix()}"'
         return re.sub(r'^(path\s*=\s*)"([^"]*)"', sub, block, flags=re.M)
 
-    kept = [b for b in blocks if not any(re.search(rf'^name\s*=\s*"{re.escape(n)}"', b, re.M) for n in names)]
+    kept = [b for b in blocks if _name(b) not in names]
     return head + "".join("[[source]]" + repath(b) for b in kept)
 
 
