@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -376,3 +377,29 @@ def test_benchmark_engine_stages_and_folder_path(tiny_checkpoint, tmp_path):
 if not CHILD:  # in the suite's process only the runner above is collected; the child runs the rest
     for _name in [n for n in list(globals()) if n.startswith("test_") and n != "test_engine_tests_in_their_own_process"]:
         del globals()[_name]
+
+
+def test_int8_sensitivity_measures_each_quantized_convolution_and_ranks_the_noisiest_first(tiny, tmp_path):
+    """scripts/int8_sensitivity.py: one row per convolution; a convolution left fp32 has no weight noise;
+    the ranking runs from the lowest signal-to-noise ratio up."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("int8_sensitivity",
+                                                  Path(__file__).resolve().parents[1] / "scripts" / "int8_sensitivity.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+
+    model, card = tiny
+    imgs, _ = _images(32, seed=3)
+    x = np.stack([card.preprocessing.transform()(im).numpy() for im in imgs])
+    fp32 = study.prepared_fp32(model, card, tmp_path)
+    int8 = engines.quantize_int8(model, card, tmp_path / "int8.onnx", iter([x]), keep_fp32=["/net/pw/"])
+    rows = {r["node"].split("/")[2]: r for r in study.layer_sensitivity(fp32, int8, x[:8], tmp_path)}
+    assert sorted(rows) == ["dw", "pw", "stem"] and rows["dw"]["depthwise"] and not rows["pw"]["depthwise"]
+    assert rows["pw"]["weight_sqnr"] is None  # left fp32: its weights are not quantized
+    for name in ("stem", "dw"):
+        assert 10 < rows[name]["weight_sqnr"] < 80  # int8 per-channel weights: tens of dB, not exact
+    order = study.worst_first(list(rows.values()))
+    noise = {r["node"]: min(v for v in (r["act_sqnr"], r["weight_sqnr"]) if v is not None) for r in rows.values()
+             if r["act_sqnr"] is not None or r["weight_sqnr"] is not None}
+    assert sorted(order) == sorted(noise) and [noise[n] for n in order] == sorted(noise.values())
