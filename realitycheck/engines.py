@@ -205,6 +205,12 @@ class _Batches:
         raise RuntimeError("calibration data can be read once")
 
 
+def default_keep_fp32(nodes) -> list[str]:
+    """The nodes `quantize_int8` leaves fp32 unless told otherwise: the first convolution and the dense layers."""
+    first_conv = next((n.name for n in nodes if n.op_type == "Conv"), None)
+    return [first_conv] * bool(first_conv) + [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
+
+
 def quantize_int8(model, card, out: Path, calibration: Iterable[np.ndarray], *, method: str = "minmax",
                   keep_fp32: Sequence[str] | None = None, op_types: Sequence[str] | None = None) -> Path:
     """Static INT8 (QDQ, per-channel int8 weights, uint8 activations) calibrated on `calibration` batches.
@@ -233,8 +239,7 @@ def quantize_int8(model, card, out: Path, calibration: Iterable[np.ndarray], *, 
 
             nodes = list(onnx.load(str(pre)).graph.node)
             if keep_fp32 is None:
-                first_conv = next((n.name for n in nodes if n.op_type == "Conv"), None)
-                keep_fp32 = [first_conv] * bool(first_conv) + [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
+                keep_fp32 = default_keep_fp32(nodes)
             exclude = [n.name for n in nodes if any(n.name.startswith(k) for k in keep_fp32)]
             out.parent.mkdir(parents=True, exist_ok=True)
             part = out.with_suffix(".part.onnx")
@@ -563,6 +568,11 @@ def labelled_files(data: Sequence[str | os.PathLike], split: str, seed: int = 0,
     return out
 
 
+def calibration_files(data: Sequence[str | os.PathLike], seed: int, n: int) -> list[tuple[Path, str, str]]:
+    """The n training-split images INT8 is calibrated on, spread evenly over `data` (never test images)."""
+    return _spread(labelled_files(data, "train", seed), n)
+
+
 def _spread(rows: list, n: int) -> list:
     """n of `rows`, evenly spaced (all of them when there are no more than n)."""
     if len(rows) <= n:
@@ -682,7 +692,7 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
         if calibration_batches is None:
             if not calibration:
                 raise ValueError("--int8 needs --calibration FOLDER (training-split images are used)")
-            rows = _spread(labelled_files(calibration, "train", seed), calibration_images)
+            rows = calibration_files(calibration, seed, calibration_images)
             if not rows:
                 raise ValueError(f"no training-split images in {', '.join(map(str, calibration))}")
             calibration_batches = preprocessed_batches(ref, [r[0] for r in rows], views=True)

@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from realitycheck import checkpoints, engines
 from realitycheck.inference import Classifier
@@ -34,9 +35,12 @@ from realitycheck.ood import OODStats
 
 
 def calibration_views(ref, data, seed: int, n: int) -> list[np.ndarray]:
-    """The export's calibration batches: n training-split images spread over the sources, with mirrors."""
-    rows = engines._spread(engines.labelled_files(data, "train", seed), n)
-    return list(engines.preprocessed_batches(ref, [r[0] for r in rows], views=True))
+    """The export's calibration batches: its n training-split images, with their mirror images."""
+    return list(engines.preprocessed_batches(ref, [r[0] for r in engines.calibration_files(data, seed, n)], views=True))
+
+
+def is_depthwise(node) -> bool:
+    return node.op_type == "Conv" and next((at.i for at in node.attribute if at.name == "group"), 1) > 1
 
 
 def prepared_fp32(model, card, folder: Path) -> Path:
@@ -78,8 +82,7 @@ def layer_sensitivity(fp32: Path, int8: Path, views: np.ndarray, folder: Path) -
             continue
         a = act.get(node.input[0], {}).get("qdq_err")
         w = weight.get(node.input[1])
-        group = next((at.i for at in node.attribute if at.name == "group"), 1)
-        rows.append({"node": node.name, "depthwise": group > 1, "act_sqnr": None if a is None else float(a),
+        rows.append({"node": node.name, "depthwise": is_depthwise(node), "act_sqnr": None if a is None else float(a),
                      "weight_sqnr": None if w is None else float(w)})
     return rows
 
@@ -117,11 +120,10 @@ def main() -> None:
     print(f"{len(val)} validation images; threshold {ref.threshold}", flush=True)
 
     calib = calibration_views(ref, a.data, seed, a.calibration_images)
-    nodes = list(__import__("onnx").load(str(prepared_fp32(model, card, out))).graph.node)
+    nodes = list(onnx.load(str(prepared_fp32(model, card, out))).graph.node)
     first_conv = next(n.name for n in nodes if n.op_type == "Conv")
     dense = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
-    depthwise = [n.name for n in nodes if n.op_type == "Conv"
-                 and next((at.i for at in n.attribute if at.name == "group"), 1) > 1]
+    depthwise = [n.name for n in nodes if is_depthwise(n)]
 
     def build(name: str, keep: list[str], method: str = "minmax") -> Path:
         path = out / f"{name}.onnx"
@@ -130,7 +132,7 @@ def main() -> None:
         print(f"{name}: calibrated in {time.perf_counter() - t0:.0f} s ({len(keep)} nodes fp32)", flush=True)
         return path
 
-    base_keep = [first_conv] + dense
+    base_keep = engines.default_keep_fp32(nodes)  # what `realitycheck export --int8` keeps fp32
     graphs = {"export (stem + head fp32)": (build("export", base_keep), len(base_keep))}
 
     # 1. per-layer noise of the export's graph, on a few validation views
