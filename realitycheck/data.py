@@ -166,9 +166,12 @@ class SourceSpec:
     """One labelled source: a folder (with real/ and fake/, or of one `label`), a CSV, and how to use it.
 
     `group`: a regular expression on the file stem whose first group names the split group
-    (e.g. `^(.+)_\\d+$` for diffusion prompt groups). `include`: a regular expression on the file
+    (e.g. `^(.+)_\\d+$` for diffusion prompt groups). `group_scope`: sources with the same scope
+    share group names (default: each source its own), so one image number used by two generators of
+    one dataset lands on one side of the split. `include`: a regular expression on the file
     name that picks this source's files from a mixed folder. `weight`: sampling weight relative to
-    the other sources of the same class (1 = in proportion to its size).
+    the other sources of the same class (1 = in proportion to its size). `family`: the generator
+    family a fake source belongs to (what the attribution head learns to name; default: its name).
     """
 
     name: str
@@ -177,6 +180,8 @@ class SourceSpec:
     group: str | None = None
     include: str | None = None
     weight: float = 1.0
+    group_scope: str | None = None
+    family: str | None = None
 
     def items(self) -> list[Item]:
         root = Path(self.path)
@@ -200,7 +205,7 @@ class SourceSpec:
             g = None
             if grp:
                 m = grp.match(p.stem)
-                g = f"{self.name}:{m.group(1) if m and m.groups() else p.stem}"
+                g = f"{self.group_scope or self.name}:{m.group(1) if m and m.groups() else p.stem}"
             out.append(Item(p, lab, self.name if len(labels) == 1 else f"{self.name}/{lab}", g))
         if not out:
             raise DataError(f"source {self.name}: no images found under {root}"
