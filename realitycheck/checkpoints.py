@@ -127,6 +127,9 @@ class ModelCard:
     # unfamiliar-image check: threshold, what it was fitted and chosen on, measured flag rates (statistics
     # themselves are tensors in the checkpoint under "ood")
     ood: dict[str, Any] = field(default_factory=dict)
+    # generator attribution head (attribution.AttributionHead): family names, min_confidence, how it was
+    # fitted and measured; its weights are tensors in the checkpoint under "attribution". Empty: no head.
+    attribution: dict[str, Any] = field(default_factory=dict)
     # the decision threshold on p_fake this model ships with (chosen on validation; 0.5 unless said)
     threshold: float = 0.5
     created: str = ""
@@ -287,8 +290,9 @@ def read_checkpoint_extras(path: str | Path) -> tuple[dict[str, torch.Tensor], M
     path = Path(path)
     obj = _read(path)
     extras = {}
-    if isinstance(obj, dict) and obj.get("format") == FORMAT and isinstance(obj.get("ood"), dict):
-        extras["ood"] = obj["ood"]
+    for key in ("ood", "attribution"):
+        if isinstance(obj, dict) and obj.get("format") == FORMAT and isinstance(obj.get(key), dict):
+            extras[key] = obj[key]
     sd, card = _interpret(obj, path)
     return sd, card, extras
 
@@ -488,6 +492,9 @@ def card_markdown(card: ModelCard, filename: str = "") -> str:
     ]
     if card.ood:
         lines += ["## Unfamiliar images", ""] + [f"- {k}: {_fmt(v)}" for k, v in card.ood.items()] + [""]
+    if card.attribution:
+        lines += ["## Generator attribution (a second head; never part of p_fake)", ""] + \
+                 [f"- {k}: {_fmt(v)}" for k, v in card.attribution.items()] + [""]
     if card.training:
         lines += ["## Training", ""]
         for k, v in card.training.items():

@@ -75,6 +75,7 @@ def _ray_pipeline(args) -> dict:
 
 
 def cmd_predict(args) -> int:
+    from realitycheck.attribution import generator_words
     from realitycheck.provenance import KIND_WORDS, disagreement, read_provenance
 
     if args.ray:  # a listing file (one path or URI a line) is an input list, as Ray reads it
@@ -113,6 +114,8 @@ def cmd_predict(args) -> int:
                     extra += "  faces p_fake: " + ", ".join(f"{p:.3f}" for p in r.face_p_fake)
                 if r.unfamiliar:
                     extra += f"  [UNFAMILIAR (score {r.ood_score:.2f}): this verdict is unreliable]"
+                if r.label == "fake" and r.generator:
+                    extra += f"  [{generator_words(r.generator)}]"
                 note = f"  ({'; '.join(r.notes)})" if r.notes else ""
                 said = f"\tprovenance: {KIND_WORDS[p.kind]}" if p.kind != "none" else ""
                 print(f"{r.name}\t{r.label}\tp_fake={r.p_fake:.3f}\t{r.seconds * 1000:.0f} ms{extra}{note}{said}")
@@ -236,6 +239,20 @@ def cmd_train(args) -> int:
         fit(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     except (DataError, FileNotFoundError, CheckpointError) as exc:
         raise UserError(str(exc)) from None
+    return EXIT_OK
+
+
+def cmd_attribute(args) -> int:
+    from realitycheck.checkpoints import CheckpointError
+    from realitycheck.data import DataError
+    from realitycheck.train import attach_attribution
+
+    try:
+        path = attach_attribution(args.weights, args.data, out=args.out, workers=args.workers,
+                                  log=lambda m: print(m, file=sys.stderr, flush=True))
+    except (DataError, FileNotFoundError, CheckpointError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {path}")
     return EXIT_OK
 
 
@@ -376,6 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train or fine-tune a detector on labelled sources")
     add_train_arguments(p)  # every option comes from train_config.TrainConfig
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("attribute", help="fit the generator-attribution head of a checkpoint on its training sources")
+    p.add_argument("weights", help="checkpoint file (rewritten in place unless --out)")
+    p.add_argument("--data", action="append", required=True,
+                   help="the labelled sources it was trained on (manifest .toml whose fake sources name a `family`)")
+    p.add_argument("--out", help="write the checkpoint with its head here instead")
+    p.add_argument("--workers", type=int, default=1, help="decoding processes")
+    p.set_defaults(func=cmd_attribute)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX Runtime / OpenVINO (INT8 gated on agreement)")
     p.add_argument("weights", help="checkpoint file; engine files go to NAME.engines/ beside it")

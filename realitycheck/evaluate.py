@@ -41,6 +41,7 @@ class EvaluationResult:
     model: str = ""
     seconds: float = 0.0
     interrupted: bool = False
+    families: dict = field(default_factory=dict)  # source -> generator family (attribution's true labels)
 
     def metrics(self, threshold: float = 0.5, n_bootstrap: int = 1000) -> dict:
         return M.metrics_from_table(self.table, threshold, n_bootstrap=n_bootstrap)
@@ -57,6 +58,9 @@ class EvaluationResult:
                      "threshold_for_fpr_5pct": {"threshold": t_fpr, "fpr": fpr, "recall_fake": tpr}}
         if len(self.table):
             extra["per_source"] = M.per_source_from_table(self.table, threshold).to_dict(orient="records")
+            attributed = attribution_summary(self.table, threshold, self.families)
+            if attributed:
+                extra["attribution"] = attributed
         failed = self.table.loc[~M.valid_rows(self.table).to_numpy(dtype=bool)] if len(self.table) else self.table
         extra["failed_reasons"] = {str(path): str(err) for path, err in zip(failed["path"], failed["error"])}
         n_scored = len(p)
@@ -75,6 +79,7 @@ def prediction_row(pred: Prediction, true_label: str, source: str = "") -> dict:
         "correct": None if pred.label is None else pred.label == true_label,
         "faces": pred.faces, "seconds": round(pred.seconds, 4), "error": pred.error or "",
         "source": source, "unfamiliar": pred.unfamiliar, "ood_score": pred.ood_score,
+        "generator": pred.generator["name"] if pred.generator else None,
     }
 
 
@@ -190,8 +195,9 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     failed = int((table["error"] != "").sum())
     if failed:
         log(f"{failed} files could not be read; they are listed under 'failed' and excluded from the metrics")
+    families = dict((clf.card.attribution or {}).get("source_families") or {})
     return EvaluationResult(table=table, source=source, mapping=mapping or {}, model=clf.name, seconds=seconds,
-                            interrupted=interrupted)
+                            interrupted=interrupted, families=families)
 
 
 def evaluate_folder(clf: Classifier, folder: str | os.PathLike, *, split: str | None = None, **kwargs) -> EvaluationResult:
@@ -240,8 +246,10 @@ def evaluate_sources(clf: Classifier, data: list[str], *, only_split: str | None
     log = kwargs.get("log") or (lambda m: None)
     desc = "; ".join(f"{s.name}: {s.path}" for s in specs) + (f" [{only_split} split]" if only_split else "")
     log(f"sources: {desc} ({len(items)} images)")
-    return evaluate_items(clf, items, source=desc, mapping={s.name: s.label or "real/ and fake/" for s in specs},
-                          **kwargs)
+    result = evaluate_items(clf, items, source=desc, mapping={s.name: s.label or "real/ and fake/" for s in specs},
+                            **kwargs)
+    result.families.update({s.name: s.family for s in specs if s.family})  # the manifest's word wins
+    return result
 
 
 def compare_models(classifiers: dict[str, Classifier], folder: str | os.PathLike, *, threshold: float = 0.5,
@@ -350,7 +358,31 @@ def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: 
     rob = pd.DataFrame(robustness) if robustness is not None else None
     return write_html_report(path, title=f"RealityCheck evaluation: {clf.name}", model_card=card_summary(clf.card),
                              dataset_summary=dataset, metrics=result.metrics(threshold), table=table,
-                             curves=curves, robustness=rob, provenance=table_summary(table), image_root=image_root)
+                             curves=curves, robustness=rob, provenance=table_summary(table), image_root=image_root,
+                             attribution=attribution_summary(table, threshold, result.families))
+
+
+def attribution_summary(table: pd.DataFrame, threshold: float, families: dict) -> dict | None:
+    """The attribution head on the detected fakes: top-1 accuracy and the confusion matrix.
+
+    A fake's true family is its source's (`families`, from the manifest or the model's card; a source
+    it does not name stands for itself, e.g. a generator the model never saw). None: no guesses.
+    """
+    from realitycheck.attribution import confusion
+
+    if "generator" not in table or not table["generator"].notna().any():
+        return None
+    ok = M.valid_rows(table).to_numpy(dtype=bool)
+    p = pd.to_numeric(table["p_fake"], errors="coerce").to_numpy(dtype=float)
+    rows = table[ok & (table["true_label"].map(M._norm_label) == "fake").to_numpy() & (p >= threshold)
+                 & table["generator"].notna().to_numpy()]
+    if not len(rows):
+        return None
+    true = [families.get(str(s), str(s) or "fake") for s in rows["source"]]
+    guess = rows["generator"].astype(str).tolist()
+    matrix = confusion(true, guess)
+    return {"n_detected": len(rows), "top1_accuracy": float(np.mean([t == g for t, g in zip(true, guess)])),
+            "confusion": {t: {g: int(n) for g, n in r.items()} for t, r in matrix.iterrows()}}
 
 
 def format_summary(s: dict) -> str:
@@ -382,6 +414,13 @@ def format_summary(s: dict) -> str:
             unf = f"  unfamiliar {r['unfamiliar_rate']:.1%}" if r.get("unfamiliar_rate") is not None else ""
             lines.append(f"  {r['source']:<16} {r['label']:<4} n={r['n']:<5} {r['rate_name']} {r['rate']:.1%} "
                          f"(95% CI {r['ci95_low']:.1%}-{r['ci95_high']:.1%}){unf}")
+    if s.get("attribution"):
+        a = s["attribution"]
+        cols = sorted({g for r in a["confusion"].values() for g in r})
+        lines.append(f"generator named (top-1) on detected fakes: {a['top1_accuracy']:.1%} of {a['n_detected']}; "
+                     "rows = true family, columns = guess:")
+        lines.append("  " + " " * 22 + " ".join(f"{c[:14]:>14}" for c in cols))
+        lines += ["  " + f"{t[:22]:<22}" + " ".join(f"{r.get(c, 0):>14}" for c in cols) for t, r in a["confusion"].items()]
     declared = s.get("provenance")
     if declared:
         per = ", ".join(f"{g}: {c['declared_ai']} of {c['files']}" for g, c in declared["by_group"].items())

@@ -73,6 +73,9 @@ class Prediction:
     region: str = "centre crop"  # the part of the image the model saw
     face_p_fake: list = field(default_factory=list)  # aligned models: p_fake of each face (boxes' order)
     unfamiliar: bool | None = None  # True: outside what the model trained on (None: the model has no such check)
+    # which generator family the deciding face looks like ({"name", "probabilities"}; None: the model has no
+    # attribution head). Said of every image, read only for a fake verdict; never part of p_fake
+    generator: dict | None = None
     ood_score: float | None = None  # distance to the training features; compared with the card's threshold
     seconds: float = 0.0
     error: str | None = None
@@ -220,7 +223,7 @@ class Classifier:
     def __init__(self, model: nn.Module, card: ModelCard, *, threshold: float | None = None, precision: str = "auto",
                  batch_size: int = 16, face_check: bool = True, crop_face: bool = False,
                  mirror_average: bool | None = None, path: str | os.PathLike | None = None, ood=None,
-                 engine: str = "auto", device: str = "cpu"):
+                 engine: str = "auto", device: str = "cpu", attribution=None):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # inference needs no autograd; explain re-enables what it needs
@@ -236,6 +239,7 @@ class Classifier:
         # None: as the card says (the setting was chosen on validation with the weights)
         self.mirror_average = card.preprocessing.mirror_average if mirror_average is None else bool(mirror_average)
         self.ood = ood  # ood.OODStats from the checkpoint, or None: then no unfamiliarity verdicts
+        self.attribution = attribution  # attribution.AttributionHead, or None: nothing said about the generator
         # "cuda" (e.g. a Ray actor given a GPU) moves the PyTorch forward there; decoding stays on the CPU
         self.device = torch.device(device)
         # channels_last is faster on CPU for fp32 and bf16 alike; done once here, never per request
@@ -244,8 +248,9 @@ class Classifier:
         choice = engines.select(engine if self.device.type == "cpu" else "torch", model=self.model, card=card,
                                 path=self.path)
         self.engine, self.engine_note = choice.engine, choice.note
-        if self.engine is not None and self.ood is not None and not self.engine.has_features:
-            # the unfamiliar check needs the penultimate features, which older exported graphs lack
+        if self.engine is not None and self.needs_features and not self.engine.has_features:
+            # the unfamiliar check and the attribution head need the penultimate features, which older
+            # exported graphs lack
             self.engine = None
             self.engine_note = ((choice.note + "; ") if choice.note else "") + \
                 "PyTorch runs the forward pass: the exported graph has no features output for the unfamiliar-image " \
@@ -254,16 +259,19 @@ class Classifier:
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kwargs) -> "Classifier":
+        from realitycheck.attribution import AttributionHead
         from realitycheck.ood import OODStats
 
         model, card, extras = checkpoints.load_checkpoint_extras(path)
-        ood = None
-        if "ood" in extras:
-            try:
+        ood = attribution = None
+        try:
+            if "ood" in extras:
                 ood = OODStats.from_tensors(extras["ood"])
-            except ValueError as exc:
-                raise CheckpointError(f"{path}: {exc}") from None
-        return cls(model, card, path=path, ood=ood, **kwargs)
+            if "attribution" in extras and card.attribution:
+                attribution = AttributionHead.from_checkpoint(extras["attribution"], card.attribution)
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        return cls(model, card, path=path, ood=ood, attribution=attribution, **kwargs)
 
     @classmethod
     def from_default(cls, **kwargs) -> "Classifier":
@@ -278,6 +286,11 @@ class Classifier:
     @property
     def arch(self) -> str:
         return self.card.arch
+
+    @property
+    def needs_features(self) -> bool:
+        """The penultimate features are read by the unfamiliar check and the attribution head."""
+        return self.ood is not None or self.attribution is not None
 
     @property
     def name(self) -> str:
@@ -307,11 +320,16 @@ class Classifier:
 
     def scores(self, x: torch.Tensor, precision: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """(p_fake, unfamiliarity score or None) for a batch of preprocessed tensors."""
+        p, ood, _ = self.view_scores(x, precision)
+        return p, ood
+
+    def view_scores(self, x: torch.Tensor, precision: str | None = None):
+        """(p_fake, unfamiliarity score or None, generator probabilities (N, K) or None) per view."""
         from realitycheck.ood import FeatureTap
 
         precision = resolve_precision(precision or self.precision, x.shape[0])
         n = x.shape[0]
-        features = None  # penultimate features of every view, when the unfamiliar check needs them
+        features = None  # penultimate features of every view, when the unfamiliar check or attribution need them
         if self.engine is not None:  # an exported graph runs at the precision it was exported and gated at
             # numpy, not torch: torch's thread pool would fight the engine's own threads for the cores
             xn = np.asarray(x, dtype=np.float32)
@@ -325,20 +343,25 @@ class Classifier:
                 x = torch.cat([x, x.flip(3)])
             x = x.to(self.device).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                if self.ood is not None:
+                if self.needs_features:
                     with FeatureTap(self.model, self.arch) as tap:
                         logits = self.model(x)
-                    features = tap.features.cpu().numpy()
+                    features = tap.features.float().cpu().numpy()
                 else:
                     logits = self.model(x)
         p = logits.float().softmax(1)[:, self.fake_index].cpu()
         if self.mirror_average:
             p = (p[:n] + p[n:]) / 2
         ood = self.ood.score(features[:n]) if self.ood is not None else None
-        return p.numpy(), ood
+        gen = None
+        if self.attribution is not None:
+            gen = self.attribution.probabilities(features)
+            if self.mirror_average:  # as p_fake: the image and its mirror image averaged
+                gen = (gen[:n] + gen[n:]) / 2
+        return p.numpy(), ood, gen
 
     def _finish(self, prepared: list[_Prepared], p_fake: np.ndarray | None, forward_s: float,
-                ood: np.ndarray | None = None) -> list[Prediction]:
+                ood: np.ndarray | None = None, gen: np.ndarray | None = None) -> list[Prediction]:
         good = [pr for pr in prepared if pr.error is None]
         share = forward_s / max(1, len(good))
         out, k = [], 0
@@ -349,14 +372,16 @@ class Classifier:
             n_views = int(pr.tensor.shape[0])
             views = [float(v) for v in p_fake[k:k + n_views]]
             pf = max(views)  # the image is as suspicious as its most suspicious face
-            score = float(ood[k + views.index(pf)]) if ood is not None else None  # of the deciding face
+            deciding = k + views.index(pf)
+            score = float(ood[deciding]) if ood is not None else None  # of the deciding face
+            generator = self.attribution.guess(gen[deciding]) if gen is not None else None
             k += n_views
             out.append(Prediction(
                 name=pr.name, label=verdict(pf, self.threshold), p_fake=pf, p_real=1.0 - pf,
                 threshold=self.threshold, faces=pr.faces, face_boxes=pr.boxes, face_message=pr.face_message,
                 region=pr.region, face_p_fake=views if pr.per_face else [], seconds=pr.seconds + share,
                 unfamiliar=None if score is None else bool(score > self.ood.threshold), ood_score=score,
-                notes=pr.notes, image=pr.image, face_report=pr.face_report))
+                generator=generator, notes=pr.notes, image=pr.image, face_report=pr.face_report))
         return out
 
     def _run_batch(self, prepared: list[_Prepared], precision: str | None = None) -> list[Prediction]:
@@ -364,8 +389,8 @@ class Classifier:
         if not good:
             return self._finish(prepared, None, 0.0)
         t0 = time.perf_counter()
-        p, ood = self.scores(torch.from_numpy(np.concatenate(good)), precision)
-        return self._finish(prepared, p, time.perf_counter() - t0, ood)
+        p, ood, gen = self.view_scores(torch.from_numpy(np.concatenate(good)), precision)
+        return self._finish(prepared, p, time.perf_counter() - t0, ood, gen)
 
     # -- public API ----------------------------------------------------------------------------
     def predict_prepared(self, prepared: list[_Prepared], precision: str | None = None) -> list[Prediction]:

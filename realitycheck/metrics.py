@@ -53,9 +53,9 @@ __all__ = [
 
 #: Columns of the per-image results table every evaluator writes and every reader expects.
 TABLE_COLUMNS = ["path", "true_label", "p_fake", "predicted", "correct", "faces", "seconds", "error", "source",
-                 "unfamiliar", "ood_score"]
+                 "unfamiliar", "ood_score", "generator"]
 #: Columns added after the first release: a results CSV without them still reads (and resumes).
-OPTIONAL_COLUMNS = {"source": "", "unfamiliar": None, "ood_score": None}
+OPTIONAL_COLUMNS = {"source": "", "unfamiliar": None, "ood_score": None, "generator": None}
 LABELS = ("real", "fake")
 POSITIVE = "fake"
 DEFAULT_THRESHOLD = 0.5

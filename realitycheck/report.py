@@ -324,6 +324,20 @@ def _per_source(table: pd.DataFrame | None, threshold: float) -> str:
             f"(false alarms), at threshold {threshold:.2f}.</p><table>{head}{body}</table>")
 
 
+def _attribution(attribution: Mapping[str, Any] | None) -> str:
+    """Which family the detected fakes were said to look like: the confusion matrix (rows: truth)."""
+    if not attribution:
+        return ""
+    conf = attribution["confusion"]
+    cols = sorted({g for r in conf.values() for g in r})
+    head = "<tr><th>true family \\ guess</th>" + "".join(f"<th>{_e(c)}</th>" for c in cols) + "</tr>"
+    body = "".join(f"<tr><td>{_e(t)}</td>" + "".join(f"<td>{r.get(c, 0)}</td>" for c in cols) + "</tr>"
+                   for t, r in conf.items())
+    return ("<h2>Generator attribution</h2><p class=note>On the fakes the model detected: which generator family "
+            f"the attribution head named (never part of p_fake). Top-1 right on "
+            f"{attribution['top1_accuracy']:.1%} of {attribution['n_detected']}.</p><table>{head}{body}</table>")
+
+
 def render_html_report(
     *,
     title: str,
@@ -336,6 +350,7 @@ def render_html_report(
     worst_k: int = 12,
     image_root: str | Path | None = None,
     provenance: Mapping[str, Any] | None = None,
+    attribution: Mapping[str, Any] | None = None,
 ) -> str:
     """The whole evaluation as one HTML string (a few MB, mostly the embedded plotly.js).
 
@@ -373,6 +388,7 @@ def render_html_report(
         "<h2>Summary</h2>",
         _headline(metrics),
         _per_source(table, threshold),
+        _attribution(attribution),
         "<h2>Metrics</h2>",
         _metrics_table(metrics),
         "<h2>Plots</h2>",

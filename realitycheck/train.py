@@ -211,6 +211,7 @@ class TrainData:
     n_extra: int
     sources: list  # source names
     weights: list  # per train item sampling weight
+    families: dict = None  # source -> generator family, for the fake sources that name one (manifest `family`)
 
 
 def _subset(items: list[Item], n: int, seed: int) -> list[Item]:
@@ -259,7 +260,8 @@ def build_data(cfg: TrainConfig) -> TrainData:
     if unknown:
         raise DataError(f"--source-weight names unknown source(s) {sorted(unknown)}; sources: {sources}")
     desc = "; ".join(f"{s.name}: {s.path}" for s in specs)
-    return TrainData(splits, desc, len(extra), sources, sample_weights(splits["train"], weights))
+    families = {s.name: s.family for s in specs if s.family and s.label != "real"}
+    return TrainData(splits, desc, len(extra), sources, sample_weights(splits["train"], weights), families)
 
 
 def _loader(ds, batch_size, workers, seed, weights=None, sampler=None):
@@ -575,6 +577,74 @@ def fit_unfamiliarity(model: nn.Module, card: ModelCard, data: TrainData, worker
     return stats
 
 
+def fit_attribution(model: nn.Module, card: ModelCard, data: TrainData, workers: int, log,
+                    n_per_source: int = 800, seed: int = 0):
+    """Fit the generator-attribution head on training-split fakes; its "unknown" cut on validation.
+
+    The head reads the detector's penultimate features (as the unfamiliar check does) and never
+    changes p_fake. Needs fakes of at least two families (manifest `family`); else None.
+    Returns the AttributionHead (its tensors go in the checkpoint under "attribution").
+    """
+    from realitycheck.attribution import AttributionHead, TARGET_NAMED_ACCURACY
+    from realitycheck.inference import Classifier
+
+    families = data.families or {}
+    if len(set(families.values())) < 2:
+        log("attribution: skipped (the data names fewer than two generator families; manifest field `family`)")
+        return None
+    clf = Classifier(copy.deepcopy(model).float().cpu(), card, precision="fp32", batch_size=32)
+
+    def features(split: str, limit: int | None):
+        by_source: dict[str, list] = {}
+        for it in data.splits[split]:
+            if it[2] in families and Path(it[0]).exists():
+                by_source.setdefault(it[2], []).append(it)
+        items = [it for src in by_source.values() for it in (_subset(src, limit, seed) if limit else src)]
+        got = [(it, f) for it, (_, f) in zip(items, clf.iter_features([str(it[0]) for it in items], workers=workers))
+               if f is not None]
+        return np.stack([f for _, f in got]), [families[it[2]] for it, _ in got]
+
+    x_train, y_train = features("train", n_per_source)
+    head = AttributionHead.fit(x_train, y_train, seed=seed)
+    x_val, y_val = features("val", None)
+    head.choose_min_confidence(x_val, y_val)
+    named = head.name(head.probabilities(x_val))
+    card.attribution = {
+        **head.card_entry(),
+        "source_families": dict(sorted(families.items())),
+        "method": "multinomial logistic regression (classes balanced) on the detector's penultimate features",
+        "fitted_on": f"{len(y_train)} training-split fakes (at most {n_per_source} per source, hash subset)",
+        "min_confidence_rule": f"lowest top probability (>= 0.5) at which named validation guesses are "
+                               f">= {TARGET_NAMED_ACCURACY:.0%} right; below it: other/unknown",
+        "val_top1_accuracy": round(float(np.mean([a == b for a, b in zip(named, y_val)])), 4),
+        "val_images": len(y_val),
+    }
+    log(f"attribution: {len(head.families)} families {list(head.families)}, fitted on {len(y_train)} fakes; "
+        f"validation top-1 {card.attribution['val_top1_accuracy']:.1%} of {len(y_val)} "
+        f"(min confidence {head.min_confidence:.3f})")
+    return head
+
+
+def attach_attribution(weights: str | os.PathLike, data: list[str], out: str | os.PathLike | None = None,
+                       workers: int = 1, log: Callable[[str], None] = print) -> Path:
+    """Fit the attribution head for an existing checkpoint on its training sources and write it in.
+
+    The split and per-source subset are the checkpoint's own (its card's seed and --max-per-source),
+    so the head trains on what the detector trained on and is cut on its validation share.
+    The weights, p_fake and every threshold stay as they were.
+    """
+    model, card, extras = checkpoints.load_checkpoint_extras(weights)
+    settings = card.training.get("settings", {})
+    cfg = TrainConfig(data=list(data), max_per_source=settings.get("max_per_source"), seed=settings.get("seed", 0))
+    head = fit_attribution(model, card, build_data(cfg), workers, log)
+    if head is None:
+        raise DataError("no attribution head fitted: the data must name at least two generator families "
+                        "(manifest field `family` on its fake sources)")
+    extras["attribution"] = head.to_tensors()
+    half = next(iter(checkpoints.read_checkpoint(weights)[0].values())).dtype == torch.float16
+    return checkpoints.save_checkpoint(out or weights, model, card, half=half, extras=extras)
+
+
 def test_only(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     """Score the test split of a finished run (trained elsewhere, e.g. on a GPU machine without the test files)."""
     out = Path(cfg.out).with_suffix(".pt") if Path(cfg.out).suffix not in (".pt", ".pth") else Path(cfg.out)
@@ -748,8 +818,11 @@ def _fit(cfg: TrainConfig, log: Callable[[str], None], progress: bool | None, d:
     model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
     model = model.to(memory_format=torch.contiguous_format).eval()
 
-    # 6. the unfamiliarity check (training features, threshold on validation)
+    # 6. the unfamiliarity check and the generator-attribution head (training features, cut-offs on validation)
     extras = {"ood": fit_unfamiliarity(model, card, data, cfg.workers, log).to_tensors()}
+    head = fit_attribution(model, card, data, cfg.workers, log)
+    if head is not None:
+        extras["attribution"] = head.to_tensors()
 
     # 7. the test split, touched once, here, with the weights chosen on validation
     test_metrics, errors = score_test(model, card, data, cfg.workers, log, extras)
