@@ -239,3 +239,30 @@ def test_the_shared_manifest_splits_the_new_sources_leak_free():
     assert {s.name: s.family for s in load_manifest(MANIFEST) if s.family} == {
         "stylegan1": "StyleGAN", "sd21": "Stable Diffusion 2.1", "sdxl": "SDXL", "flux1_schnell": "FLUX",
         "flux1_dev": "FLUX"}
+
+
+def test_the_dashboard_shows_the_guess_beside_a_fake_verdict(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from realitycheck import checkpoints, models
+    from realitycheck.checkpoints import ModelCard, Preprocessing
+
+    rng = np.random.default_rng(0)
+    head = AttributionHead(("FLUX", "SDXL"), rng.normal(size=(2, 1280)) * 0.01, np.array([0.0, 3.0]), 0.5)
+    card = ModelCard(name="with-head", arch="efficientnet_lite0", threshold=0.01,  # (nearly) every image is a FAKE verdict
+                     preprocessing=Preprocessing(resize=96, crop=80, mean=(0.5,) * 3, std=(0.5,) * 3),
+                     attribution=head.card_entry())
+    path = checkpoints.save_checkpoint(tmp_path / "with-head.pt", models.build_model("efficientnet_lite0"), card,
+                                       extras={"attribution": head.to_tensors()})
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(path))
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(tmp_path))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    photo = (Path(__file__).resolve().parents[1] / "sample_images" / "grace_hopper.jpg").read_bytes()
+    at.file_uploader(key="classify_files").set_value(("g.jpg", photo, "image/jpeg"))
+    at.button(key="FormSubmitter:classify_form-Classify").click()
+    at.run()
+    assert not at.exception, at.exception
+    text = "\n".join(str(m.value) for m in at.markdown)
+    assert "looks like: SDXL" in text  # bias 3 vs 0: SDXL at about 95%

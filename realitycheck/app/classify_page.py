@@ -236,6 +236,12 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
                 c1.metric("Time", f"{pred.seconds * 1000:.0f} ms",
                           help="Decoding, face check and the model's forward pass for this image.")
                 c2.metric("Faces found", "n/a" if pred.faces is None else f"{pred.faces}")
+            if pred.label == "fake" and pred.generator:
+                from realitycheck.attribution import generator_words
+
+                st.markdown(f":material/factory: **{generator_words(pred.generator)}**",
+                            help="Which generator family this fake resembles most (a second head of the model, "
+                                 "trained on the families in its training data; never part of p_fake).")
             if pred.unfamiliar:
                 from realitycheck.ood import UNFAMILIAR_MESSAGE, UNFAMILIAR_PLAIN
 
