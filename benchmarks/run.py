@@ -29,9 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "faces-140k-sample"
+CHUNK = 8  # images per chunk of the interleaved comparison (small: a busy moment hits both sides)
 TIMING_SECONDS = 2.0  # how long each forward-pass timing loop of the stage breakdown runs
 
 
@@ -94,10 +97,11 @@ def _model_input(clf, img):
 # Worker modes (each in its own process, so peak RSS belongs to one path)
 # ------------------------------------------------------------------------------------------------
 
-def worker_baseline(spec: str, files: list[str]) -> dict:
+def baseline_runner(spec: str):
     """The original project's loop: one image at a time, fp32, batch 1, no face check (two forwards
     per image when the card asks for mirror averaging, as the batched path then does too; an aligned
-    card's faces found as the project found them before the engine work, with OpenCV's FaceDetectorYN)."""
+    card's faces found as the project found them before the engine work, with OpenCV's FaceDetectorYN).
+    Returns (run(files) -> p_fake list, the card's threshold)."""
     import torch
     from PIL import Image
 
@@ -106,34 +110,119 @@ def worker_baseline(spec: str, files: list[str]) -> dict:
     os.environ["REALITYCHECK_FACE_DETECTOR"] = "opencv"
     clf = _classifier(spec, face_check=False, precision="fp32")
     model, fi = clf.model.to(memory_format=torch.contiguous_format), clf.fake_index
-    with torch.inference_mode():
-        model(_model_input(clf, Image.open(files[0]).convert("RGB"))[:1])  # warm-up
-    t0 = time.perf_counter()
-    p = []
-    with torch.inference_mode():
-        for f in files:
-            faces = []
-            for x in _model_input(clf, Image.open(f).convert("RGB")):  # an aligned card: each face, one at a time
-                pf = float(model(x[None]).softmax(1)[0, fi])
-                if clf.mirror_average:  # the card's prediction averages two views: same work for both paths
-                    pf = (pf + float(model(x[None].flip(3)).softmax(1)[0, fi])) / 2
-                faces.append(pf)
-            p.append(max(faces))  # the image's verdict is its most suspicious face
-    dt = time.perf_counter() - t0
-    return {"images_per_second": len(files) / dt, "seconds": dt, "p_fake": p, "peak_rss_mb": peak_rss_mb(),
-            "threshold": clf.threshold}  # the card's: labels are compared where the model decides
+
+    def run(files: list[str]) -> list[float]:
+        p = []
+        with torch.inference_mode():
+            for f in files:
+                faces = []
+                for x in _model_input(clf, Image.open(f).convert("RGB")):  # an aligned card: each face, one at a time
+                    pf = float(model(x[None]).softmax(1)[0, fi])
+                    if clf.mirror_average:  # the card's prediction averages two views: same work for both paths
+                        pf = (pf + float(model(x[None].flip(3)).softmax(1)[0, fi])) / 2
+                    faces.append(pf)
+                p.append(max(faces))  # the image's verdict is its most suspicious face
+        return p
+
+    return run, clf.threshold  # the card's: labels are compared where the model decides
 
 
-def worker_ours(spec: str, files: list[str], precision: str) -> dict:
-    clf = _classifier(spec, face_check=False, precision=precision, batch_size=16)
-    list(clf.iter_predict(files[:16], workers=0))  # warm-up (also the one-time channels_last)
-    t0 = time.perf_counter()
-    preds = list(clf.iter_predict(files))
-    dt = time.perf_counter() - t0
+def ours_runner(spec: str, precision: str):
+    """The batched folder path (decode workers, batches of 16, channels_last, the chosen precision)."""
     from realitycheck.inference import resolve_precision
 
-    return {"images_per_second": len(files) / dt, "seconds": dt, "p_fake": [p.p_fake for p in preds],
-            "precision": resolve_precision(precision, 16), "peak_rss_mb": peak_rss_mb()}
+    clf = _classifier(spec, face_check=False, precision=precision, batch_size=16)
+    return (lambda files: [p.p_fake for p in clf.iter_predict(files, workers=0 if len(files) < 32 else None)]), \
+        resolve_precision(precision, 16)
+
+
+def folder_runner(spec: str, engine: str):
+    """The folder-evaluation path end to end (decode + face check + preprocess + forward) with one engine."""
+    clf = _classifier(spec, engine=engine)
+    return (lambda files: [p.p_fake for p in clf.iter_predict(files, workers=0 if len(files) < 32 else None)]), \
+        {"engine": clf.engine_label, "note": clf.engine_note}
+
+
+def worker_session(kind: str, spec: str, files: list[str], precision: str) -> None:
+    """A long-lived worker for the interleaved comparison: load once, warm up, then time each chunk of
+    files the parent sends (one JSON list a line on stdin), answering with one RESULT line each.
+    kind: "baseline" (the original loop), "ours" (batched PyTorch) or "folder:ENGINE"."""
+    run, info = (baseline_runner(spec) if kind == "baseline" else ours_runner(spec, precision) if kind == "ours"
+                 else folder_runner(spec, kind.split(":", 1)[1]))
+    run(files[:4])  # warm-up (also the one-time channels_last)
+    print("READY " + json.dumps({"info": info}), flush=True)
+    for line in sys.stdin:
+        chunk = json.loads(line)
+        t0 = time.perf_counter()
+        p = run(chunk)
+        print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0, "p_fake": p,
+                                      "peak_rss_mb": peak_rss_mb()}), flush=True)
+
+
+def interleaved(run_a, run_b, chunks: list, clock=time.perf_counter) -> dict:
+    """Time two paths on the same chunks, alternating A B, B A, A B ... so that a busy moment of the
+    machine lands on both sides alike; the speed-up of B over A is the median of the per-chunk ratios
+    (t_A / t_B), with its quartiles and range. `run_x(chunk)` does the work (its own timing, if it
+    returns {"seconds": s}, wins over `clock`)."""
+    def timed(run, chunk):
+        t0 = clock()
+        out = run(chunk)
+        took = clock() - t0
+        return (out.get("seconds", took) if isinstance(out, dict) else took), out
+
+    ratios, seconds, outs = [], {"a": 0.0, "b": 0.0}, {"a": [], "b": []}
+    for i, chunk in enumerate(chunks):
+        order = ("a", "b") if i % 2 == 0 else ("b", "a")
+        t = {}
+        for side in order:
+            t[side], out = timed(run_a if side == "a" else run_b, chunk)
+            seconds[side] += t[side]
+            outs[side].append(out)
+        ratios.append(t["a"] / t["b"] if t["b"] > 0 else float("nan"))
+    r = np.asarray(ratios, dtype=float)
+    n = sum(len(c) for c in chunks)
+    return {"pairs": len(ratios), "ratios": ratios, "median_ratio": float(np.median(r)),
+            "ratio_q25": float(np.percentile(r, 25)), "ratio_q75": float(np.percentile(r, 75)),
+            "ratio_min": float(r.min()), "ratio_max": float(r.max()),
+            "a_images_per_second": n / seconds["a"], "b_images_per_second": n / seconds["b"], "outputs": outs}
+
+
+class SessionWorker:
+    """The parent's handle on a `worker_session` subprocess."""
+
+    def __init__(self, kind: str, spec: str, files_json: str, precision: str = "fp32"):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", "session", "--kind", kind, "--spec", spec,
+                                      "--files", files_json, "--precision", precision],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = self._read("READY ")["info"]
+
+    def _read(self, prefix: str) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                return json.loads(line[len(prefix):])
+        raise RuntimeError(f"benchmark session worker ended early (exit {self.proc.wait()})")
+
+    def __call__(self, chunk: list[str]) -> dict:
+        self.proc.stdin.write(json.dumps(chunk) + "\n")
+        self.proc.stdin.flush()
+        return self._read("RESULT ")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def cpu_capabilities() -> dict:
+    """The CPU's model and the instruction sets that decide bf16 / INT8 speed (from /proc/cpuinfo)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+        model = next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
+        flags = set(next(l.split(":", 1)[1] for l in lines if l.startswith("flags")).split())
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": model, "bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+            "int8": sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})}
 
 
 def worker_latency(spec: str, files: list[str], engine: str = "torch") -> dict:
@@ -286,17 +375,6 @@ def worker_stages(spec: str, files: list[str]) -> dict:
     return {"stages_ms": out, "forward_ms": fwd, "gate_passed": gate, "views": views, "images": len(files)}
 
 
-def worker_folder(spec: str, files: list[str], engine: str) -> dict:
-    """The folder-evaluation path end to end (decode + face check + preprocess + forward) with one engine."""
-    clf = _classifier(spec, engine=engine)
-    list(clf.iter_predict(files[:16], workers=0))  # warm-up
-    t0 = time.perf_counter()
-    preds = list(clf.iter_predict(files))
-    dt = time.perf_counter() - t0
-    return {"images_per_second": len(files) / dt, "p_fake": [p.p_fake for p in preds], "engine": clf.engine_label,
-            "note": clf.engine_note, "peak_rss_mb": peak_rss_mb()}
-
-
 def matmul_peak() -> dict:
     import torch
 
@@ -317,11 +395,9 @@ def matmul_peak() -> dict:
 def _worker_main(args) -> None:
     files = json.loads(Path(args.files).read_text())
     workers = {  # one measurement per subprocess, so each starts from a cold, equal state
-        "baseline": lambda: worker_baseline(args.spec, files),
-        "ours": lambda: worker_ours(args.spec, files, args.precision),
+        "session": lambda: worker_session(args.kind, args.spec, files, args.precision),
         "latency": lambda: worker_latency(args.spec, files, args.engine),
         "stages": lambda: worker_stages(args.spec, files),
-        "folder": lambda: worker_folder(args.spec, files, args.engine),
         "explain": lambda: worker_explain(args.spec, files, args.scorecam),
         "flops": lambda: worker_flops(args.spec, files, args.ours_ips, args.base_ips),
         "evalrss": lambda: worker_evalrss(args.spec, args.folder),
@@ -330,7 +406,8 @@ def _worker_main(args) -> None:
     if args.worker not in workers:
         raise SystemExit(f"unknown worker {args.worker}")
     res = workers[args.worker]()
-    print("RESULT " + json.dumps(res))
+    if res is not None:
+        print("RESULT " + json.dumps(res))
 
 
 def run_worker(mode: str, spec: str, files_json: str, **extra) -> dict:
@@ -358,27 +435,27 @@ def cold_start(spec: str, image: str, engine: str = "auto") -> float:
     return time.perf_counter() - t0
 
 
-def pooled_baseline(first: dict, second: dict) -> dict:
-    """The original loop measured twice, before and after what it is compared with: its speed is the
-    two runs pooled (all images / all seconds), so a slow or fast moment of the machine does not land on
-    one side of the ratio only (on a 2-core cloud machine the loop alone varied 25-33 img/s between runs)."""
-    runs = [first["images_per_second"], second["images_per_second"]]
-    ips = 2 * len(first["p_fake"]) / (first["seconds"] + second["seconds"])
-    return {**first, "images_per_second": ips, "runs_images_per_second": runs}
-
-
 def bench_model(label: str, spec: str, files_json: str, n: int, scorecam: bool, log) -> dict:
-    log(f"[{label}] baseline (batch 1, fp32) on {n} images ...")
-    base = run_worker("baseline", spec, files_json)
-    log(f"[{label}] ours (batched, workers, channels_last, bf16 where the CPU has it) ...")
     from realitycheck.inference import bf16_supported  # "auto" is fp32 (one number per image); ask for bf16
 
-    ours = run_worker("ours", spec, files_json, precision="bf16" if bf16_supported() else "fp32")
-    log(f"[{label}] baseline again ...")
-    base = pooled_baseline(base, run_worker("baseline", spec, files_json))
-    diffs = [abs(a - b) for a, b in zip(base["p_fake"], ours["p_fake"])]
-    t = base["threshold"]
-    agree = sum((a >= t) == (b >= t) for a, b in zip(base["p_fake"], ours["p_fake"])) / len(diffs)
+    precision = "bf16" if bf16_supported() else "fp32"
+    files = json.loads(Path(files_json).read_text())
+    chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
+    log(f"[{label}] the original loop (batch 1, fp32) and ours (batched, {precision}), interleaved in "
+        f"{len(chunks)} chunks of {CHUNK} images ...")
+    a, b = SessionWorker("baseline", spec, files_json), SessionWorker("ours", spec, files_json, precision)
+    try:
+        cmp = interleaved(a, b, chunks)
+    finally:
+        a.close(), b.close()
+    base_p = [x for out in cmp["outputs"]["a"] for x in out["p_fake"]]
+    ours_p = [x for out in cmp["outputs"]["b"] for x in out["p_fake"]]
+    base = {"images_per_second": cmp["a_images_per_second"], "peak_rss_mb": max(o["peak_rss_mb"] for o in cmp["outputs"]["a"])}
+    ours = {"images_per_second": cmp["b_images_per_second"], "precision": b.info,
+            "peak_rss_mb": max(o["peak_rss_mb"] for o in cmp["outputs"]["b"])}
+    diffs = [abs(x - y) for x, y in zip(base_p, ours_p)]
+    t = a.info
+    agree = sum((x >= t) == (y >= t) for x, y in zip(base_p, ours_p)) / len(diffs)
     log(f"[{label}] single-image latency, Grad-CAM{' and ScoreCAM' if scorecam else ''} ...")
     lat = run_worker("latency", spec, files_json)
     exp = run_worker("explain", spec, files_json, scorecam=scorecam)
@@ -386,9 +463,10 @@ def bench_model(label: str, spec: str, files_json: str, n: int, scorecam: bool, 
     first = json.loads(Path(files_json).read_text())[0]
     return {
         "model": label, "images": n,
-        "baseline_images_per_second": base["images_per_second"], "baseline_runs": base["runs_images_per_second"],
-        "ours_images_per_second": ours["images_per_second"],
-        "speedup": ours["images_per_second"] / base["images_per_second"], "ours_precision": ours["precision"],
+        "baseline_images_per_second": base["images_per_second"], "ours_images_per_second": ours["images_per_second"],
+        "speedup": cmp["median_ratio"], "ours_precision": ours["precision"],
+        "speedup_pairs": cmp["pairs"], "speedup_iqr": [cmp["ratio_q25"], cmp["ratio_q75"]],
+        "speedup_range": [cmp["ratio_min"], cmp["ratio_max"]],
         "agreement": agree, "max_abs_delta_p_fake": max(diffs),
         "baseline_peak_rss_mb": base["peak_rss_mb"], "ours_peak_rss_mb": ours["peak_rss_mb"],
         "warm_single_image_ms": lat["median_ms"], "warm_single_image_p90_ms": lat["p90_ms"],
@@ -405,32 +483,36 @@ def bench_engines(label: str, spec: str, files_json: str, engine_list: list[str]
 
     files = json.loads(Path(files_json).read_text())
     y = [_label_of(f) == "fake" for f in files]
-    log(f"[{label}] original loop (batch 1, fp32, no face check) on {len(files)} images ...")
-    base = run_worker("baseline", spec, files_json)
     log(f"[{label}] stage breakdown ...")
     stages = run_worker("stages", spec, files_json)
-    measured = []
-    for eng in engine_list:
-        log(f"[{label}] folder path with engine {eng} ...")
-        measured.append((eng, run_worker("folder", spec, files_json, engine=eng)))
-    log(f"[{label}] original loop again ...")
-    base = pooled_baseline(base, run_worker("baseline", spec, files_json))
-    rows = []
-    for eng, r in measured:
-        t = base["threshold"]
-        agree = sum((a >= t) == (b >= t) for a, b in zip(base["p_fake"], r["p_fake"])) / len(files)
-        dauc = None
-        if len(set(y)) == 2:
-            dauc = abs(roc_auc_score(y, r["p_fake"]) - roc_auc_score(y, base["p_fake"]))
-        lat = run_worker("latency", spec, files_json, engine=eng)
-        rows.append({"engine_asked": eng, "engine": r["engine"], "note": r["note"],
-                     "images_per_second": r["images_per_second"],
-                     "speedup": r["images_per_second"] / base["images_per_second"], "agreement": agree,
-                     "abs_dauc": dauc, "max_abs_delta_p_fake": max(abs(a - b) for a, b in zip(base["p_fake"], r["p_fake"])),
-                     "warm_single_image_ms": lat["median_ms"], "cold_start_seconds": cold_start(spec, files[0], eng),
-                     "peak_rss_mb": r["peak_rss_mb"]})
-    return {"model": label, "images": len(files), "baseline_images_per_second": base["images_per_second"],
-            "baseline_runs": base["runs_images_per_second"],
+    chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
+    base = SessionWorker("baseline", spec, files_json)
+    rows, base_ips = [], []
+    try:
+        for eng in engine_list:
+            log(f"[{label}] folder path with engine {eng} against the original loop (batch 1, fp32), interleaved "
+                f"in {len(chunks)} chunks of {CHUNK} ...")
+            ours = SessionWorker(f"folder:{eng}", spec, files_json)
+            try:
+                cmp = interleaved(base, ours, chunks)
+            finally:
+                ours.close()
+            bp = [x for out in cmp["outputs"]["a"] for x in out["p_fake"]]
+            rp = [x for out in cmp["outputs"]["b"] for x in out["p_fake"]]
+            base_ips.append(cmp["a_images_per_second"])
+            t = base.info
+            agree = sum((a >= t) == (b >= t) for a, b in zip(bp, rp)) / len(files)
+            dauc = abs(roc_auc_score(y, rp) - roc_auc_score(y, bp)) if len(set(y)) == 2 else None
+            lat = run_worker("latency", spec, files_json, engine=eng)
+            rows.append({"engine_asked": eng, "engine": ours.info["engine"], "note": ours.info["note"],
+                         "images_per_second": cmp["b_images_per_second"], "speedup": cmp["median_ratio"],
+                         "speedup_iqr": [cmp["ratio_q25"], cmp["ratio_q75"]], "pairs": cmp["pairs"],
+                         "agreement": agree, "abs_dauc": dauc, "max_abs_delta_p_fake": max(abs(a - b) for a, b in zip(bp, rp)),
+                         "warm_single_image_ms": lat["median_ms"], "cold_start_seconds": cold_start(spec, files[0], eng),
+                         "peak_rss_mb": max(o["peak_rss_mb"] for o in cmp["outputs"]["b"])})
+    finally:
+        base.close()
+    return {"model": label, "images": len(files), "baseline_images_per_second": statistics.median(base_ips),
             **stages, "engines": rows}
 
 
@@ -438,14 +520,14 @@ def markdown_engines(result: dict) -> str:
     lines = ["", "Engines (folder path end to end = decode + face check + preprocess + forward, against the original "
                  "loop = batch 1 fp32 PyTorch without face check, except that an aligned card's loop finds (OpenCV's FaceDetectorYN) "
                  "and aligns the faces it scores; agreement and |dAUC| against that loop's fp32 p_fake, labels at the card's threshold):", "",
-             "| model | engine asked | engine used | img/s | x original loop | agreement | abs dAUC | max abs dp "
-             "| warm 1-image ms | cold start s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | engine asked | engine used | img/s | x original loop (median of pairs, IQR) | agreement | abs dAUC "
+             "| max abs dp | warm 1-image ms | cold start s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m in result.get("engines", []):
         for r in m["engines"]:
             dauc = "-" if r["abs_dauc"] is None else f"{r['abs_dauc']:.4f}"
             cold = "-" if r["cold_start_seconds"] != r["cold_start_seconds"] else f"{r['cold_start_seconds']:.1f}"
             lines.append(f"| {m['model']} | {r['engine_asked']} | {r['engine']} | {r['images_per_second']:.1f} | "
-                         f"{r['speedup']:.2f}x | {r['agreement']:.2%} | {dauc} | {r['max_abs_delta_p_fake']:.4f} | "
+                         f"{r['speedup']:.2f}x ({r['speedup_iqr'][0]:.2f}-{r['speedup_iqr'][1]:.2f}) | {r['agreement']:.2%} | {dauc} | {r['max_abs_delta_p_fake']:.4f} | "
                          f"{r['warm_single_image_ms']:.0f} | {cold} |")
     lines += ["", "Stages, ms per image (forward: all views the card asks for; 'gate' = passed the export's accuracy gate):", ""]
     for m in result.get("engines", []):
@@ -461,7 +543,8 @@ def markdown_engines(result: dict) -> str:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    lines = [f"Machine: {m['cpu']} ({m['cores']} cores), torch {m['torch']}; matmul peak fp32 "
+    lines = [f"Machine: {m['cpu']} ({m['cores']} cores), torch {m['torch']}; bf16 instructions "
+             f"{', '.join(m.get('bf16') or ['none'])}, INT8 {', '.join(m.get('int8') or ['none'])}; matmul peak fp32 "
              f"{m['matmul_fp32_gflops']:.0f} GFLOP/s, bf16 {m['matmul_bf16_gflops']:.0f} GFLOP/s; {result['date']}",
              ""]
     if result["models"]:
@@ -477,10 +560,12 @@ def markdown(result: dict) -> str:
             f" | {r['baseline_peak_rss_mb']:.0f}/{r['ours_peak_rss_mb']:.0f} | {r['warm_single_image_ms']:.0f}"
             f" | {r['cold_start_seconds']:.1f} | {r['gradcam_over_forward']:.2f}x | {sc}"
             f" | {r['ours_gflops']:.0f} ({r['ours_gflops'] / peak:.0%}) |")
-    if any(r.get("baseline_runs") for r in result["models"]):
-        lines += ["", "Baseline: the original loop, run before and after ours and pooled (" + "; ".join(
-            f"{r['model']}: {' and '.join(f'{x:.1f}' for x in r['baseline_runs'])} img/s"
-            for r in result["models"] if r.get("baseline_runs")) + ")."]
+    if any(r.get("speedup_pairs") for r in result["models"]):
+        lines += ["", "Speed-up: the original loop and ours interleaved on the same chunks of "
+                  f"{CHUNK} images (A B, B A, ...); the median of the per-chunk ratios, with quartiles and range (" + "; ".join(
+            f"{r['model']}: {r['speedup']:.2f}x over {r['speedup_pairs']} pairs, IQR {r['speedup_iqr'][0]:.2f}-"
+            f"{r['speedup_iqr'][1]:.2f}, range {r['speedup_range'][0]:.2f}-{r['speedup_range'][1]:.2f}"
+            for r in result["models"] if r.get("speedup_pairs")) + ")."]
     if result.get("engines"):
         lines.append(markdown_engines(result))
     fe = result.get("folder_evaluation")
@@ -524,7 +609,7 @@ def main() -> None:
     # worker plumbing
     ap.add_argument("--worker"); ap.add_argument("--spec"); ap.add_argument("--files")
     ap.add_argument("--precision", default="auto"); ap.add_argument("--scorecam", action="store_true")
-    ap.add_argument("--engine", default="torch")
+    ap.add_argument("--engine", default="torch"); ap.add_argument("--kind")
     ap.add_argument("--ours_ips", type=float); ap.add_argument("--base_ips", type=float)
     ap.add_argument("--folder"); ap.add_argument("--skip-folder-rss", action="store_true")
     args = ap.parse_args()
@@ -545,13 +630,10 @@ def main() -> None:
         files = _list_images(folder, args.limit)
         files_json = str(Path(tmp) / "files.json")
         Path(files_json).write_text(json.dumps(files))
-        cpu = platform.processor() or platform.machine()
-        try:
-            cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
         log("matmul peak ...")
-        machine = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, **run_worker("matmul", "-", files_json)}
+        machine = {**cpu_capabilities(), "cores": os.cpu_count(), "torch": torch.__version__,
+                   **run_worker("matmul", "-", files_json)}
+        log(f"CPU: {machine['cpu']}; bf16: {machine['bf16'] or 'none'}; INT8: {machine['int8'] or 'none'}")
         result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
                   "images": str(args.images), "models": []}
         weights = args.weights or str(default_weights_path())
