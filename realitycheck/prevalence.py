@@ -111,6 +111,8 @@ def prevalence_words(p: float) -> str:
 
 
 def _chance(x: float) -> str:
+    if x >= 1.0 or x <= 0.0:
+        return f"{x:.0%}"
     if x >= 0.9995:
         return "over 99.9%"
     if x < 0.0005:
@@ -118,8 +120,10 @@ def _chance(x: float) -> str:
     return f"{x:.1%}" if x < 0.1 or x > 0.9 else f"{x:.0%}"
 
 
-def verdict_meaning(rel: Reliability, label: str, threshold: float | None = None) -> str:
-    """One sentence beside a verdict: how often a verdict like it is right at this prevalence."""
+def verdict_meaning(rel: Reliability, label: str, threshold: float | None = None, plain: bool = False) -> str:
+    """One sentence beside a verdict: how often a verdict like it is right at this prevalence.
+
+    `plain`: for demo mode, without thresholds."""
     where = f"If {prevalence_words(rel.prevalence)} of the photos you check are fake"
     if rel.prevalence <= 0:
         where = "If none of the photos you check are fake"
@@ -131,14 +135,14 @@ def verdict_meaning(rel: Reliability, label: str, threshold: float | None = None
     r = rel.rates
     measured = (f"(measured on {'held-out test images' if not (r.n_fake and r.n_real) else f'{r.n_fake + r.n_real:,} held-out test images'}: "
                 f"{r.detection:.1%} of fakes caught, {r.false_alarm:.1%} false alarms on real photos"
-                f"{f', at threshold {r.threshold:.4g}' if r.threshold is not None else ''}; photos unlike the test sources, such as "
+                f"{f', at threshold {r.threshold:.4g}' if r.threshold is not None and not plain else ''}; photos unlike the test sources, such as "
                 "those of generators it never saw, fare worse)")
     chance = rel.fake_right if label == "fake" else rel.real_right
     if chance is None:
         return (f"{where}, by this model's measured rates a {label.upper()} verdict should not occur {measured}; "
                 "that it did suggests a photo unlike those it was measured on.")
     text = f"{where}, a {label.upper()} verdict from this model is right {_chance(chance)} of the time {measured}."
-    if threshold is not None and r.threshold is not None and abs(threshold - r.threshold) > 1e-9:
+    if not plain and threshold is not None and r.threshold is not None and abs(threshold - r.threshold) > 1e-9:
         text += (f" These rates hold at the model's threshold; at the {threshold:.4g} in use they differ, "
                  "so this is only a rough guide.")
     return text
