@@ -259,7 +259,7 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
                 from realitycheck.examples import outcome, outcome_words
 
                 words = outcome_words(rec["truth"], pred.label)
-                (st.error if outcome(rec["truth"], pred.label) in ("missed", "false alarm") else st.success)(
+                (st.warning if outcome(rec["truth"], pred.label) in ("missed", "false alarm") else st.success)(
                     words, icon=":material/fact_check:")
             st.caption(f":material/percent: {common.verdict_meaning(clf, pred.label, threshold)}")
             if not demo:
