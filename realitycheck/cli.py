@@ -244,14 +244,29 @@ def cmd_evaluate(args) -> int:
     if args.robustness:
         summary["robustness"] = evaluate.robustness_sweep(clf, sources[0], split=args.split,
                                                           threshold=clf.threshold, progress=args.progress).to_dict("records")
+    groups = None
+    if args.groups:  # rates per age band / gender / ethnicity (file names or a CSV of path,attribute,value)
+        from realitycheck import groups as G
+
+        try:
+            attrs = G.attributes_for(result.table["path"], csv_path=None if args.groups == "names" else args.groups)
+            groups = G.group_rates(result.table, attrs, clf.threshold,
+                                   only=[a.strip() for a in args.group_by.split(",") if a.strip()] if args.group_by else None)
+        except G.GroupError as exc:
+            raise UserError(str(exc)) from None
+        summary["groups"] = groups.to_dict(orient="records")
     if args.report:
         evaluate.write_report(args.report, clf, result, threshold=clf.threshold,
-                              robustness=summary.get("robustness"))
+                              robustness=summary.get("robustness"), groups=groups)
         print(f"report written to {args.report}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     else:
         print(evaluate.format_summary(summary))
+        if groups is not None:
+            from realitycheck import groups as G
+
+            print(G.format_table(groups))
     return EXIT_OK
 
 
@@ -390,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "results and metrics are reported per source")
     p.add_argument("--only-split", choices=["train", "val", "test"],
                    help="keep only the images of this hash split (the one `train` uses), e.g. the held-out test share")
+    p.add_argument("--groups", nargs="?", const="names", metavar="CSV",
+                   help="false-alarm and detection rates per group (age band, gender, ethnicity) with 95%% intervals: "
+                        "from file names (UTKFace, All-Age-Faces) or, with CSV, from rows of path,attribute,value")
+    p.add_argument("--group-by", metavar="ATTR[,ATTR]", help="with --groups: only these attributes (e.g. 'age band,gender')")
     weights_opts(p)
     p.add_argument("--split", help="for the Kaggle layout: train, valid or test (default test)")
     p.add_argument("--json", action="store_true")
