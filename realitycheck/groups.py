@@ -67,9 +67,9 @@ def from_name(path: str | os.PathLike) -> dict[str, str]:
 
 
 def read_attributes_csv(path: str | os.PathLike) -> dict[Path, dict[str, str]]:
-    """`path,attribute,value` rows (one attribute a row) -> {file: {attribute: value}}.
+    """`path,attribute,value` rows (one attribute a row) -> {file as written: {attribute: value}}.
 
-    Relative file paths are relative to the CSV. An attribute `age` with a whole number becomes its
+    Relative file paths are relative to the CSV (`attributes_for` resolves them). An attribute `age` with a whole number becomes its
     `age band`. A missing column, an empty cell or a file given two values of one attribute is a
     GroupError naming the line."""
     path = Path(path)
@@ -93,9 +93,7 @@ def read_attributes_csv(path: str | os.PathLike) -> dict[Path, dict[str, str]]:
             attr, value = cells["attribute"].lower(), cells["value"]
             if attr == "age" and value.isdigit():
                 attr, value = "age band", age_band(int(value))
-            p = Path(cells["path"])
-            p = p if p.is_absolute() else path.parent / p
-            have = out.setdefault(p, {})
+            have = out.setdefault(Path(cells["path"]), {})
             if attr in have and have[attr] != value:
                 raise GroupError(f"{path.name}: line {i}: {cells['path']} has two values of {attr!r} "
                                  f"({have[attr]!r} and {value!r})")
@@ -105,10 +103,10 @@ def read_attributes_csv(path: str | os.PathLike) -> dict[Path, dict[str, str]]:
     return out
 
 
-def _match(paths: list[str], given: Mapping[Path, dict[str, str]]) -> dict[str, dict[str, str]]:
-    """Table paths -> attributes: the same file, else the CSV path as the tail of the table path
-    (a CSV naming `fake/x.jpg` or `x.jpg` matches `/tmp/.../fake/x.jpg`)."""
-    exact = {os.path.normcase(os.path.abspath(p)): a for p, a in given.items()}
+def _match(paths: list[str], given: Mapping[Path, dict[str, str]], base: Path) -> dict[str, dict[str, str]]:
+    """Table paths -> attributes: the same file (a relative CSV path taken from `base`), else the CSV
+    path as the tail of the table path (`fake/x.jpg` or `x.jpg` matches `/data/set/fake/x.jpg`)."""
+    exact = {os.path.normcase(os.path.abspath(p if p.is_absolute() else base / p)): a for p, a in given.items()}
     by_name: dict[str, list[tuple[tuple[str, ...], dict]]] = {}
     for p, a in given.items():
         by_name.setdefault(p.name, []).append((Path(os.path.normpath(p)).parts, a))
@@ -137,7 +135,7 @@ def attributes_for(paths, csv_path: str | os.PathLike | None = None, names: bool
     out = {p: dict(from_name(p)) for p in paths} if names else {p: {} for p in paths}
     if csv_path is not None:
         given = read_attributes_csv(csv_path)
-        matched = _match(paths, given)
+        matched = _match(paths, given, Path(csv_path).parent)
         if not matched:
             raise GroupError(f"{Path(csv_path).name}: none of its {len(given)} files is among the evaluated images "
                              "(give paths relative to the CSV, or as inside the labelled folder)")
