@@ -145,3 +145,21 @@ def test_prevalence_beside_each_verdict():
     assert "rough guide" in text
     at.sidebar.select_slider(key="prevalence").set_value(0.5).run()
     assert "If 50% of the photos you check are fake, a FAKE verdict from this model is right 97.8%" in _texts(at)
+
+
+def test_about_page_links_the_responsible_use_guide():
+    from tests.helpers import APP_PAGES
+
+    guide = ROOT / "docs" / "responsible-use.md"
+    assert guide.is_file()
+    text = guide.read_text()
+    for topic in ("What p_fake is", "base-rate", "Known blind spots", "Provenance versus pixels",
+                  "Never the sole evidence", "Privacy", "Legal caveats"):
+        assert topic in text, topic
+    at = _app()
+    at.switch_page(APP_PAGES["about"]).run()
+    assert not at.exception
+    assert any("docs/responsible-use.md" in str(e.label) for e in at.expander)
+    shown = _texts(at)
+    assert "Using it responsibly" in " ".join(h.value for h in at.header)
+    assert "Never the sole evidence against a person" in shown  # the guide itself, rendered
