@@ -163,3 +163,15 @@ def test_about_page_links_the_responsible_use_guide():
     shown = _texts(at)
     assert "Using it responsibly" in " ".join(h.value for h in at.header)
     assert "Never the sole evidence against a person" in shown  # the guide itself, rendered
+
+
+def test_a_model_without_measured_rates_says_it_cannot_tell(tiny_checkpoint, monkeypatch):
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(tiny_checkpoint))  # its card records no test rates
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(tiny_checkpoint.parent))
+    at = _app()
+    sample = (ROOT / "sample_images" / "grace_hopper.jpg").read_bytes()
+    at.file_uploader(key="classify_files").set_value([("g.jpg", sample, "image/jpeg")])
+    at.button(key="FormSubmitter:classify_form-Classify").click().run()
+    assert not at.exception
+    assert "this model cannot tell how often its" in _texts(at)
+    assert "records no measured detection and false-alarm rates" in _texts(at)
