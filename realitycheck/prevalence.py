@@ -146,3 +146,13 @@ def verdict_meaning(rel: Reliability, label: str, threshold: float | None = None
         text += (f" These rates hold at the model's threshold; at the {threshold:.4g} in use they differ, "
                  "so this is only a rough guide.")
     return text
+
+
+def both_words(rel: Reliability) -> str:
+    """Both verdicts' chances at this prevalence in one line (the dashboard's sidebar)."""
+    if rel.rates is None:
+        return "This model's card records no measured rates: it cannot tell what its verdicts mean here."
+    said = {"fake": rel.fake_right, "real": rel.real_right}
+    parts = [f"a {k.upper()} verdict is right {_chance(v)} of the time" if v is not None
+             else f"a {k.upper()} verdict should not occur" for k, v in said.items()]
+    return f"At {prevalence_words(rel.prevalence)}: {parts[0]}; {parts[1]}."

@@ -175,3 +175,10 @@ def test_a_model_without_measured_rates_says_it_cannot_tell(tiny_checkpoint, mon
     assert not at.exception
     assert "this model cannot tell how often its" in _texts(at)
     assert "records no measured detection and false-alarm rates" in _texts(at)
+
+
+def test_sidebar_states_both_verdicts_chances():
+    at = _app()
+    at.sidebar.select_slider(key="prevalence").set_value(0.001).run()
+    side = " ".join(c.value for c in at.sidebar.caption)
+    assert "At 1 in 1,000: a FAKE verdict is right 4.3% of the time; a REAL verdict is right over 99.9%" in side

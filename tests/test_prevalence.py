@@ -93,3 +93,9 @@ def test_cli_predict_prevalence(tmp_path, sample_face):
     assert f"a {label.upper()} verdict from this model is right" in text.stdout
     bad = run_cli("predict", str(sample_face), "--weights", str(ckpt), "--prevalence", "3")
     assert bad.returncode == 2 and "prevalence must be between 0 and 1" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_both_verdicts_in_one_line():
+    assert P.both_words(P.reliability(RATES, 0.001)) == (
+        "At 1 in 1,000: a FAKE verdict is right 4.3% of the time; a REAL verdict is right over 99.9% of the time.")
+    assert "cannot tell" in P.both_words(P.reliability(None, 0.5))

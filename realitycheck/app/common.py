@@ -287,6 +287,13 @@ def prevalence_control() -> None:
                      help="The same verdict means much less when fakes are rare: at 1 in 1,000, most FAKE "
                           "verdicts of a model with 1% false alarms are false alarms. Each verdict then says "
                           "how often a verdict like it is right, from the model's measured rates.")
+    path = active_model_path()
+    if path is not None:
+        try:
+            rates = P.rates_from_card(card_of(path))
+        except CheckpointError:
+            return
+        st.caption(P.both_words(P.reliability(rates, float(state.get(state.PREVALENCE)))))
 
 
 def verdict_meaning(clf: inference.Classifier, label: str, threshold: float) -> str:
