@@ -86,7 +86,17 @@ def cmd_predict(args) -> int:
     inputs = _expand_inputs(args.paths)
     if not inputs:
         raise UserError("no images to predict")
+    meaning = None
+    if args.prevalence is not None:  # checked before the model loads: a typo costs no time
+        from realitycheck import prevalence as P
+
+        try:
+            share = P.check_prevalence(args.prevalence)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     clf = _load(args)
+    if args.prevalence is not None:
+        meaning = P.reliability(P.rates_from_card(clf.card), share)
     bar = _progress_bar(len(inputs), "predict", args.progress and len(inputs) > 1)
     results = []
     if args.ray:
@@ -105,7 +115,9 @@ def cmd_predict(args) -> int:
     # what each file declares about its origin: shown beside the verdict, never mixed into p_fake
     declared = [r.provenance or read_provenance(path) for r, path in zip(results, inputs)]
     if args.json:
-        print(json.dumps([{**r.to_dict(), "provenance": p.to_dict()} for r, p in zip(results, declared)], indent=2))
+        print(json.dumps([{**r.to_dict(), "provenance": p.to_dict(),
+                           **({"at_prevalence": _meaning_dict(meaning, r, clf.threshold)} if meaning else {})}
+                          for r, p in zip(results, declared)], indent=2))
     else:
         for r, p in zip(results, declared):
             if r.ok:
@@ -122,12 +134,29 @@ def cmd_predict(args) -> int:
                 clash = disagreement(p, r.label)
                 if clash:
                     print(f"  NOTE: {clash}")
+                if meaning:
+                    print(f"  {_meaning_dict(meaning, r, clf.threshold)['words']}")
             else:
                 print(f"{r.name}\tERROR\t{r.error}")
     failed = sum(not r.ok for r in results)
     if failed:
         print(f"realitycheck: {failed} of {len(results)} inputs failed", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _meaning_dict(meaning, pred, threshold: float) -> dict | None:
+    """What this verdict means at the prevalence given (`prevalence.verdict_meaning`), for JSON and text."""
+    from realitycheck import prevalence as P
+
+    if not pred.ok:
+        return None
+    right = meaning.fake_right if pred.label == "fake" else meaning.real_right
+    rates = meaning.rates
+    return {"prevalence": meaning.prevalence, "verdict_right": right,
+            "fake_verdict_right": meaning.fake_right, "real_verdict_right": meaning.real_right,
+            "detection_rate": rates.detection if rates else None,
+            "false_alarm_rate": rates.false_alarm if rates else None,
+            "words": P.verdict_meaning(meaning, pred.label, threshold)}
 
 
 def cmd_explain(args) -> int:
@@ -218,14 +247,29 @@ def cmd_evaluate(args) -> int:
     if args.robustness:
         summary["robustness"] = evaluate.robustness_sweep(clf, sources[0], split=args.split,
                                                           threshold=clf.threshold, progress=args.progress).to_dict("records")
+    groups = None
+    if args.groups:  # rates per age band / gender / ethnicity (file names or a CSV of path,attribute,value)
+        from realitycheck import groups as G
+
+        try:
+            attrs = G.attributes_for(result.table["path"], csv_path=None if args.groups == "names" else args.groups)
+            groups = G.group_rates(result.table, attrs, clf.threshold,
+                                   only=[a.strip() for a in args.group_by.split(",") if a.strip()] if args.group_by else None)
+        except G.GroupError as exc:
+            raise UserError(str(exc)) from None
+        summary["groups"] = groups.to_dict(orient="records")
     if args.report:
         evaluate.write_report(args.report, clf, result, threshold=clf.threshold,
-                              robustness=summary.get("robustness"))
+                              robustness=summary.get("robustness"), groups=groups)
         print(f"report written to {args.report}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     else:
         print(evaluate.format_summary(summary))
+        if groups is not None:
+            from realitycheck import groups as G
+
+            print(G.format_table(groups))
     return EXIT_OK
 
 
@@ -352,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (= fp32): the same p_fake as explain, evaluate and the dashboard; "
                         "bf16: faster batches on CPUs with bf16, p_fake differs by up to ~0.03")
     p.add_argument("--crop-face", action="store_true", help="classify the largest detected face only")
+    p.add_argument("--prevalence", metavar="P",
+                   help="share of fakes among the photos you check (0.001, 0.1%% or 1/1000): each verdict then "
+                        "says how often a verdict like it is right there, from the model card's measured rates")
     ray_opts(p)
     engine_opt(p)
     p.set_defaults(func=cmd_predict)
@@ -375,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "results and metrics are reported per source")
     p.add_argument("--only-split", choices=["train", "val", "test"],
                    help="keep only the images of this hash split (the one `train` uses), e.g. the held-out test share")
+    p.add_argument("--groups", nargs="?", const="names", metavar="CSV",
+                   help="false-alarm and detection rates per group (age band, gender, ethnicity) with 95%% intervals: "
+                        "from file names (UTKFace, All-Age-Faces) or, with CSV, from rows of path,attribute,value")
+    p.add_argument("--group-by", metavar="ATTR[,ATTR]", help="with --groups: only these attributes (e.g. 'age band,gender')")
     weights_opts(p)
     p.add_argument("--split", help="for the Kaggle layout: train, valid or test (default test)")
     p.add_argument("--json", action="store_true")

@@ -345,7 +345,7 @@ def card_summary(card) -> dict:
 
 
 def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: float = 0.5, robustness=None,
-                 image_root=None) -> Path:
+                 image_root=None, groups: pd.DataFrame | None = None) -> Path:
     from realitycheck.report import write_html_report
 
     table = M.rethreshold(result.table, threshold)
@@ -359,7 +359,8 @@ def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: 
     return write_html_report(path, title=f"RealityCheck evaluation: {clf.name}", model_card=card_summary(clf.card),
                              dataset_summary=dataset, metrics=result.metrics(threshold), table=table,
                              curves=curves, robustness=rob, provenance=table_summary(table), image_root=image_root,
-                             attribution=attribution_summary(table, threshold, result.families))
+                             attribution=attribution_summary(table, threshold, result.families),
+                             groups=groups)
 
 
 def attribution_summary(table: pd.DataFrame, threshold: float, families: dict) -> dict | None:

@@ -338,6 +338,24 @@ def _attribution(attribution: Mapping[str, Any] | None) -> str:
             f"{attribution['top1_accuracy']:.1%} of {attribution['n_detected']}.</p><table>{head}{body}</table>")
 
 
+def _groups(rows: pd.DataFrame | None, threshold: float) -> str:
+    """Rates per group of people (`groups.group_rates`): a group worse than the overall rate is flagged."""
+    if rows is None or len(rows) == 0:
+        return ""
+    head = ("<tr><th>attribute</th><th>group</th><th>class</th><th>images</th><th>rate</th><th>95% CI</th>"
+            "<th>overall</th><th>mean p_fake</th><th>flag</th></tr>")
+    body = "".join(
+        f"<tr><td>{_e(r.attribute)}</td><td>{_e(r.group)}</td><td>{_e(r.label)}</td><td>{r.n}</td>"
+        f"<td>{_e(r.rate_name)} {r.rate:.1%}</td><td>{r.ci95_low:.1%}&ndash;{r.ci95_high:.1%}</td>"
+        f"<td>{r.overall_rate:.1%}</td><td>{r.mean_p_fake:.3f}</td>"
+        f"<td>{'<b class=fake>' + _e(r.flag) + '</b>' if r.flag else ''}</td></tr>"
+        for r in rows.itertuples(index=False))
+    return ("<h2>Per group of people</h2><p class=note>Reals: share wrongly called fake (false alarms); fakes: share "
+            f"detected, at threshold {threshold:.2f}, with 95% Wilson intervals. Overall: every image of the class "
+            "whose attribute is known. A group is flagged when its whole interval lies on the worse side of the "
+            f"overall rate.</p><table>{head}{body}</table>")
+
+
 def render_html_report(
     *,
     title: str,
@@ -351,6 +369,7 @@ def render_html_report(
     image_root: str | Path | None = None,
     provenance: Mapping[str, Any] | None = None,
     attribution: Mapping[str, Any] | None = None,
+    groups: pd.DataFrame | None = None,
 ) -> str:
     """The whole evaluation as one HTML string (a few MB, mostly the embedded plotly.js).
 
@@ -389,6 +408,7 @@ def render_html_report(
         _headline(metrics),
         _per_source(table, threshold),
         _attribution(attribution),
+        _groups(groups, threshold),
         "<h2>Metrics</h2>",
         _metrics_table(metrics),
         "<h2>Plots</h2>",

@@ -124,13 +124,16 @@ def _main_text(page) -> str:
 
 
 def test_classify_several_uploads_duplicate_and_evidence_choice(server, page, shots, weights):
-    """Two photos plus one of them again in one submit: a summary table, each photo once, no key clash;
-    then the heatmap switched to the other class than the verdict."""
+    """Two photos (a real one and a shipped AI-generated example) plus one of them again in one submit: a
+    summary table, each photo once, no key clash; then the heatmap switched to the other class than the verdict."""
     page.goto(server)
     page.get_by_text("Classify face photos").first.wait_for(timeout=90_000)
     _idle(page)
+    from realitycheck.examples import load_examples
+
     hopper = str(ROOT / "sample_images" / "grace_hopper.jpg")
-    collins = str(ROOT / "sample_images" / "astronaut_eileen_collins.jpg")
+    # the first shipped fake by name (sample_images/examples.csv), whatever the model says of it
+    collins = str(next(e.path for e in load_examples(ROOT / "sample_images") if e.label == "fake"))
     page.locator("input[type=file]").first.set_input_files([hopper, collins, hopper])
     page.get_by_role("button", name="Classify", exact=True).click()
     page.get_by_text("evidence for").nth(1).wait_for(timeout=240_000)  # both heatmap captions
@@ -162,6 +165,30 @@ def test_classify_several_uploads_duplicate_and_evidence_choice(server, page, sh
     assert "evidence for 'fake'" in body and "evidence for 'real'" not in body
     assert body.count("(not the verdict)") >= before  # a photo judged real now shows what looks fake
     _no_exception(page)
+
+
+def test_demo_gallery_shows_each_examples_verdict_right_or_wrong(server, page, shots, weights):
+    """Demo mode: every example with its verdict in words, the misses said as misses (counted from the model)."""
+    from realitycheck.examples import load_examples, outcome_words
+    from realitycheck.inference import Classifier
+
+    page.goto(server)
+    page.get_by_text("Classify face photos").first.wait_for(timeout=90_000)
+    _idle(page)
+    page.get_by_text("Demo mode", exact=True).first.click()
+    _idle(page)
+    page.get_by_text("Real or AI-generated?").first.wait_for(timeout=60_000)
+    page.get_by_text("The model calls this").first.wait_for(timeout=180_000)
+    _idle(page)
+    body = _main_text(page)
+    clf = Classifier.from_file(weights)
+    shipped = load_examples(ROOT / "sample_images")
+    for e, pred in zip(shipped, clf.predict([str(e.path) for e in shipped])):
+        assert outcome_words(e.label, pred.label) in body, (e.path.name, pred.p_fake)
+    _no_exception(page)
+    page.set_viewport_size({"width": 1400, "height": 1300})
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(shots / "demo.png"))
 
 
 def test_evaluate_page_runs_on_a_labelled_folder(server, page, shots, tmp_path):

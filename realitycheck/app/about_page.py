@@ -69,10 +69,35 @@ LICENCES = """
 - **FFHQ** (Flickr-Faces-HQ, NVIDIA) images and the **StyleGAN**-generated faces used for training and
   evaluation are licensed **CC BY-NC-SA 4.0** (non-commercial, share-alike); models trained on them
   inherit that restriction in practice: research, education and demos.
-- The example photos in `sample_images/` are public-domain portraits (NASA, US Navy).
+- The example gallery in `sample_images/`: four AI-generated faces (SDXL, FLUX.1) from the SFHQ-T2I
+  dataset, MIT licence (Copyright (c) 2024 David Beniaguev); four studio portraits from the Face
+  Research Lab London Set by Lisa DeBruine and Benedict Jones, CC BY 4.0; two public-domain portraits
+  (NASA, US Navy). Each file's source and licence: `sample_images/README.md`.
 - The original project's examples, when shown, come from its public repository.
 - RealityCheck itself is MIT-licensed; Grad-CAM comes from pytorch-grad-cam (MIT).
 """
+
+
+RESPONSIBLE = """
+- **p(fake) is a score, not the chance that this photo is fake.** What a FAKE verdict is worth depends
+  on how common fakes are where your photos come from: set it in the sidebar ("Prevalence"), and each
+  verdict says how often a verdict like it is right there.
+- **A REAL verdict is not proof.** Faces from generators the model never saw are mostly missed.
+- **Never the sole evidence against a person.** Treat a FAKE verdict as a reason to look further:
+  the image's source, its provenance, other photos, asking the person.
+- Uploads stay in this session's memory; reports and CSVs hold thumbnails and names: handle them
+  as carefully as the photos.
+"""
+
+
+def _responsible_use_text() -> str | None:
+    from pathlib import Path
+
+    path = Path(common.REPO_ROOT) / "docs" / "responsible-use.md"
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
 
 
 def _network() -> str:
@@ -106,6 +131,15 @@ def render() -> None:
     st.header("Limitations")
     st.warning("A detector trained on one family of generators is not a general fake detector.", icon=":material/warning:")
     st.markdown(LIMITS)
+    st.header("Using it responsibly")
+    st.markdown(RESPONSIBLE)
+    guide = _responsible_use_text()
+    if guide:
+        with st.expander("The whole guide: what p(fake) means, the base-rate effect, blind spots, privacy, "
+                         "legal caveats (docs/responsible-use.md)"):
+            st.markdown(guide.split("\n", 1)[1] if guide.startswith("# ") else guide)
+    else:
+        st.caption("The full guide is docs/responsible-use.md in the RealityCheck repository.")
     st.header("Data and licences")
     st.markdown(LICENCES)
     st.header("Privacy")

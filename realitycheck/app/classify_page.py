@@ -35,28 +35,55 @@ def _guidance(demo: bool) -> None:
                 icon=":material/lightbulb:")
 
 
+def _example_verdicts(clf, items) -> dict:
+    """Every example's Prediction under this model, computed once per session and model (server images:
+    not counted against the session's rate limit, not logged in its history)."""
+    store = state.get(state.EXAMPLE_VERDICTS)
+    mkey = common.classifier_key(clf)
+    if mkey not in store:
+        with st.spinner("Classifying the examples…"):
+            paths = [str(p) for p, _ in items]
+            store.clear()  # one model's verdicts at a time
+            store[mkey] = dict(zip(paths, clf.predict(paths, [p.name for p, _ in items])))
+    return store[mkey]
+
+
 def _examples(clf, demo: bool) -> None:
+    from realitycheck.examples import PLAIN, outcome, outcome_words
+    from realitycheck.inference import verdict
+
     items = common.examples()
     if not items:
         st.caption("No example images found (sample_images/ is empty).")
         return
+    # demo mode shows each example's verdict up front, right or wrong: a gallery of hits only would oversell
+    verdicts = _example_verdicts(clf, items) if demo and clf is not None else {}
+    threshold = float(state.get(state.THRESHOLD))
     per_row = 6 if not demo else 5
     for start in range(0, len(items), per_row):
         cols = st.columns(per_row)
         for col, (i, (path, label)) in zip(cols, enumerate(items[start:start + per_row], start=start)):
             with col:
                 st.image(str(path), width="stretch")
-                truth = {"real": "a real photo", "fake": "AI-generated"}.get(label, "unknown") if demo else label
+                truth = PLAIN.get(label, "unknown") if demo else label
                 st.caption(f"{path.name}  \n{'actually' if demo else 'true class:'} **{truth or 'unknown'}**")
+                pred = verdicts.get(str(path))
+                if pred is not None and pred.ok:
+                    said = verdict(pred.p_fake, threshold)
+                    words = outcome_words(label, said)
+                    if outcome(label, said) in ("missed", "false alarm"):
+                        st.markdown(f":red[**{words}**]")
+                    else:
+                        st.markdown(f"**{words}**")
                 if st.button("Classify this", key=f"example_{i}", disabled=clf is None, width="stretch"):
                     state.put(state.CLASSIFY_ERRORS, [])
                     state.put(state.CLASSIFY_NOTES, [])
-                    _run(clf, [(path.name, path.read_bytes())], source=f"example ({label})")
+                    _run(clf, [(path.name, path.read_bytes())], source=f"example ({label})", truth=label)
 
 
-def _run(clf, items: list[tuple[str, bytes]], source: str) -> None:
+def _run(clf, items: list[tuple[str, bytes]], source: str, truth: str | None = None) -> None:
     with st.spinner(f"Classifying {len(items)} image{'s' if len(items) != 1 else ''}…"):
-        keys = common.classify(clf, items, source)
+        keys = common.classify(clf, items, source, truth=truth)
     state.put(state.CURRENT, keys)
 
 
@@ -228,6 +255,13 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
             st.markdown(f"**{rec['name']}**")
             st.markdown(common.verdict_html(pred.label, pred.p_fake, "large" if demo else "normal"),
                         unsafe_allow_html=True)
+            if rec.get("truth"):  # an example: its true class is known, so say whether the model got it right
+                from realitycheck.examples import outcome, outcome_words
+
+                words = outcome_words(rec["truth"], pred.label)
+                (st.warning if outcome(rec["truth"], pred.label) in ("missed", "false alarm") else st.success)(
+                    words, icon=":material/fact_check:")
+            st.caption(f":material/percent: {common.verdict_meaning(clf, pred.label, threshold)}")
             if not demo:
                 st.caption(f"Verdict: {pred.label.upper()} (threshold {threshold:.4g})")
                 c1, c2 = st.columns(2)

@@ -262,11 +262,46 @@ def sidebar() -> None:
                                    "your photos may differ: measure them on the Evaluate page.")
                     else:
                         st.caption("Test metrics: none recorded in the model card")
+        prevalence_control()
         if not state.get(state.DEMO):
             st.subheader("Decision")
             st.slider("Threshold: p(fake) at or above this is FAKE", min_value=0.01, max_value=0.99,
                       step=state.THRESHOLD_STEP, format="%.4f", key=state.THRESHOLD,
                       help="Raise it for fewer false alarms on real photos, lower it to catch more fakes.")
+
+
+# ---------------------------------------------------------------------------------------------
+# What a verdict means at the user's prevalence (the arithmetic is realitycheck.prevalence)
+# ---------------------------------------------------------------------------------------------
+
+PREVALENCE_CHOICES = [0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5]
+
+
+def prevalence_control() -> None:
+    """Sidebar: how common fakes are among the photos checked (shown in demo mode too)."""
+    from realitycheck import prevalence as P
+
+    st.subheader("How common are fakes?" if state.get(state.DEMO) else "Prevalence")
+    st.select_slider("Share of AI-generated photos among those you check", options=PREVALENCE_CHOICES,
+                     key=state.PREVALENCE, format_func=P.prevalence_words,
+                     help="The same verdict means much less when fakes are rare: at 1 in 1,000, most FAKE "
+                          "verdicts of a model with 1% false alarms are false alarms. Each verdict then says "
+                          "how often a verdict like it is right, from the model's measured rates.")
+    path = active_model_path()
+    if path is not None:
+        try:
+            rates = P.rates_from_card(card_of(path))
+        except CheckpointError:
+            return
+        st.caption(P.both_words(P.reliability(rates, float(state.get(state.PREVALENCE)))))
+
+
+def verdict_meaning(clf: inference.Classifier, label: str, threshold: float) -> str:
+    """The sentence beside a verdict: how often it is right at the session's prevalence."""
+    from realitycheck import prevalence as P
+
+    rel = P.reliability(P.rates_from_card(clf.card), float(state.get(state.PREVALENCE)))
+    return P.verdict_meaning(rel, label, threshold, plain=bool(state.get(state.DEMO)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,10 +368,12 @@ def accept_upload(data: bytes, name: str) -> str | None:
 # Classification glue (package calls + per-session caching)
 # ---------------------------------------------------------------------------------------------
 
-def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: str) -> list[tuple[str, str]]:
+def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: str,
+             truth: str | None = None) -> list[tuple[str, str]]:
     """Predict each (name, bytes), cached per session by (model, file hash); log to the history.
 
-    Returns the keys of the records in order. Bad inputs get a record with `error` set.
+    Returns the keys of the records in order. Bad inputs get a record with `error` set. `truth`: the
+    known class of the items (an example), so the result can say whether the verdict is right.
     """
     mkey = classifier_key(clf)
     preds = state.get(state.PREDICTIONS)
@@ -367,6 +404,7 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
         rec = preds[key]
         pred = rec["pred"]
         rec["name"] = name  # the same bytes may arrive under another name
+        rec["truth"] = truth  # and an example's bytes as an upload, whose truth is unknown
         if not pred.ok:
             continue
         label = inference.verdict(pred.p_fake, threshold)
@@ -428,12 +466,11 @@ def faithfulness_words(faithfulness) -> str:
 
 
 def examples() -> list[tuple[Path, str | None]]:
-    """Example images: sample_images/ (real public-domain photos) and the seed examples if present."""
-    out: list[tuple[Path, str | None]] = []
+    """Example images: sample_images/ (each file's class from its examples.csv) and the seed examples if present."""
+    from realitycheck.examples import load_examples
     from realitycheck.images import is_image_path
 
-    if SAMPLE_DIR.is_dir():
-        out += [(p, "real") for p in sorted(SAMPLE_DIR.iterdir()) if is_image_path(p)]
+    out: list[tuple[Path, str | None]] = [(e.path, e.label) for e in load_examples(SAMPLE_DIR)]
     for label in ("real", "fake"):
         d = SEED_EXAMPLES_DIR / label
         if d.is_dir():

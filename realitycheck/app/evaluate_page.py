@@ -30,7 +30,7 @@ LAYOUT_HELP = (
 # Running
 # ---------------------------------------------------------------------------------------------
 
-def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=()) -> None:
+def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=(), root: str | None = None) -> None:
     from realitycheck import evaluate
     from realitycheck.data import DataError
 
@@ -58,6 +58,8 @@ def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=()) -> None
         "model_name": clf.name, "model_path": str(clf.path) if clf.path else None,
         "model_key": common.classifier_key(clf),
         "tmp": tmp, "skipped": list(skipped), "memo": {},
+        # uploads: where the user's own names start (the zip's top, the upload folder); server folders: None
+        "root": root or (getattr(tmp, "name", None) if tmp is not None else None),
     })
     state.put(state.EVAL_THRESHOLD, float(state.get(state.THRESHOLD)))
     st.toast(f"Evaluated {len(result.table)} images in {result.seconds:.1f} s")
@@ -115,7 +117,9 @@ def _source_zip(clf) -> None:
         state.drop_temp_dir(tmp)
         common.show_error(str(exc), details=LAYOUT_HELP)
         return
-    _evaluate(clf, folder, label=up.name, tmp=tmp, skipped=skipped)
+    # files are named by their path inside the zip: relative to the folder it was unpacked into
+    top = Path(tmp.name) / Path(folder).resolve().relative_to(Path(tmp.name).resolve()).parts[0]
+    _evaluate(clf, folder, label=up.name, tmp=tmp, skipped=skipped, root=str(top))
 
 
 def _source_files(clf) -> None:
@@ -225,13 +229,58 @@ def _charts(ev: dict, s: dict, threshold: float) -> None:
 
 
 def _root(ev: dict) -> str | None:
-    return getattr(ev.get("tmp"), "name", None)
+    """The folder an upload's names are relative to (None: a server folder, whose paths are the user's own)."""
+    return ev.get("root") or getattr(ev.get("tmp"), "name", None)
+
+
+def _shown(ev: dict, path) -> str:
+    """A result's file as the user knows it: its path inside the uploaded zip (or the upload folder);
+    a server folder's path as typed (public mode: no server folder at all)."""
+    import os
+
+    from realitycheck.app import public
+
+    root, p = _root(ev), str(path)
+    if root:
+        a, r = os.path.abspath(p), os.path.abspath(root)
+        if a.startswith(r + os.sep):
+            return Path(os.path.relpath(a, r)).as_posix()
+    return public.shown_path(p)
+
+
+def _shown_text(ev: dict, text: str) -> str:
+    """A message with the upload's server folder taken out (and, in public mode, every server path)."""
+    import os
+
+    from realitycheck.app import public
+
+    root = _root(ev)
+    text = str(text)
+    if root:
+        for r in {root, os.path.abspath(root), str(Path(root).resolve())}:
+            text = text.replace(r + os.sep, "").replace(r, "the upload")
+    return public.safe(text)
+
+
+def _shown_result(ev: dict):
+    """The EvaluationResult as downloads show it: files by `_shown`, messages by `_shown_text`, and for an
+    upload the upload's name as its source (the table keeps the real paths for the heatmaps)."""
+    import dataclasses
+
+    from realitycheck.app import public
+
+    result = ev["result"]
+    if not _root(ev):
+        return public.shown_result(result)
+    table = result.table.assign(path=[_shown(ev, p) for p in result.table["path"]],
+                                error=[_shown_text(ev, e) for e in result.table["error"]])
+    return dataclasses.replace(result, table=table, source=str(ev.get("label") or "upload"))
 
 
 def _failed(ev: dict, s: dict) -> None:
     from realitycheck.app import public
 
-    reasons = {public.shown_path(p, _root(ev)): public.safe(r) for p, r in (s.get("failed_reasons") or {}).items()}
+    reasons = {_shown(ev, p): _shown_text(ev, r) for p, r in (s.get("failed_reasons") or {}).items()}
     skipped = ev.get("skipped") or []
     if reasons:
         n = len(reasons)
@@ -256,14 +305,12 @@ def _error_browser(ev: dict, threshold: float) -> None:
     st.caption(f"{len(wrong)} misclassified images. Pick one to see it with its Grad-CAM heatmap.")
     view = wrong[["path", "true_label", "predicted", "p_fake", "faces"]].drop_duplicates("path").copy()
     view["p_fake"] = pd.to_numeric(view["p_fake"], errors="coerce")
-    from realitycheck.app import public
-
-    shown = view.assign(path=[public.shown_path(p, _root(ev)) for p in view["path"]])  # public: no server folders
+    shown = view.assign(path=[_shown(ev, p) for p in view["path"]])  # names as the user knows them
     st.dataframe(shown, hide_index=True, width="stretch",
                  column_config={"p_fake": st.column_config.NumberColumn("p(fake)", format="%.3f")})
     paths = view["path"].astype(str).tolist()
     # Keyed by the run: a second evaluation gets a fresh picker instead of the old run's choice.
-    choice = st.selectbox("Show", paths, format_func=lambda p: Path(p).name, key=f"eval_error_pick_{ev['id']}")
+    choice = st.selectbox("Show", paths, format_func=lambda p: _shown(ev, p), key=f"eval_error_pick_{ev['id']}")
     if choice not in paths:
         return
     row = view[view["path"].astype(str) == choice].iloc[0]
@@ -273,7 +320,7 @@ def _error_browser(ev: dict, threshold: float) -> None:
         common.show_error(str(exc))
         return
     clf = _eval_classifier(ev)
-    st.markdown(f"**{Path(choice).name}**: true class **{row['true_label']}**, "
+    st.markdown(f"**{_shown(ev, choice)}**: true class **{row['true_label']}**, "
                 + common.verdict_html(str(row["predicted"]), float(row["p_fake"])), unsafe_allow_html=True)
     if clf is None:
         st.image(img, width=320, caption=f"true {row['true_label']}, predicted {row['predicted']}")
@@ -300,30 +347,32 @@ def _eval_classifier(ev: dict):
         return None
 
 
-def _downloads(ev: dict, threshold: float) -> None:
-    from realitycheck.app import public
+def results_csv(ev: dict, threshold: float) -> bytes:
+    """The per-image CSV download: files named as the user knows them, never a server folder."""
+    t = M.rethreshold(_shown_result(ev).table, threshold)
+    return t.reindex(columns=M.TABLE_COLUMNS + ["provenance"]).to_csv(index=False).encode("utf-8")
 
-    shown = public.shown_result(ev["result"], _root(ev))  # public mode: no server folders in downloads
-    t = M.rethreshold(shown.table, threshold)
-    csv = t.reindex(columns=M.TABLE_COLUMNS + ["provenance"]).to_csv(index=False).encode("utf-8")
+
+def report_html(ev: dict, clf, threshold: float) -> bytes:
+    """The HTML report download, from the same shown result as the CSV (thumbnails found under the upload)."""
+    from realitycheck import evaluate
+
+    with tempfile.TemporaryDirectory(prefix="realitycheck-report-") as d:
+        out = evaluate.write_report(Path(d) / "report.html", clf, _shown_result(ev), threshold=threshold,
+                                    image_root=_root(ev), groups=_group_rows(ev, threshold))
+        return out.read_bytes()
+
+
+def _downloads(ev: dict, threshold: float) -> None:
     c1, c2 = st.columns(2)
-    c1.download_button("Download results (CSV)", data=csv, file_name="realitycheck-results.csv",
+    c1.download_button("Download results (CSV)", data=results_csv(ev, threshold), file_name="realitycheck-results.csv",
                        mime="text/csv", key="eval_dl_csv")
     clf = _eval_classifier(ev)
     if clf is None:
         c2.caption("HTML report: needs the model that produced these results.")
         return
-    result = shown
-
-    def report() -> bytes:
-        from realitycheck import evaluate
-
-        with tempfile.TemporaryDirectory(prefix="realitycheck-report-") as d:
-            out = evaluate.write_report(Path(d) / "report.html", clf, result, threshold=threshold,
-                                        image_root=_root(ev))
-            return out.read_bytes()
-
-    c2.download_button("Download report (HTML)", data=report, file_name="realitycheck-report.html",
+    c2.download_button("Download report (HTML)", data=lambda: report_html(ev, clf, threshold),
+                       file_name="realitycheck-report.html",
                        mime="text/html", key="eval_dl_html",
                        help="One self-contained file (opens offline) with every chart and metric.")
 
@@ -344,6 +393,69 @@ def _per_source(s: dict) -> None:
                  column_config={"rate": st.column_config.NumberColumn(format="percent"),
                                 "unfamiliar": st.column_config.NumberColumn(format="percent"),
                                 "mean p(fake)": st.column_config.NumberColumn(format="%.3f")})
+
+
+def _group_rows(ev: dict, threshold: float):
+    """Rates per group of people (`groups.group_rates`) at this threshold; None when no image has an
+    attribute. Attributes come from known file names and, when uploaded, a path,attribute,value CSV."""
+    from realitycheck import groups as G
+
+    attrs = ev.get("group_attributes")
+    if attrs is None:
+        attrs = ev["group_attributes"] = G.attributes_for(ev["result"].table["path"])
+    if not attrs:
+        return None
+    return G.group_rates(ev["result"].table, attrs, threshold)
+
+
+def _groups_csv(ev: dict) -> None:
+    """An optional CSV of path,attribute,value (paths as inside the zip or folder, or bare file names)."""
+    from realitycheck import groups as G
+
+    up = st.file_uploader("Attributes CSV (path,attribute,value), optional", type=["csv"],
+                          key=f"eval_groups_csv_{ev['id']}",
+                          help="One row per file and attribute, e.g. `real/x.jpg,age,34` or `x.jpg,skin tone,V`. "
+                               "UTKFace and All-Age-Faces file names are read without one.")
+    if up is None or ev.get("group_csv") == up.file_id:
+        return
+    tmp = tempfile.TemporaryDirectory(prefix="realitycheck-groups-")
+    try:
+        path = Path(tmp.name) / "groups.csv"
+        path.write_bytes(up.getvalue())
+        ev["group_attributes"] = G.attributes_for(ev["result"].table["path"], csv_path=path)
+        ev["group_csv"] = up.file_id
+    except G.GroupError as exc:
+        common.show_error(str(exc).replace("groups.csv", up.name))
+    finally:
+        tmp.cleanup()
+
+
+def _groups(ev: dict, threshold: float) -> None:
+    """False alarms and detection per age band, gender, ethnicity: no group of people hides in an average."""
+    with st.expander("Per group of people (age, gender, ethnicity)", expanded=False):
+        _groups_csv(ev)
+        rows = _group_rows(ev, threshold)
+        if rows is None or rows.empty:
+            st.caption("No image has a known attribute: upload a CSV of path,attribute,value, or evaluate "
+                       "UTKFace / All-Age-Faces files under their original names.")
+            return
+        flagged = rows[rows["flag"] != ""]
+        for r in flagged.itertuples(index=False):
+            st.warning(f"{r.attribute} {r.group} ({r.label} photos): {r.flag} ({r.rate_name} {r.rate:.1%}, "
+                       f"95% CI {r.ci95_low:.1%}-{r.ci95_high:.1%}; overall {r.overall_rate:.1%}).",
+                       icon=":material/groups:")
+        table = [{"attribute": r.attribute, "group": r.group, "class": r.label, "images": r.n,
+                  "measures": r.rate_name, "rate": r.rate, "95% CI": f"{r.ci95_low:.1%} - {r.ci95_high:.1%}",
+                  "overall": r.overall_rate, "mean p(fake)": r.mean_p_fake, "flag": r.flag}
+                 for r in rows.itertuples(index=False)]
+        st.dataframe(table, hide_index=True, width="stretch", key="eval_groups",
+                     column_config={"rate": st.column_config.NumberColumn(format="percent"),
+                                    "overall": st.column_config.NumberColumn(format="percent"),
+                                    "mean p(fake)": st.column_config.NumberColumn(format="%.3f")})
+        st.caption("Real photos: share wrongly called fake; fakes: share detected; 95% Wilson intervals. Overall: "
+                   "every photo of the class whose attribute is known. A group is flagged when its whole interval "
+                   "lies on the worse side of the overall rate. Small groups have wide intervals: no flag is not "
+                   "proof of no difference.")
 
 
 def _results(ev: dict) -> None:
@@ -379,11 +491,16 @@ def _results(ev: dict) -> None:
         st.warning(sentence, icon=":material/block:")
     _cards(s, kind)
     _per_source(s)
+    common.run_page(lambda: _groups(ev, threshold), "the per-group table")
     _charts(ev, s, threshold)
     _failed(ev, s)
     from realitycheck.app import provenance_panel
 
-    provenance_panel.render_counts(s.get("provenance"))
+    declared = s.get("provenance")
+    if declared and declared.get("disagreement_files"):  # named as the user knows them
+        declared = {**declared, "disagreement_files": [{**c, "path": _shown(ev, c["path"])}
+                                                      for c in declared["disagreement_files"]]}
+    provenance_panel.render_counts(declared)
     _downloads(ev, threshold)
     _error_browser(ev, threshold)
 

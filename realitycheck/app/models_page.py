@@ -64,18 +64,30 @@ def _list(paths: list[Path]) -> None:
                 st.caption(f"Path: `{p}`")
 
 
-def _adopt(path: Path, what: str) -> None:
+def _named(text: str, path: Path, what: str, uploaded: bool) -> str:
+    """A message about `path` naming an uploaded file by its own name, never its temporary server path."""
+    if not uploaded:
+        return text
+    for p in sorted({str(path), str(path.resolve()), str(path.parent), str(path.parent.resolve())}, key=len,
+                    reverse=True):
+        text = text.replace(p, what if p.endswith(path.name) else "the upload")
+    return text
+
+
+def _adopt(path: Path, what: str, uploaded: bool = False) -> None:
     """Validate by loading; on success add to this session's models and make it active."""
     try:
         with st.spinner(f"Loading and checking {what}…"):
             clf = common.get_classifier(path)
     except CheckpointError as exc:
-        common.show_error(str(exc), details="Expected a RealityCheck checkpoint (.pt) or the original "
-                                            "project's RealityCheck.pth (a ResNet50 state_dict).")
+        common.show_error(_named(str(exc), path, what, uploaded),
+                          details="Expected a RealityCheck checkpoint (.pt) or the original "
+                                  "project's RealityCheck.pth (a ResNet50 state_dict).")
         return
     except Exception as exc:  # noqa: BLE001 - a user's file must never end the page
-        common.show_error(f"{path.name}: could not be loaded ({common.one_line(exc)})",
-                          details=f"{type(exc).__name__}: {exc}")
+        common.show_error(f"{what if uploaded else path.name}: could not be loaded "
+                          f"({_named(common.one_line(exc), path, what, uploaded)})",
+                          details=_named(f"{type(exc).__name__}: {exc}", path, what, uploaded))
         return
     extra = state.get(state.EXTRA_MODELS)
     if str(path) not in extra:
@@ -122,7 +134,7 @@ def _load_upload(tab_up) -> None:
                     name = safe_file_name(up.name, "checkpoint.pt")
                     target = Path(tmp.name) / name
                     target.write_bytes(data)
-                    _adopt(target, up.name)  # reruns on success
+                    _adopt(target, up.name, uploaded=True)  # reruns on success
                     state.drop_temp_dir(tmp)
 
 

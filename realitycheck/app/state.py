@@ -27,6 +27,8 @@ SLOW_OK = "allow_slow_methods"  # bool: offer scorecam/ablationcam (Classify pag
 EVIDENCE = "cam_evidence"  # "verdict" | "fake" | "real": the class the heatmap explains (Classify page)
 EVAL_THRESHOLD = "eval_threshold"  # float: threshold of the Evaluate page (re-thresholds the table)
 THRESHOLD_FOR = "threshold_for"  # str | None: the model whose card last set the thresholds
+PREVALENCE = "prevalence"  # float 0-1: share of fakes among the photos checked (sidebar), for what a verdict means
+EXAMPLE_VERDICTS = "example_verdicts"  # dict[model_key] -> {example path: Prediction}: the demo gallery's verdicts
 THRESHOLD_STEP = 0.0005  # fine enough to hold a card's threshold exactly (e.g. 0.8565)
 
 # -- what the session holds ------------------------------------------------------------------------
@@ -55,10 +57,11 @@ DEFAULTS: dict[str, Any] = {
     EVAL_THRESHOLD: 0.5,
     ACTIVE_MODEL: None,
     THRESHOLD_FOR: None,
+    PREVALENCE: 0.01,
 }
 
 # Widget-bound keys that must survive runs in which their widget is not drawn.
-PERSISTENT_WIDGET_KEYS = (THRESHOLD, DEMO, METHOD, OPACITY, SLOW_OK, EVIDENCE, EVAL_THRESHOLD)
+PERSISTENT_WIDGET_KEYS = (THRESHOLD, DEMO, METHOD, OPACITY, SLOW_OK, EVIDENCE, EVAL_THRESHOLD, PREVALENCE)
 
 # Per-session caps: uploads are held in memory and on disk for the session's lifetime.
 # (the per-session upload budget is a deployment setting: access.AccessSettings.session_upload_bytes)
@@ -71,11 +74,12 @@ def _fresh(key: str) -> Any:
     return {
         EXTRA_MODELS: list, HISTORY: list, PREDICTIONS: dict, EXPLANATIONS: dict, CURRENT: list,
         CLASSIFY_ERRORS: list, CLASSIFY_NOTES: list, SEEN_UPLOADS: set, TEMP_DIRS: list, FLASH: list,
+        EXAMPLE_VERDICTS: dict,
     }[key]()
 
 
 MUTABLE_KEYS = (EXTRA_MODELS, HISTORY, PREDICTIONS, EXPLANATIONS, CURRENT, CLASSIFY_ERRORS, CLASSIFY_NOTES,
-                SEEN_UPLOADS, TEMP_DIRS, FLASH)
+                SEEN_UPLOADS, TEMP_DIRS, FLASH, EXAMPLE_VERDICTS)
 
 
 def init() -> None:
