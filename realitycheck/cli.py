@@ -33,6 +33,16 @@ def _progress_bar(total: int | None, desc: str, enabled: bool):
                 disable=None if enabled else True, mininterval=0.5)  # None: only on a terminal
 
 
+def _threshold_arg(text: str) -> float:
+    """--threshold as argparse checks it: a number in [0, 1] (inference.check_threshold), else a usage error."""
+    from realitycheck.inference import ThresholdError, check_threshold
+
+    try:
+        return check_threshold(text)
+    except ThresholdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _load(args, **kwargs):
     from realitycheck.checkpoints import CheckpointError
     from realitycheck.inference import NoWeightsError, load_classifier
@@ -223,7 +233,10 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(summary, indent=2, default=float))
     else:
         print(evaluate.format_summary(summary))
-    return EXIT_OK
+    failed = int(summary.get("n_failed") or 0)
+    if failed:  # the metrics stand, but some inputs were not scored: the same code as predict's
+        print(f"realitycheck: {failed} of {len(result.table)} inputs failed", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 def cmd_train(args) -> int:
@@ -316,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def weights_opts(p):
         p.add_argument("--weights", help="checkpoint file (default: the shipped model in weights/)")
-        p.add_argument("--threshold", type=float, default=None,
+        p.add_argument("--threshold", type=_threshold_arg, default=None,
                        help="decision threshold on p_fake (default: the one in the model's card, 0.5 unless it says)")
         p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 

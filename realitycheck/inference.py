@@ -58,6 +58,23 @@ def verdict(p_fake: float, threshold: float) -> str:
     return "fake" if p_fake >= threshold else "real"
 
 
+class ThresholdError(ValueError):
+    """A decision threshold outside [0, 1]: p_fake is a probability, so such a threshold would call
+    every image fake (below 0) or every image real (above 1) without saying so."""
+
+
+def check_threshold(threshold) -> float:
+    """`threshold` as a float in [0, 1], or ThresholdError with one line saying why (every front end's rule)."""
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        raise ThresholdError(f"threshold {threshold!r} is not a number; give one between 0 and 1") from None
+    if not 0.0 <= t <= 1.0:  # also refuses NaN
+        raise ThresholdError(f"threshold {threshold} is outside 0..1: p_fake is a probability, so it would "
+                             f"call every image {'fake' if t < 0 else 'real'}; give one between 0 and 1")
+    return t
+
+
 @dataclass
 class Prediction:
     """The verdict on one image, or the reason there is none (`error`)."""
@@ -91,6 +108,7 @@ class Prediction:
         """The same prediction read at another threshold (no model run); failed ones unchanged."""
         if not self.ok:
             return self
+        threshold = check_threshold(threshold)
         return replace(self, threshold=threshold, label=verdict(self.p_fake, threshold))
 
     def to_dict(self) -> dict:
@@ -225,7 +243,7 @@ class Classifier:
         for p in self.model.parameters():
             p.requires_grad_(False)  # inference needs no autograd; explain re-enables what it needs
         self.card = card
-        self.threshold = float(card.threshold if threshold is None else threshold)  # None: the card's
+        self.threshold = check_threshold(card.threshold if threshold is None else threshold)  # None: the card's
         self.precision = precision
         self.batch_size = max(1, int(batch_size))
         self.face_check = face_check

@@ -1,0 +1,171 @@
+"""What a new user tripped on (issue 30), package and CLI side: every rule here is the package's, so the
+CLI, JSON, report and dashboard say the same. Dashboard behaviour is in tests/test_new_user_app.py."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from realitycheck import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _jpeg(seed: int, size: int = 96, noisy: bool = False) -> bytes:
+    rng = np.random.default_rng(seed)
+    if noisy:
+        arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    else:
+        y, x = np.mgrid[0:size, 0:size]
+        base = rng.integers(60, 200, 3)
+        arr = np.clip(np.stack([base[c] + 40 * np.sin((x + y * (c + 1)) / (8 + seed % 5)) for c in range(3)], -1),
+                      0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _folder(root: Path, per_class: int = 3, broken: bool = False, same: bool = False) -> Path:
+    """real/ and fake/; `same`: fake/ holds the very images of real/ (a mislabelled set: chance level)."""
+    for label in ("real", "fake"):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            seed = i if (same or label == "real") else 100 + i
+            (root / label / f"{label}{i}.jpg").write_bytes(_jpeg(seed, noisy=label == "fake" and not same))
+    if broken:
+        (root / "fake" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+        (root / "real" / "empty.jpg").write_bytes(b"")
+    return root
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = cli.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. a comparison scores each model at its own threshold
+# ---------------------------------------------------------------------------------------------
+
+def test_compare_scores_each_model_at_its_own_threshold(tiny_checkpoint, tmp_path):
+    from realitycheck import evaluate
+    from realitycheck.inference import Classifier
+
+    folder = _folder(tmp_path / "set", per_class=4)
+    low = Classifier.from_file(tiny_checkpoint, precision="fp32", threshold=0.2)
+    high = Classifier.from_file(tiny_checkpoint, precision="fp32", threshold=0.8)
+    comp = evaluate.compare_models({"low": low, "high": high}, folder, workers=0)
+    assert comp["threshold"] is None and comp["thresholds"] == {"low": 0.2, "high": 0.8}
+    rows = {r["model"]: r for r in comp["rows"]}
+    for name, clf in (("low", low), ("high", high)):
+        alone = evaluate.evaluate_folder(clf, folder, workers=0).summary(clf.threshold)  # as `evaluate` scores it
+        assert rows[name]["threshold"] == clf.threshold
+        assert rows[name]["accuracy"] == alone["accuracy"] and rows[name]["recall_fake"] == alone["recall_fake"]
+    # one common threshold only when asked, and then for both
+    same = evaluate.compare_models({"low": low, "high": high}, folder, threshold=0.5, workers=0)
+    assert same["threshold"] == 0.5 and {r["threshold"] for r in same["rows"]} == {0.5}
+    assert same["rows"][0]["accuracy"] == same["rows"][1]["accuracy"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. thresholds outside [0, 1] are refused
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", ["2", "-1", "nan", "1.0001"])
+def test_threshold_outside_0_1_is_a_usage_error(bad, tiny_checkpoint, capsys):
+    for command in (["predict", ROOT / "sample_images" / "grace_hopper.jpg"], ["evaluate", "somewhere"],
+                    ["explain", "x.jpg", "--out", "o"]):
+        code, out, err = _run(capsys, *command, "--weights", tiny_checkpoint, f"--threshold={bad}")
+        assert code == 2, (command, err)
+        assert "between 0 and 1" in err and "Traceback" not in err and not out
+
+
+def test_threshold_rule_is_the_packages(tiny_checkpoint, tmp_path):
+    from realitycheck import evaluate
+    from realitycheck.inference import Classifier, ThresholdError, check_threshold
+
+    assert check_threshold(0) == 0.0 and check_threshold("1") == 1.0 and check_threshold(0.7745) == 0.7745
+    for bad in (2, -1, float("nan"), "x", None):
+        with pytest.raises(ThresholdError):
+            check_threshold(bad)
+    with pytest.raises(ThresholdError):
+        Classifier.from_file(tiny_checkpoint, threshold=2)
+    clf = Classifier.from_file(tiny_checkpoint)
+    with pytest.raises(ThresholdError):
+        clf.predict_one(str(ROOT / "sample_images" / "grace_hopper.jpg")).at_threshold(-1)
+    with pytest.raises(ThresholdError):
+        evaluate.compare_models({"a": clf}, _folder(tmp_path / "s", 1), threshold=1.5, workers=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. exit codes are the README's, for predict and evaluate
+# ---------------------------------------------------------------------------------------------
+
+def test_readme_exit_codes_hold_for_predict_and_evaluate(tiny_checkpoint, tmp_path, capsys):
+    readme = (ROOT / "README.md").read_text()
+    assert "Exit codes: 0 all succeeded, 1 some inputs failed, 2 usage, data or weights errors." in readme
+    clean = _folder(tmp_path / "clean")
+    messy = _folder(tmp_path / "messy", broken=True)
+    w = ["--weights", tiny_checkpoint, "--no-progress"]
+    assert _run(capsys, "evaluate", clean, *w, "--workers", "0")[0] == 0
+    code, out, err = _run(capsys, "evaluate", messy, *w, "--workers", "0")
+    assert code == 1, err
+    assert "failed: 2" in out and "accuracy" in out and "2 of 8 inputs failed" in err  # metrics still printed
+    code, out, _ = _run(capsys, "evaluate", messy, *w, "--workers", "0", "--json")
+    assert code == 1 and json.loads(out)["n_failed"] == 2
+    assert _run(capsys, "evaluate", tmp_path / "absent", *w)[0] == 2
+    assert _run(capsys, "predict", clean / "real" / "real0.jpg", *w)[0] == 0
+    assert _run(capsys, "predict", clean / "real" / "real0.jpg", messy / "fake" / "broken.jpg", *w)[0] == 1
+    assert _run(capsys, "predict", clean / "real" / "real0.jpg", "--weights", tmp_path / "none.pt")[0] == 2
+
+
+def test_failed_files_name_their_path_once(tiny_checkpoint, tmp_path, capsys):
+    messy = _folder(tmp_path / "messy", broken=True)
+    _, out, _ = _run(capsys, "evaluate", messy, "--weights", tiny_checkpoint, "--no-progress", "--workers", "0")
+    lines = [line for line in out.splitlines() if "broken.jpg" in line]
+    assert lines and all(line.count("broken.jpg") == 1 for line in lines), lines
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. at chance level the CLI, JSON and report say so, and suggest no threshold
+# ---------------------------------------------------------------------------------------------
+
+def test_chance_level_is_said_and_no_threshold_suggested_everywhere(tiny_checkpoint, tmp_path, capsys):
+    folder = _folder(tmp_path / "same", per_class=4, same=True)  # real vs the same images labelled fake
+    w = ["--weights", tiny_checkpoint, "--no-progress", "--workers", "0"]
+    code, out, _ = _run(capsys, "evaluate", folder, *w, "--report", tmp_path / "r.html")
+    assert code == 0
+    assert "WARNING: The model cannot tell real from AI-generated photos" in out
+    assert "No threshold is suggested" in out and "maximising" not in out
+    code, out, _ = _run(capsys, "evaluate", folder, *w, "--json")
+    s = json.loads(out)
+    assert s["separation"]["kind"] == "chance" and s["threshold_advice"] is None
+    assert "best_threshold_balanced_accuracy" not in s and "threshold_for_fpr_5pct" not in s
+    html = (tmp_path / "r.html").read_text()
+    assert "cannot tell real from AI-generated" in html and "No threshold is suggested" in html
+
+
+def test_a_separating_model_gets_advice_with_interval_size_and_where_it_applies(tmp_path):
+    from realitycheck import metrics as M
+    from realitycheck.evaluate import threshold_advice_words
+
+    y = ["real"] * 15 + ["fake"] * 15
+    p = list(np.linspace(0.01, 0.2, 15)) + list(np.linspace(0.0755, 0.9, 15))
+    kind, _ = M.separation(M.compute_metrics(y, p, 0.5))
+    a = M.threshold_advice(y, p, kind)
+    assert kind == "separates" and a["small_sample"] and a["n_real"] == a["n_fake"] == 15
+    # the shown value is the one whose rates are given: re-scoring at it reproduces them exactly
+    again = M.compute_metrics(y, p, a["threshold"], n_bootstrap=0)
+    assert a["fpr"] == again["fpr"] and a["fnr"] == again["fnr"]
+    assert a["fpr_ci95"][0] <= a["fpr"] <= a["fpr_ci95"][1] and a["fpr_ci95"][1] > 0.1  # 15 images: wide
+    words = threshold_advice_words(a)
+    assert "30 images (15 real, 15 fake)" in words and "rough guide" in words
+    assert "95% CI" in words
+    assert M.threshold_advice(y, p, "chance") is None and M.threshold_advice(y, p, "reversed") is None
