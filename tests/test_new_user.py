@@ -169,3 +169,27 @@ def test_a_separating_model_gets_advice_with_interval_size_and_where_it_applies(
     assert "30 images (15 real, 15 fake)" in words and "rough guide" in words
     assert "95% CI" in words
     assert M.threshold_advice(y, p, "chance") is None and M.threshold_advice(y, p, "reversed") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. public mode: a batch over the rate limit is scored up to it, and the rest can always run later
+# ---------------------------------------------------------------------------------------------
+
+def test_a_batch_over_the_rate_limit_is_scored_up_to_it_and_the_rest_later():
+    from realitycheck import access
+
+    n, stamps, wait = access.rate_allowance([], 0.0, limit=30, want=40)  # 40 distinct images, 30 per 60 s
+    assert n == 30 and len(stamps) == 30 and wait == pytest.approx(60.0)
+    msg = access.rate_allowance_message(30, n, 40, wait)
+    assert "30 of these 40 were classified now; 10 were left for later" in msg and "again in 60 s" in msg
+    # the retry after the wait the message gave is allowed in full: never a retry that cannot succeed
+    n2, stamps, wait2 = access.rate_allowance(stamps, wait, limit=30, want=10)
+    assert n2 == 10 and wait2 == 0.0
+    # a rest bigger than the whole budget is told how to split it
+    n, stamps, wait = access.rate_allowance([], 0.0, limit=30, want=75)
+    msg = access.rate_allowance_message(30, n, 75, wait)
+    assert n == 30 and "45 were left for later" in msg and "in batches of at most 30" in msg
+    # at the limit already: nothing runs, and the wait is until enough slots come free
+    n, _, wait = access.rate_allowance([0.0, 10.0, 20.0], 30.0, limit=3, want=2)
+    assert n == 0 and wait == pytest.approx(40.0)
+    assert access.rate_allowance([1.0] * 100, 2.0, limit=0, want=500)[0] == 500  # 0: no limit

@@ -349,10 +349,13 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
     from realitycheck import provenance
     from realitycheck.app import public
 
-    refused = public.allow_classifications(len(todo))
-    if refused:
-        state.get(state.CLASSIFY_ERRORS).append(refused)
-        return [k for k in keys if k in preds]
+    allowed, later = public.allow_classifications(len(todo))
+    if later:  # over the session's rate limit: score up to it, say how many are left and when
+        state.get(state.CLASSIFY_ERRORS).append(later)
+        left = {key for key, _, _ in todo[allowed:]}
+        todo = todo[:allowed]
+        items = [it for it, key in zip(items, keys) if key not in left]
+        keys = [k for k in keys if k not in left]
     if todo:
         results = clf.predict([d for _, _, d in todo], [n for _, n, _ in todo], keep_images=True)
         for (key, name, data), pred in zip(todo, results):
@@ -363,7 +366,10 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
                            state.MAX_CACHED_PREDICTIONS)
     threshold = float(state.get(state.THRESHOLD))
     history = state.get(state.HISTORY)
+    fresh = {key for key, _, _ in todo}
     for key, (name, _data) in zip(keys, items):
+        if key not in fresh:  # already checked (and listed) in this session with this model: one row per image
+            continue
         rec = preds[key]
         pred = rec["pred"]
         rec["name"] = name  # the same bytes may arrive under another name

@@ -171,14 +171,8 @@ def _summary(ev: dict, threshold: float) -> dict:
     return memo[key]
 
 
-def _slider_value(value: float) -> float:
-    """A threshold as the slider can hold it (0.01 to 0.99 in steps of state.THRESHOLD_STEP)."""
-    step = state.THRESHOLD_STEP
-    return float(min(0.99, max(0.01, round(round(value / step) * step, 4))))
-
-
 def _use_best(value: float) -> None:
-    st.session_state[state.EVAL_THRESHOLD] = _slider_value(value)
+    st.session_state[state.EVAL_THRESHOLD] = float(value)  # exactly the value shown (4 decimals, the slider's)
 
 
 def _cards(s: dict, separation: str) -> None:
@@ -361,18 +355,24 @@ def _results(ev: dict) -> None:
                             key=state.EVAL_THRESHOLD,
                             help="Re-scores the stored results; the model is not run again.")
     s = _summary(ev, threshold)
-    kind, sentence = M.separation(s)
-    best = s.get("best_threshold_balanced_accuracy") or {}
+    kind, sentence = s["separation"]["kind"], s["separation"]["sentence"]  # the package's rule
+    advice = s.get("threshold_advice")
     if kind in ("chance", "reversed"):
         right.caption("No threshold is suggested: moving it cannot make these verdicts reliable.")
-    elif best.get("threshold") is not None:
-        t_use = _slider_value(best["threshold"])
-        at_best = _summary(ev, t_use)  # the rates at the value "Use it" sets, never a bare threshold
-        right.markdown(f"Best threshold for balanced accuracy: **{t_use:.2f}** "
-                       f"({_fmt_pct(at_best.get('balanced_accuracy'))}): at it, **{_fmt_pct(at_best.get('fpr'))}** "
-                       f"of real photos are flagged (false alarms) and **{_fmt_pct(at_best.get('fnr'))}** of fakes "
-                       "are missed.")
-        right.button("Use it", on_click=_use_best, args=(t_use,), key="eval_use_best")
+    elif advice:
+        from realitycheck.evaluate import threshold_advice_words
+
+        right.markdown(f"Best threshold for balanced accuracy: **{advice['threshold']:g}** "
+                       f"({_fmt_pct(advice['balanced_accuracy'])}): {threshold_advice_words(advice)}")
+        if 0.01 <= advice["threshold"] <= 0.99:  # the slider's range
+            right.button(f"Use {advice['threshold']:g} here", on_click=_use_best, args=(advice["threshold"],),
+                         key="eval_use_best",
+                         help="Sets the threshold of these evaluation results only; the sidebar threshold "
+                              f"that Classify uses stays {float(state.get(state.THRESHOLD)):g}.")
+            right.caption(f"Applies to these results only; Classify keeps the sidebar's "
+                          f"{float(state.get(state.THRESHOLD)):g}.")
+        else:
+            right.caption("It lies outside the slider's 0.01 to 0.99.")
     else:
         right.caption("Best threshold: needs both real and fake images.")
     if kind in ("chance", "reversed"):

@@ -27,7 +27,7 @@ SLOW_OK = "allow_slow_methods"  # bool: offer scorecam/ablationcam (Classify pag
 EVIDENCE = "cam_evidence"  # "verdict" | "fake" | "real": the class the heatmap explains (Classify page)
 EVAL_THRESHOLD = "eval_threshold"  # float: threshold of the Evaluate page (re-thresholds the table)
 THRESHOLD_FOR = "threshold_for"  # str | None: the model whose card last set the thresholds
-THRESHOLD_STEP = 0.0005  # fine enough to hold a card's threshold exactly (e.g. 0.8565)
+THRESHOLD_STEP = 0.0001  # holds a card's threshold and a suggested one (4 decimals) exactly
 
 # -- what the session holds ------------------------------------------------------------------------
 ACTIVE_MODEL = "active_model"  # str | None: checkpoint path chosen on the Models page (None: default)
