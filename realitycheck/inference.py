@@ -89,6 +89,7 @@ class Prediction:
     face_message: str = ""
     region: str = "centre crop"  # the part of the image the model saw
     face_p_fake: list = field(default_factory=list)  # aligned models: p_fake of each face (boxes' order)
+    face_unfamiliar: list = field(default_factory=list)  # aligned models with the check: each face's flag (same order)
     unfamiliar: bool | None = None  # True: outside what the model trained on (None: the model has no such check)
     ood_score: float | None = None  # distance to the training features; compared with the card's threshold
     seconds: float = 0.0
@@ -368,11 +369,14 @@ class Classifier:
             views = [float(v) for v in p_fake[k:k + n_views]]
             pf = max(views)  # the image is as suspicious as its most suspicious face
             score = float(ood[k + views.index(pf)]) if ood is not None else None  # of the deciding face
+            each = ([bool(v > self.ood.threshold) for v in ood[k:k + n_views]]
+                    if ood is not None and pr.per_face else [])
             k += n_views
             out.append(Prediction(
                 name=pr.name, label=verdict(pf, self.threshold), p_fake=pf, p_real=1.0 - pf,
                 threshold=self.threshold, faces=pr.faces, face_boxes=pr.boxes, face_message=pr.face_message,
-                region=pr.region, face_p_fake=views if pr.per_face else [], seconds=pr.seconds + share,
+                region=pr.region, face_p_fake=views if pr.per_face else [], face_unfamiliar=each,
+                seconds=pr.seconds + share,
                 unfamiliar=None if score is None else bool(score > self.ood.threshold), ood_score=score,
                 notes=pr.notes, image=pr.image, face_report=pr.face_report))
         return out

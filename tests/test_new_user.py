@@ -193,3 +193,91 @@ def test_a_batch_over_the_rate_limit_is_scored_up_to_it_and_the_rest_later():
     n, _, wait = access.rate_allowance([0.0, 10.0, 20.0], 30.0, limit=3, want=2)
     assert n == 0 and wait == pytest.approx(40.0)
     assert access.rate_allowance([1.0] * 100, 2.0, limit=0, want=500)[0] == 500  # 0: no limit
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. several faces: a table of them, the user picks the face to explain, poor deciding faces said
+# ---------------------------------------------------------------------------------------------
+
+SAMPLES = ROOT / "sample_images"
+
+
+def two_faces(path: Path, small_second: bool = False, blur_second: bool = False) -> Path:
+    """Grace Hopper beside Eileen Collins (optionally shrunk to a background-sized face, or blurred)."""
+    from PIL import ImageFilter
+
+    a = Image.open(SAMPLES / "grace_hopper.jpg").convert("RGB")
+    b = Image.open(SAMPLES / "astronaut_eileen_collins.jpg").convert("RGB")
+    b = b.resize((round(b.width * a.height / b.height), a.height))
+    if small_second:
+        b = b.resize((b.width // 4, b.height // 4))
+    if blur_second:
+        b = b.filter(ImageFilter.GaussianBlur(3))
+    pair = Image.new("RGB", (a.width + b.width, a.height), (128, 128, 128))
+    pair.paste(a, (0, 0))
+    pair.paste(b, (a.width, 0))
+    pair.save(path, quality=92)
+    return path
+
+
+@pytest.fixture(scope="module")
+def aligned_checkpoint(tmp_path_factory, tiny_checkpoint):
+    from dataclasses import replace
+
+    from realitycheck import checkpoints
+
+    model, card = checkpoints.load_checkpoint(tiny_checkpoint)
+    return checkpoints.save_checkpoint(tmp_path_factory.mktemp("aligned") / "aligned.pt", model,
+                                       replace(card, preprocessing=replace(card.preprocessing, align="face")))
+
+
+def test_each_face_gets_a_row_and_the_poor_deciding_face_is_named(aligned_checkpoint, tmp_path):
+    from dataclasses import replace
+
+    from realitycheck.face_table import deciding_face_caveat, face_rows
+    from realitycheck.inference import Classifier
+
+    clf = Classifier.from_file(aligned_checkpoint, precision="fp32")
+    pred = clf.predict([str(two_faces(tmp_path / "pair.jpg", small_second=True, blur_second=True))],
+                       keep_images=True)[0]
+    assert pred.faces == 2
+    rows = face_rows(pred)
+    assert [r["face"] for r in rows] == [1, 2] and [r["p_fake"] for r in rows] == pred.face_p_fake
+    big, small = rows
+    assert big["small"] is False and big["blurred"] is False  # a clear portrait
+    assert small["small"] is True and small["blurred"] is True and small["width_px"] < 64
+    assert sum(r["deciding"] for r in rows) == 1
+    # whichever face the model picks, the caveat follows it: force each in turn
+    for decides in (0, 1):
+        forced = replace(pred, face_p_fake=[0.9, 0.1] if decides == 0 else [0.1, 0.9])
+        caveat = deciding_face_caveat(face_rows(forced))
+        if decides == 0:
+            assert caveat is None
+        else:
+            assert caveat.startswith("The verdict comes from face 2") and "small and blurred" in caveat
+            assert "unreliable" in caveat
+
+
+def test_the_user_can_explain_any_face(aligned_checkpoint, tmp_path):
+    from realitycheck import explain
+    from realitycheck.checkpoints import load_checkpoint
+
+    model, card = load_checkpoint(aligned_checkpoint)
+    img = Image.open(two_faces(tmp_path / "pair.jpg")).convert("RGB")
+    ex = explain.Explainer(model, card)
+    first, second = (ex.explain([img], face=i, faithfulness=False)[0] for i in (0, 1))
+    assert not np.array_equal(np.asarray(first.region_image), np.asarray(second.region_image))
+    deciding = ex.explain([img], faithfulness=False)[0]
+    assert any(np.array_equal(np.asarray(deciding.region_image), np.asarray(e.region_image)) for e in (first, second))
+    with pytest.raises(ValueError, match="face 3 was asked for, but 2"):
+        ex.explain([img], face=2, faithfulness=False)
+
+
+def test_face_numbers_on_the_picture_are_legible():
+    from realitycheck.faces import draw_faces
+
+    img = Image.new("RGB", (1200, 800), (128, 128, 128))
+    out = np.asarray(draw_faces(img, [(600, 400, 100, 100)], [0.9], 0.5))
+    column = out[:400, 603]  # above the box, inside its label
+    red = (column[:, 0] > 200) & (column[:, 1] < 80)
+    assert red.sum() >= 1200 / 30, red.sum()  # the label is at least 1/30 of the long side tall (was 14 px)

@@ -143,7 +143,8 @@ def _target(evidence: str, pred) -> str:
     return pred.label if evidence == "verdict" else evidence
 
 
-def _faces(pred) -> None:
+def _faces(pred, key) -> int | None:
+    """The face check; for several faces a table of them and the face to explain (None: the deciding one)."""
     if pred.faces is None:
         st.caption(":material/face: face check unavailable")
     elif pred.faces == 0:
@@ -151,13 +152,36 @@ def _faces(pred) -> None:
     else:
         st.caption(f":material/face: {pred.face_message}")
         if len(pred.face_p_fake) > 1 and pred.image is not None:
-            from realitycheck.faces import draw_faces
-
-            st.image(draw_faces(pred.image, pred.face_boxes, pred.face_p_fake, pred.threshold),
-                     caption="Each face's verdict; the image's is its most suspicious face", width="stretch")
+            return _face_table(pred, key)
+    return None
 
 
-def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evidence: str) -> None:
+def _face_table(pred, key) -> int:
+    """Each face with its number, size, p_fake and flags; the user picks the face the heatmap explains."""
+    from realitycheck.face_table import deciding_face_caveat, face_rows
+    from realitycheck.faces import draw_faces
+
+    rows = face_rows(pred)
+    st.image(draw_faces(pred.image, pred.face_boxes, pred.face_p_fake, pred.threshold),
+             caption="Faces by number (red: judged fake, green: real); the image takes its most suspicious face",
+             width="stretch")
+    st.dataframe([{"face": r["face"], "size": r["size"], "p(fake)": r["p_fake"], "verdict": r["verdict"],
+                   "unfamiliar": {True: "yes", False: "no", None: "n/a"}[r["unfamiliar"]],
+                   "small or blurred": ", ".join(w for w in ("small", "blurred") if r[w]) or "no",
+                   "decides": "yes" if r["deciding"] else ""} for r in rows],
+                 hide_index=True, width="stretch", key=f"faces_{key[1]}",
+                 column_config={"p(fake)": st.column_config.NumberColumn(format="percent")})
+    caveat = deciding_face_caveat(rows)
+    if caveat:
+        st.warning(caveat, icon=":material/blur_on:")
+    deciding = next(r["face"] for r in rows if r["deciding"])
+    chosen = st.selectbox("Explain face", [r["face"] for r in rows], index=deciding - 1, key=f"face_pick_{key[1]}",
+                          format_func=lambda n: f"face {n}" + (" (decides the verdict)" if n == deciding else ""))
+    return int(chosen) - 1
+
+
+def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evidence: str,
+             face: int | None = None) -> None:
     from realitycheck import explain as X
 
     from realitycheck.app import public
@@ -167,7 +191,10 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
     if slow and not public.settings().slow_methods:
         method, slow = X.DEFAULT_METHOD, False  # a planted session value cannot start minutes of CPU
     target = _target(evidence, pred)
-    cached = common.has_explanation(clf, h, method, target)
+    if face is not None and pred.face_p_fake and face == max(range(len(pred.face_p_fake)),
+                                                           key=pred.face_p_fake.__getitem__):
+        face = None  # the deciding face: the explanation every other view of this image shares
+    cached = common.has_explanation(clf, h, method, target, face)
     if slow and not cached:
         est = clf.explainer.estimate_seconds(method)
         st.warning(f"{method} is slow: about {est:.0f} s for this image on this machine.", icon=":material/hourglass_top:")
@@ -178,13 +205,13 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
         def tick(done: int, total: int) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=f"{method}: {done}/{total} batches")
 
-        exp = common.explanation(clf, h, pred.image, method, progress=tick, target_class=target)
+        exp = common.explanation(clf, h, pred.image, method, progress=tick, target_class=target, face=face)
         bar.empty()
     elif not cached:
         with st.spinner(f"Computing the {method} heatmap…"):
-            exp = common.explanation(clf, h, pred.image, method, target_class=target)
+            exp = common.explanation(clf, h, pred.image, method, target_class=target, face=face)
     else:
-        exp = common.explanation(clf, h, pred.image, method, target_class=target)
+        exp = common.explanation(clf, h, pred.image, method, target_class=target, face=face)
     panel = exp.panel(opacity=opacity)
     if demo:
         look = "generated" if exp.target_class == "fake" else "real"
@@ -242,7 +269,7 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
                 st.warning(UNFAMILIAR_PLAIN if demo else
                            f"{UNFAMILIAR_MESSAGE[0].upper()}{UNFAMILIAR_MESSAGE[1:]} (score {pred.ood_score:.2f}, "
                            f"threshold {clf.ood.threshold:.2f}).", icon=":material/help:")
-            _faces(pred)
+            face = _faces(pred, key)
             for note in pred.notes:
                 st.caption(f":material/info: {note}")
             from realitycheck.app import provenance_panel
@@ -252,7 +279,8 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
             if pred.image is None:
                 st.caption("No image kept for the heatmap.")
             else:
-                common.run_page(lambda: _heatmap(clf, key, rec, pred, method, opacity, demo, evidence), "the heatmap")
+                common.run_page(lambda: _heatmap(clf, key, rec, pred, method, opacity, demo, evidence, face),
+                                "the heatmap")
 
 
 def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -> None:

@@ -395,26 +395,30 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
     return keys
 
 
-def explanation_key(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> tuple:
-    """The per-session cache key of a heatmap: model, image, method and the class it explains."""
-    return (classifier_key(clf), key, method, target_class)
+def explanation_key(clf: inference.Classifier, key: Any, method: str, target_class: str | None,
+                    face: int | None = None) -> tuple:
+    """The per-session cache key of a heatmap: model, image, method, the class it explains, the face."""
+    return (classifier_key(clf), key, method, target_class) + (() if face is None else (face,))
 
 
-def has_explanation(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> bool:
-    return explanation_key(clf, key, method, target_class) in state.get(state.EXPLANATIONS)
+def has_explanation(clf: inference.Classifier, key: Any, method: str, target_class: str | None,
+                    face: int | None = None) -> bool:
+    return explanation_key(clf, key, method, target_class, face) in state.get(state.EXPLANATIONS)
 
 
 def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method: str,
-                progress: Callable[[int, int], None] | None = None, target_class: str | None = None):
+                progress: Callable[[int, int], None] | None = None, target_class: str | None = None,
+                face: int | None = None):
     """Grad-CAM (or another method) of one image for `target_class` (None: the model's argmax),
-    cached per session by (model, key, method, class)."""
+    cached per session by (model, key, method, class, face); `face` (0-based): that face of an aligned
+    model instead of the deciding one."""
 
-    ekey = explanation_key(clf, key, method, target_class)
+    ekey = explanation_key(clf, key, method, target_class, face)
     cache = state.get(state.EXPLANATIONS)
     if ekey in cache:
         return cache[ekey]
     result = clf.explainer.explain([image], method=method, target_class=target_class,
-                                   progress=progress or False)[0]
+                                   progress=progress or False, face=face)[0]
     state.remember(state.EXPLANATIONS, ekey, result, state.MAX_CACHED_EXPLANATIONS)
     return result
 
