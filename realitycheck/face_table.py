@@ -66,3 +66,11 @@ def deciding_face_caveat(rows: list[dict]) -> str | None:
             "trained on clear, prominent faces, so this verdict is unreliable"
             + (f". Look at the other face{'s' if others > 1 else ''} in the table and explain each on its own."
                if others else "."))
+
+
+def verdict_caveat(pred) -> str | None:
+    """Why a verdict is unreliable on its face, for its headline (None: nothing to say). With no face
+    found the model, trained on faces, scored the whole image's centre: the headline must say so."""
+    if pred.ok and pred.faces == 0:
+        return "unreliable: no face found, so the whole image's centre was scored"
+    return None

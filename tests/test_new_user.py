@@ -281,3 +281,78 @@ def test_face_numbers_on_the_picture_are_legible():
     column = out[:400, 603]  # above the box, inside its label
     red = (column[:, 0] > 200) & (column[:, 1] < 80)
     assert red.sum() >= 1200 / 30, red.sum()  # the label is at least 1/30 of the long side tall (was 14 px)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. no face: the explanation says what was scored
+# ---------------------------------------------------------------------------------------------
+
+def test_without_a_face_the_verdict_is_headed_unreliable_and_the_region_is_named(aligned_checkpoint):
+    from realitycheck import explain
+    from realitycheck.checkpoints import load_checkpoint
+    from realitycheck.face_table import verdict_caveat
+    from realitycheck.inference import Classifier
+
+    img = Image.open(io.BytesIO(_jpeg(7, size=200))).convert("RGB")  # stripes: no face
+    pred = Classifier.from_file(aligned_checkpoint).predict([img])[0]
+    assert pred.faces == 0 and "unreliable" in verdict_caveat(pred) and "no face found" in verdict_caveat(pred)
+    exp = explain.Explainer(*load_checkpoint(aligned_checkpoint)).explain([img], faithfulness=False)[0]
+    assert "no face found" in exp.region and "aligned face" not in exp.region
+    face = Classifier.from_file(aligned_checkpoint).predict([str(SAMPLES / "grace_hopper.jpg")])[0]
+    assert face.faces == 1 and verdict_caveat(face) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. the faithfulness sentence: one rule from the numbers, never contradicting them
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("hot, rnd, kind, words", [
+    (-0.12, -0.33, "against", "not evidence the model uses"),  # the case: hiding it RAISES confidence
+    (0.31, 0.04, "supports", "points at evidence the model uses"),
+    (0.08, 0.05, "weak", "weak support"),
+    (0.05, 0.08, "random", "no more than random"),
+    (0.001, 0.0, "no effect", "cannot confirm"),
+    (0.005, -0.2, "against", "not evidence"),
+])
+def test_faithfulness_conclusion_follows_the_numbers(hot, rnd, kind, words):
+    from realitycheck.explain import Faithfulness
+    from realitycheck.heatmap_words import faithfulness_words
+
+    f = Faithfulness(hot, rnd, target_class="fake")
+    assert f.conclusion == kind
+    text = faithfulness_words(f)
+    assert words in text and words in f.meaning
+    if kind != "supports":
+        assert "points at evidence" not in text
+
+
+def test_an_empty_heatmap_has_no_highlighted_part_to_speak_of():
+    from realitycheck.explain import Faithfulness
+    from realitycheck.heatmap_words import faithfulness_words
+
+    f = Faithfulness(0.2, 0.01, target_class="fake", empty=True)
+    assert f.conclusion == "empty" and "highlighted 20%" not in faithfulness_words(f)
+    assert "empty" in faithfulness_words(f) and "points at evidence" not in f.meaning
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. region words come from the face's outline, not its detector box
+# ---------------------------------------------------------------------------------------------
+
+def test_hair_inside_the_detector_box_is_outside_the_face():
+    from realitycheck.heatmap_words import describe_evidence
+
+    crop = (100, 0, 300, 250)
+    box = (140, 30, 120, 140)  # a roomy box: it holds the hair above the forehead and beside the temples
+    landmarks = np.array([[180, 105], [220, 105], [200, 125], [185, 148], [215, 148]], dtype=float)
+    ys, xs = np.mgrid[0:250, 0:200]
+
+    def blob(x, y):
+        return np.exp(-((xs + 0.5 - (x - crop[0])) ** 2 + (ys + 0.5 - (y - crop[1])) ** 2) / 32.0)
+
+    hair = describe_evidence(blob(200, 45), crop, [box], "fake", landmarks=landmarks)  # inside the box, above the hairline
+    assert "outside the face" in hair and "above the face" in hair and "forehead" not in hair
+    ear = describe_evidence(blob(254, 110), crop, [box], "fake", landmarks=landmarks)  # box edge, beside the eye
+    assert "outside the face" in ear and "beside the face" in ear
+    forehead = describe_evidence(blob(200, 80), crop, [box], "fake", landmarks=landmarks)
+    assert "around the forehead" in forehead

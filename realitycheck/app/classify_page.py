@@ -253,10 +253,14 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
         left, right = st.columns([1, 1.6] if not demo else [1, 2])
         with left:
             st.markdown(f"**{rec['name']}**")
-            st.markdown(common.verdict_html(pred.label, pred.p_fake, "large" if demo else "normal"),
+            from realitycheck.face_table import verdict_caveat
+
+            caveat = verdict_caveat(pred)
+            st.markdown(common.verdict_html(pred.label, pred.p_fake, "large" if demo else "normal", caveat),
                         unsafe_allow_html=True)
             if not demo:
-                st.caption(f"Verdict: {pred.label.upper()} (threshold {threshold:.4g})")
+                st.caption(f"Verdict: {pred.label.upper()}{' (unreliable)' if caveat else ''} "
+                           f"(threshold {threshold:.4g})")
                 c1, c2 = st.columns(2)
                 c1.metric("p(fake)", f"{pred.p_fake:.1%}", help="The model's probability that the photo is AI-generated.")
                 c2.metric("p(real)", f"{pred.p_real:.1%}")

@@ -273,15 +273,18 @@ def sidebar() -> None:
 # Rendering helpers
 # ---------------------------------------------------------------------------------------------
 
-def verdict_html(label: str, p_fake: float, size: str = "normal") -> str:
-    color = COLORS.get(label, plots.NEUTRAL)
-    word = html.escape(label.upper())
+def verdict_html(label: str, p_fake: float, size: str = "normal", caveat: str | None = None) -> str:
+    """The verdict headline; with a `caveat` (`face_table.verdict_caveat`) it is grey and says it is unreliable."""
+    color = COLORS.get(label, plots.NEUTRAL) if not caveat else plots.NEUTRAL
+    word = html.escape(label.upper()) + ("?" if caveat else "")
+    note = (f'<div style="font-size:1.05rem;font-weight:600;color:#8a5a00">{html.escape(caveat[0].upper() + caveat[1:])}'
+            "</div>") if caveat else ""
     if size == "large":
-        return (f'<div style="font-size:3.2rem;font-weight:800;color:{color};line-height:1.1">{word}</div>'
+        return (f'<div style="font-size:3.2rem;font-weight:800;color:{color};line-height:1.1">{word}</div>{note}'
                 f'<div style="font-size:1.3rem;color:#444">{p_fake:.0%} likely AI-generated · '
                 f'{1 - p_fake:.0%} likely real</div>')
     return (f'<span style="font-size:1.6rem;font-weight:700;color:{color}">{word}</span>'
-            f'<span style="color:#555"> &nbsp;p(fake) {p_fake:.1%} · p(real) {1 - p_fake:.1%}</span>')
+            f'<span style="color:#555"> &nbsp;p(fake) {p_fake:.1%} · p(real) {1 - p_fake:.1%}</span>{note}')
 
 
 def thumbnail_data_url(img: Image.Image, px: int = THUMB_PX) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import threading
 import time
@@ -368,6 +369,8 @@ class Explainer:
                 ticker.close()
         for exp, (box, landmarks) in zip(out, view_faces):
             exp.view_face_box, exp.view_landmarks = box, landmarks
+            if self.card.preprocessing.align == "face" and box is None:
+                exp.region = "whole image (centre crop; no face found)"  # what was scored, not a face
         return out
 
     def _deciding_view(self, im: Image.Image, face: int | None = None) -> tuple[Image.Image, tuple]:
@@ -440,6 +443,8 @@ class Explainer:
             if float(heat.max()) <= 0.0:
                 notes.append(f"The heatmap is empty: {spec.name} found no positive evidence for "
                              f"{classes[int(target_idx[i])]} at this layer.")
+                if faiths[i] is not None:  # nothing highlighted: no "hottest 20%" to speak of
+                    faiths[i] = dataclasses.replace(faiths[i], empty=True)
             result.append(Explanation(
                 heatmap=heat, region=region, crop_box=box, method=spec.name,
                 target_class=classes[int(target_idx[i])], p_fake=float(probs[i, fake_idx]),
