@@ -356,3 +356,43 @@ def test_hair_inside_the_detector_box_is_outside_the_face():
     assert "outside the face" in ear and "beside the face" in ear
     forehead = describe_evidence(blob(200, 80), crop, [box], "fake", landmarks=landmarks)
     assert "around the forehead" in forehead
+
+
+# ---------------------------------------------------------------------------------------------
+# 12. limitations come from the active model's card
+# ---------------------------------------------------------------------------------------------
+
+def test_limitations_follow_the_models_card(tiny_checkpoint):
+    from dataclasses import replace
+
+    from realitycheck.checkpoints import read_card
+    from realitycheck.model_limits import limitations
+
+    card = read_card(tiny_checkpoint)
+    per_source = [{"source": "studio", "label": "real", "n": 50, "rate": 0.08, "ci95_low": 0.03, "ci95_high": 0.19},
+                  {"source": "newgen", "label": "fake", "n": 40, "rate": 0.55, "ci95_low": 0.4, "ci95_high": 0.69},
+                  {"source": "oldgan", "label": "fake", "n": 40, "rate": 0.9, "ci95_low": 0.77, "ci95_high": 0.96}]
+    mine = replace(card, name="mine", training={"sources": ["studio", "newgen", "oldgan"]},
+                   metrics={"test": {"per_source": per_source}})
+    text = "\n".join(limitations(mine))
+    assert "real photos from studio; AI-generated faces from newgen, oldgan" in text
+    assert "55.0% of the newgen fakes" in text and "8.0% of the studio photos" in text  # the weakest of each
+    assert "FFHQ" not in text and "StyleGAN" not in text
+    bare = "\n".join(limitations(replace(card, training={}, metrics={})))
+    assert "does not record its training data" in bare
+
+
+def test_limitations_of_the_shipped_model_name_its_own_sources():
+    from realitycheck.checkpoints import read_card
+    from realitycheck.inference import default_weights_path
+    from realitycheck.model_limits import limitations
+
+    path = default_weights_path()
+    if not path.is_file():
+        pytest.skip(f"no shipped weights at {path.name}")
+    card = read_card(path)
+    text = "\n".join(limitations(card))
+    for source in card.training.get("sources") or []:
+        assert source in text
+    worst = min((r for r in card.metrics["test"]["per_source"] if r["label"] == "fake"), key=lambda r: r["rate"])
+    assert f"{worst['rate']:.1%} of the {worst['source']} fakes" in text
