@@ -519,7 +519,7 @@ def _generator_text(text: dict[str, str], user_comment: str | None) -> list[_Fou
         if key == "prompt" and not value.lstrip().startswith("{"):
             continue  # a plain "prompt" text chunk is not ComfyUI's JSON graph
         model = _sd_model(value) if key == "parameters" else None
-        who = writer + (f", model {model}" if model else "")
+        who = writer + (f" (model {model})" if model else "")
         excerpt = _clip(value.split("\n", 1)[0] if key == "parameters" else value, 120)
         out.append(_Found(AI_GENERATED, "png-text", f"PNG text '{key}' written by {writer}: {excerpt}", who))
         break  # one generator declaration is enough; ComfyUI writes both prompt and workflow
@@ -527,7 +527,7 @@ def _generator_text(text: dict[str, str], user_comment: str | None) -> list[_Fou
         out.append(_Found(AI_GENERATED, "png-text", f"PNG text 'Software': {_clip(text['software'], 80)}", "NovelAI"))
     if user_comment and "Steps:" in user_comment and ("Sampler:" in user_comment or "CFG scale:" in user_comment):
         model = _sd_model(user_comment)
-        who = "Stable Diffusion web UI" + (f", model {model}" if model else "")
+        who = "Stable Diffusion web UI" + (f" (model {model})" if model else "")
         out.append(_Found(AI_GENERATED, "exif", f"EXIF UserComment holds generator parameters: "
                           f"{_clip(user_comment.split(chr(10), 1)[0], 120)}", who))
     return out

@@ -396,3 +396,21 @@ def test_limitations_of_the_shipped_model_name_its_own_sources():
         assert source in text
     worst = min((r for r in card.metrics["test"]["per_source"] if r["label"] == "fake"), key=lambda r: r["rate"])
     assert f"{worst['rate']:.1%} of the {worst['source']} fakes" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# 15. the path box suggests a path the default roots accept
+# ---------------------------------------------------------------------------------------------
+
+def test_the_suggested_labelled_path_is_accepted_by_the_default_roots(tmp_path, monkeypatch):
+    import re
+
+    from realitycheck import access
+    from realitycheck.app.common import LABELLED_PLACEHOLDER
+
+    example = re.search(r"e\.g\. (\S+)", LABELLED_PLACEHOLDER).group(1)
+    monkeypatch.chdir(tmp_path)
+    for label in ("real", "fake"):
+        (tmp_path / Path(example).expanduser() / label).mkdir(parents=True, exist_ok=True)
+    settings = access.load_settings(env={}, cwd=tmp_path)  # no settings file, no REALITYCHECK_ROOTS
+    assert access.check_path(example, settings, want="dir").is_dir()

@@ -197,7 +197,8 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
     cached = common.has_explanation(clf, h, method, target, face)
     if slow and not cached:
         est = clf.explainer.estimate_seconds(method)
-        st.warning(f"{method} is slow: about {est:.0f} s for this image on this machine.", icon=":material/hourglass_top:")
+        st.warning(f"{method} is slow: {common.duration_words(est)} for this image on this machine.",
+                   icon=":material/hourglass_top:")
         if not st.button(f"Compute the {method} heatmap", key=f"slow_{h}_{method}"):
             return
         bar = st.progress(0.0, text=f"{method}: starting…")
@@ -304,7 +305,7 @@ def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -
         if missing:
             # measured on this machine (timed forwards of this model), not a promise
             est = sum(clf.explainer.estimate_seconds(m) for m in missing)
-            label = f"Compute {len(missing)} more methods (about {est:.0f} s in all on this machine)"
+            label = f"Compute {len(missing)} more methods ({common.duration_words(est)} in all on this machine)"
             if st.button(label, key="compare_run"):
                 bar = st.progress(0.0)
                 for i, m in enumerate(missing):
@@ -326,35 +327,57 @@ def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -
 
 
 def _summary_table(keys: list, threshold: float, demo: bool) -> None:
-    """Several images: one sortable row each (click a column header to sort) before the cards."""
+    """Several images: one sortable row each (click a column header to sort) before the cards, with the
+    flags each card shows; files that could not be read are counted in the heading and listed apart."""
     import pandas as pd
 
-    rows = []
+    from realitycheck import provenance
+    from realitycheck.face_table import verdict_caveat
+
+    rows, failed = [], []
     for key in keys:
         rec = state.get(state.PREDICTIONS)[key]
         pred = rec["pred"].at_threshold(threshold)
+        if not pred.ok:
+            failed.append(rec["name"])
+            continue
+        prov = rec.get("provenance")
         rows.append({
             "image": common.thumbnail_data_url(pred.image) if pred.image is not None else None,
             "name": rec["name"],
-            "verdict": pred.label.upper() if pred.ok else "ERROR",
+            "verdict": pred.label.upper() + (" (no face: unreliable)" if verdict_caveat(pred) else ""),
             "p_fake": pred.p_fake,
             "faces": pred.faces,
-            "ms": None if not pred.ok else pred.seconds * 1000,
+            "unfamiliar": {True: "yes", False: "no", None: "n/a"}[pred.unfamiliar],
+            "declares": provenance.KIND_WORDS[prov.kind] if prov is not None and prov.kind != "none" else "",
+            "disagrees": "yes" if prov is not None and provenance.disagreement(prov, pred.label) else "",
+            "ms": pred.seconds * 1000,
         })
-    n_fake = sum(r["verdict"] == "FAKE" for r in rows)
-    st.subheader(f"{len(rows)} images: {n_fake} {'look' if demo else 'judged'} AI-generated, "
-                 f"{sum(r['verdict'] == 'REAL' for r in rows)} real")
-    st.dataframe(
-        pd.DataFrame(rows), hide_index=True, width="stretch", key="classify_summary",
-        column_config={
-            "image": st.column_config.ImageColumn("image", width="small"),
-            "verdict": st.column_config.TextColumn("verdict"),
-            "p_fake": st.column_config.ProgressColumn("likely AI-generated" if demo else "p(fake)", min_value=0.0,
-                                                      max_value=1.0, format="percent"),
-            "faces": st.column_config.NumberColumn("faces found", format="%d"),
-            "ms": st.column_config.NumberColumn("time", format="%.0f ms"),
-        },
-    )
+    n_fake = sum(r["verdict"].startswith("FAKE") for r in rows)
+    n_real = len(rows) - n_fake
+    n = len(rows) + len(failed)
+    st.subheader(f"{n} images: {n_fake} {'look' if demo else 'judged'} AI-generated, {n_real} real"
+                 + (f", {len(failed)} could not be read" if failed else ""))
+    if rows:
+        st.dataframe(
+            pd.DataFrame(rows), hide_index=True, width="stretch", key="classify_summary",
+            column_config={
+                "image": st.column_config.ImageColumn("image", width="small"),
+                "verdict": st.column_config.TextColumn("verdict"),
+                "p_fake": st.column_config.ProgressColumn("likely AI-generated" if demo else "p(fake)", min_value=0.0,
+                                                          max_value=1.0, format="percent"),
+                "faces": st.column_config.NumberColumn("faces found", format="%d"),
+                "unfamiliar": st.column_config.TextColumn("unfamiliar", help="Outside what the model was trained on: "
+                                                          "the verdict is unreliable (n/a: the model has no such check)."),
+                "declares": st.column_config.TextColumn("file declares", help="What the file's own metadata says; "
+                                                        "not part of p(fake)."),
+                "disagrees": st.column_config.TextColumn("declaration disagrees", help="The file's declaration and "
+                                                         "the model's verdict point different ways."),
+                "ms": st.column_config.NumberColumn("time", format="%.0f ms"),
+            },
+        )
+    if failed:
+        st.caption("Could not be read (see below): " + ", ".join(failed))
     st.caption("Each photo's details and what the model looked at follow." if demo else
                f"Verdicts at threshold {threshold:.4g}. The details and heatmap of each image follow.")
 

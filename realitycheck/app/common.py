@@ -27,7 +27,8 @@ log = logging.getLogger("realitycheck.app")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO_ROOT / "sample_images"
 SEED_EXAMPLES_DIR = (REPO_ROOT / ".." / "shared" / "data" / "seed-examples").resolve()
-LABELLED_PLACEHOLDER = "a folder with real/ and fake/ inside, e.g. ~/photos/labelled"
+# the example must be one the default roots accept: by default only the folder the dashboard runs in
+LABELLED_PLACEHOLDER = "a folder with real/ and fake/ inside, e.g. labelled (relative to where the dashboard runs)"
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 COLORS = plots.COLORS
 THUMB_PX = 96
@@ -285,6 +286,16 @@ def verdict_html(label: str, p_fake: float, size: str = "normal", caveat: str | 
                 f'{1 - p_fake:.0%} likely real</div>')
     return (f'<span style="font-size:1.6rem;font-weight:700;color:{color}">{word}</span>'
             f'<span style="color:#555"> &nbsp;p(fake) {p_fake:.1%} · p(real) {1 - p_fake:.1%}</span>{note}')
+
+
+def duration_words(seconds: float) -> str:
+    """An estimate in words: "under 1 s" rather than "about 0 s"."""
+    return "under 1 s" if seconds < 1 else f"about {seconds:.0f} s"
+
+
+def plural(n: int, word: str) -> str:
+    """ "1 image", "2 images" (words whose plural adds an s)."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def thumbnail_data_url(img: Image.Image, px: int = THUMB_PX) -> str:

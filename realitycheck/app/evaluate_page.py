@@ -60,6 +60,13 @@ def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=()) -> None
         "tmp": tmp, "skipped": list(skipped), "memo": {},
     })
     state.put(state.EVAL_THRESHOLD, float(state.get(state.THRESHOLD)))
+    s = _summary(state.get(state.EVALUATION), float(state.get(state.THRESHOLD)))  # memoised: the page reuses it
+    import datetime as _dt
+
+    state.get(state.EVAL_LOG).append({  # the Session history page lists evaluations too
+        "time": _dt.datetime.now(), "data": label, "model": clf.name, "images": int(s.get("n") or 0),
+        "failed": int(s.get("n_failed") or 0), "threshold": float(s["threshold"]), "accuracy": s.get("accuracy"),
+        "roc_auc": s.get("roc_auc"), "separation": s["separation"]["kind"]})
     st.toast(f"Evaluated {len(result.table)} images in {result.seconds:.1f} s")
 
 
@@ -247,7 +254,7 @@ def _error_browser(ev: dict, threshold: float) -> None:
     if wrong.empty:
         st.success("No misclassified images at this threshold.")
         return
-    st.caption(f"{len(wrong)} misclassified images. Pick one to see it with its Grad-CAM heatmap.")
+    st.caption(f"{common.plural(len(wrong), 'misclassified image')}. Pick one to see it with its Grad-CAM heatmap.")
     view = wrong[["path", "true_label", "predicted", "p_fake", "faces"]].drop_duplicates("path").copy()
     view["p_fake"] = pd.to_numeric(view["p_fake"], errors="coerce")
     from realitycheck.app import public
