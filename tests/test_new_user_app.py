@@ -212,3 +212,17 @@ def test_history_histogram_is_coloured_by_verdict():
 
     fig = plots.verdict_histogram(pd.DataFrame({"p_fake": [0.1, 0.2, 0.9], "label": ["real", "real", "fake"]}), 0.5)
     assert {t.marker.color for t in fig.data} == {plots.COLORS["real"], plots.COLORS["fake"]}
+
+
+# 16: a download never reruns the page, so a second quick download still finds its deferred file
+def test_downloads_do_not_rerun_the_page(weights):
+    at = _app()
+    _classify(at, ("a.jpg", _jpeg(1), "image/jpeg"))
+    at.switch_page(PAGES["evaluate"]).run()
+    at.text_input(key="eval_path").set_value(str(_folder(weights.parent / "dl-set", per_class=2)))
+    at.button(key="FormSubmitter:eval_folder_form-Evaluate").click().run()
+    buttons = at.get("download_button")
+    assert len(buttons) == 2 and all(b.proto.ignore_rerun for b in buttons)
+    at.switch_page(PAGES["classify"]).run()
+    buttons = at.get("download_button")
+    assert buttons and all(b.proto.ignore_rerun for b in buttons)

@@ -236,7 +236,8 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
     stem = Path(rec["name"]).stem
     caption = f"{rec['name']}: {pred.label.upper()} p(fake) {pred.p_fake:.1%} ({method})"
     st.download_button("Download heatmap (PNG)", data=lambda: _png(exp, opacity, caption),
-                       file_name=f"{stem}-{method}.png", mime="image/png", key=f"dl_{h}_{method}")
+                       file_name=f"{stem}-{method}.png", mime="image/png", key=f"dl_{h}_{method}",
+                       on_click="ignore")  # no rerun: the deferred PNG stays registered for the next click
 
 
 def _png(exp, opacity, caption) -> bytes:

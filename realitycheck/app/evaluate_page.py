@@ -309,7 +309,7 @@ def _downloads(ev: dict, threshold: float) -> None:
     csv = t.reindex(columns=M.TABLE_COLUMNS + ["provenance"]).to_csv(index=False).encode("utf-8")
     c1, c2 = st.columns(2)
     c1.download_button("Download results (CSV)", data=csv, file_name="realitycheck-results.csv",
-                       mime="text/csv", key="eval_dl_csv")
+                       mime="text/csv", key="eval_dl_csv", on_click="ignore")
     clf = _eval_classifier(ev)
     if clf is None:
         c2.caption("HTML report: needs the model that produced these results.")
@@ -326,6 +326,7 @@ def _downloads(ev: dict, threshold: float) -> None:
 
     c2.download_button("Download report (HTML)", data=report, file_name="realitycheck-report.html",
                        mime="text/html", key="eval_dl_html",
+                       on_click="ignore",  # a rerun would drop the deferred file a second click still asks for
                        help="One self-contained file (opens offline) with every chart and metric.")
 
 

@@ -91,7 +91,7 @@ def render() -> None:
     c1, c2 = st.columns(2)
     csv = df[COLUMNS].to_csv(index=False).encode("utf-8")
     c1.download_button("Download history (CSV)", data=csv, file_name="realitycheck-session.csv",
-                       mime="text/csv", key="history_csv")
+                       mime="text/csv", key="history_csv", on_click="ignore")
     c2.button("Clear session history", on_click=_clear, key="history_clear", type="secondary")
 
 
