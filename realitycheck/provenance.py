@@ -230,9 +230,9 @@ def _weigh(found: list[_Found], camera: str | None, notes: list[str]) -> Provena
     generator = best.generator or next((f.generator for f in found if f.kind == best.kind and f.generator), None)
     who = f" by {generator}" if generator else ""
     if best.kind == AI_GENERATED:
-        head = f"The file declares it was generated{who} with AI"
+        head = f"The file declares it was generated with AI{who}"  # "with AI" first: a generator name may be long
     elif best.kind == AI_EDITED:
-        head = f"The file declares it was edited{who} with AI"
+        head = f"The file declares it was edited with AI{who}"
     elif best.kind == CAMERA:
         head = f"The file declares a camera capture{f' with a {camera}' if camera else ''}"
     else:
@@ -519,7 +519,7 @@ def _generator_text(text: dict[str, str], user_comment: str | None) -> list[_Fou
         if key == "prompt" and not value.lstrip().startswith("{"):
             continue  # a plain "prompt" text chunk is not ComfyUI's JSON graph
         model = _sd_model(value) if key == "parameters" else None
-        who = writer + (f" (model {model})" if model else "")
+        who = writer + (f", model {model}" if model else "")
         excerpt = _clip(value.split("\n", 1)[0] if key == "parameters" else value, 120)
         out.append(_Found(AI_GENERATED, "png-text", f"PNG text '{key}' written by {writer}: {excerpt}", who))
         break  # one generator declaration is enough; ComfyUI writes both prompt and workflow
@@ -527,7 +527,7 @@ def _generator_text(text: dict[str, str], user_comment: str | None) -> list[_Fou
         out.append(_Found(AI_GENERATED, "png-text", f"PNG text 'Software': {_clip(text['software'], 80)}", "NovelAI"))
     if user_comment and "Steps:" in user_comment and ("Sampler:" in user_comment or "CFG scale:" in user_comment):
         model = _sd_model(user_comment)
-        who = "Stable Diffusion web UI" + (f" (model {model})" if model else "")
+        who = "Stable Diffusion web UI" + (f", model {model}" if model else "")
         out.append(_Found(AI_GENERATED, "exif", f"EXIF UserComment holds generator parameters: "
                           f"{_clip(user_comment.split(chr(10), 1)[0], 120)}", who))
     return out
@@ -563,7 +563,7 @@ def disagreement(prov: Provenance | dict | None, label: str | None) -> str | Non
         how = {"c2pa": "C2PA Content Credentials" + (f", {SIGNATURE_WORDS[p.signature]}" if p.signature else ""),
                "xmp": "its XMP metadata", "png-text": "its generator parameters",
                "exif": "its EXIF metadata"}.get(p.source or "", "its metadata")
-        return f"The model says REAL, but the file declares it was {what}{who} with AI ({how})."
+        return f"The model says REAL, but the file declares it was {what} with AI{who} ({how})."
     if p.kind == CAMERA and label == "fake":
         if p.signed and p.signature == "valid":
             return ("The model says FAKE, but the file carries a signed, trusted capture claim"

@@ -414,3 +414,31 @@ def test_the_suggested_labelled_path_is_accepted_by_the_default_roots(tmp_path, 
         (tmp_path / Path(example).expanduser() / label).mkdir(parents=True, exist_ok=True)
     settings = access.load_settings(env={}, cwd=tmp_path)  # no settings file, no REALITYCHECK_ROOTS
     assert access.check_path(example, settings, want="dir").is_dir()
+
+
+# ---------------------------------------------------------------------------------------------
+# 16. small words
+# ---------------------------------------------------------------------------------------------
+
+def test_generator_with_a_model_name_reads_as_one_phrase():
+    from PIL.PngImagePlugin import PngInfo
+
+    from realitycheck import provenance as P
+
+    info = PngInfo()
+    info.add_text("parameters", "a portrait\nSteps: 20, Sampler: Euler a, CFG scale: 7, Model: v2-1_768")
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (90, 120, 150)).save(buf, "PNG", pnginfo=info)
+    p = P.read_provenance(buf.getvalue())
+    assert p.generator.endswith(", model v2-1_768")
+    said = P.disagreement(p, "real")
+    assert f"declares it was generated with AI by {p.generator} (" in said and "v2-1_768 with AI" not in said
+    assert p.claim is None or "v2-1_768 with AI" not in p.claim
+
+
+def test_durations_and_counts_in_words():
+    pytest.importorskip("streamlit")
+    from realitycheck.app.common import duration_words, plural
+
+    assert duration_words(0.3) == "under 1 s" and duration_words(12.4) == "about 12 s"
+    assert plural(1, "misclassified image") == "1 misclassified image" and plural(3, "image") == "3 images"
