@@ -33,6 +33,11 @@ def _progress_bar(total: int | None, desc: str, enabled: bool):
                 disable=None if enabled else True, mininterval=0.5)  # None: only on a terminal
 
 
+def _failure_line(name: str, error: str) -> str:
+    """One tab-separated failure line naming the file once (errors often start with "NAME: " already)."""
+    return f"{name}\tERROR\t{str(error).removeprefix(f'{name}: ')}"
+
+
 def _threshold_arg(text: str) -> float:
     """--threshold as argparse checks it: a number in [0, 1] (inference.check_threshold), else a usage error."""
     from realitycheck.inference import ThresholdError, check_threshold
@@ -130,7 +135,7 @@ def cmd_predict(args) -> int:
                 if clash:
                     print(f"  NOTE: {clash}")
             else:
-                print(f"{r.name}\tERROR\t{r.error}")
+                print(_failure_line(r.name, r.error))
     failed = sum(not r.ok for r in results)
     if failed:
         print(f"realitycheck: {failed} of {len(results)} inputs failed", file=sys.stderr)
@@ -182,7 +187,7 @@ def cmd_explain(args) -> int:
     else:
         for r in records:
             if "error" in r:
-                print(f"{r['path']}\tERROR\t{r['error']}")
+                print(_failure_line(r["path"], r["error"]))
                 continue
             print(f"{r['path']}\t{r['label']}\tp_fake={r['p_fake']:.3f}\t{r['method']} of {r['explained_class']}"
                   f" -> {r['overlay']}")

@@ -151,6 +151,9 @@ def test_a_group_photo_gets_a_face_table_and_a_face_to_explain(local_server, pag
     page.get_by_text("Explain face").first.wait_for(timeout=300_000)
     _idle(page)
     text = _main_text(page)
-    assert "decides the verdict" in text and "2 faces found" in text
+    assert "2 faces found" in text and "Faces by number" in text
+    pick = page.locator("[data-testid='stSelectbox']").filter(has_text="Explain face").first
+    shown = pick.inner_text() + " " + " ".join(i.input_value() for i in pick.locator("input").all())
+    assert "decides the verdict" in shown, shown  # the deciding face is the one explained first
     assert page.locator("[data-testid='stDataFrame']").count() == 1  # one photo: no summary table, the face table
     _no_exception(page)

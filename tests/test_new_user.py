@@ -128,9 +128,12 @@ def test_readme_exit_codes_hold_for_predict_and_evaluate(tiny_checkpoint, tmp_pa
 
 def test_failed_files_name_their_path_once(tiny_checkpoint, tmp_path, capsys):
     messy = _folder(tmp_path / "messy", broken=True)
-    _, out, _ = _run(capsys, "evaluate", messy, "--weights", tiny_checkpoint, "--no-progress", "--workers", "0")
-    lines = [line for line in out.splitlines() if "broken.jpg" in line]
-    assert lines and all(line.count("broken.jpg") == 1 for line in lines), lines
+    broken = messy / "fake" / "broken.jpg"
+    for argv in (["evaluate", messy, "--workers", "0"], ["predict", broken], ["explain", broken, "--out", tmp_path]):
+        _, out, _ = _run(capsys, *argv, "--weights", tiny_checkpoint, "--no-progress")
+        lines = [line for line in out.splitlines() if "broken.jpg" in line]
+        assert lines and all(line.count("broken.jpg") == 1 for line in lines), (argv[0], lines)
+        assert any("truncated" in line for line in lines), lines  # the reason stays
 
 
 # ---------------------------------------------------------------------------------------------
