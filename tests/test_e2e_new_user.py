@@ -116,7 +116,7 @@ def test_comparison_scores_each_model_at_its_own_threshold(local_server, page, t
     box = page.get_by_label("Labelled folder or CSV on the server", exact=True).and_(page.locator("input"))
     box.fill(str(tmp_path / "set"))
     page.get_by_role("button", name="Compare", exact=True).click()
-    page.get_by_text("each model at its own card's threshold").first.wait_for(timeout=300_000)
+    page.get_by_text("each model at its own card's threshold (").first.wait_for(timeout=300_000)  # the result
     _idle(page)
     text = _main_text(page)
     for p, card in expected.items():
