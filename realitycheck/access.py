@@ -300,6 +300,37 @@ def rate_check(stamps: Sequence[float], now: float, limit: int, window_s: float 
     return False, kept, max(0.0, kept[over - 1] + window_s - now)
 
 
+def rate_allowance(stamps: Sequence[float], now: float, limit: int, want: int,
+                   window_s: float = 60.0) -> tuple[int, list[float], float]:
+    """How many of `want` classifications may run now: (n allowed, the stamps to keep with them
+    counted, seconds until the rest could run). A batch over the budget is scored up to it instead
+    of being refused outright, so no retry is ever refused forever. The wait is until the first
+    `want - n` slots come free (at most one window; a rest bigger than `limit` needs several batches).
+    """
+    kept = sorted(t for t in stamps if 0 <= now - t < window_s)
+    if limit <= 0:
+        return want, [], 0.0
+    n = max(0, min(want, limit - len(kept)))
+    kept = kept + [now] * n
+    rest = want - n
+    if rest <= 0:
+        return n, kept, 0.0
+    free_at = kept[min(rest, len(kept)) - 1] + window_s  # the rest-th stamp to expire
+    return n, kept, max(0.0, free_at - now)
+
+
+def rate_allowance_message(limit: int, allowed: int, want: int, wait_s: float, window_s: float = 60.0) -> str:
+    """What a user is told when only part of a batch (or none of it) can run now."""
+    rest = want - allowed
+    head = (f"This session may classify {limit} images per {window_s:.0f} s on this server: "
+            + (f"{allowed} of these {want} were classified now; " if allowed else "none of these could run now; ")
+            + f"{rest} {'was' if rest == 1 else 'were'} left for later.")
+    if rest > limit:
+        return head + (f" Submit them again in batches of at most {limit}, the first in "
+                       f"{max(1, round(wait_s))} s.")
+    return head + f" Submit {'it' if rest == 1 else 'them'} again in {max(1, round(wait_s))} s."
+
+
 def rate_message(limit: int, wait_s: float, window_s: float = 60.0) -> str:
     return (f"This session is limited to {limit} classifications per {window_s:.0f} s on this server; "
             f"try again in {max(1, round(wait_s))} s.")
@@ -316,5 +347,6 @@ def redact(text: str, settings: AccessSettings) -> str:
 
 
 __all__ = ["AccessSettings", "PathRefused", "ConfigError", "CheckedSource", "load_settings", "current",
-           "check_path", "checked_labelled_source", "model_allowed", "rate_check", "rate_message", "redact",
+           "check_path", "checked_labelled_source", "model_allowed", "rate_allowance", "rate_allowance_message", "rate_check",
+           "rate_message", "redact",
            "DataError"]

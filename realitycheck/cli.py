@@ -33,6 +33,21 @@ def _progress_bar(total: int | None, desc: str, enabled: bool):
                 disable=None if enabled else True, mininterval=0.5)  # None: only on a terminal
 
 
+def _failure_line(name: str, error: str) -> str:
+    """One tab-separated failure line naming the file once (errors often start with "NAME: " already)."""
+    return f"{name}\tERROR\t{str(error).removeprefix(f'{name}: ')}"
+
+
+def _threshold_arg(text: str) -> float:
+    """--threshold as argparse checks it: a number in [0, 1] (inference.check_threshold), else a usage error."""
+    from realitycheck.inference import ThresholdError, check_threshold
+
+    try:
+        return check_threshold(text)
+    except ThresholdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _load(args, **kwargs):
     from realitycheck.checkpoints import CheckpointError
     from realitycheck.inference import NoWeightsError, load_classifier
@@ -137,7 +152,7 @@ def cmd_predict(args) -> int:
                 if meaning:
                     print(f"  {_meaning_dict(meaning, r, clf.threshold)['words']}")
             else:
-                print(f"{r.name}\tERROR\t{r.error}")
+                print(_failure_line(r.name, r.error))
     failed = sum(not r.ok for r in results)
     if failed:
         print(f"realitycheck: {failed} of {len(results)} inputs failed", file=sys.stderr)
@@ -204,7 +219,7 @@ def cmd_explain(args) -> int:
     else:
         for r in records:
             if "error" in r:
-                print(f"{r['path']}\tERROR\t{r['error']}")
+                print(_failure_line(r["path"], r["error"]))
                 continue
             print(f"{r['path']}\t{r['label']}\tp_fake={r['p_fake']:.3f}\t{r['method']} of {r['explained_class']}"
                   f" -> {r['overlay']}")
@@ -270,7 +285,10 @@ def cmd_evaluate(args) -> int:
             from realitycheck import groups as G
 
             print(G.format_table(groups))
-    return EXIT_OK
+    failed = int(summary.get("n_failed") or 0)
+    if failed:  # the metrics stand, but some inputs were not scored: the same code as predict's
+        print(f"realitycheck: {failed} of {len(result.table)} inputs failed", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 def cmd_train(args) -> int:
@@ -377,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def weights_opts(p):
         p.add_argument("--weights", help="checkpoint file (default: the shipped model in weights/)")
-        p.add_argument("--threshold", type=float, default=None,
+        p.add_argument("--threshold", type=_threshold_arg, default=None,
                        help="decision threshold on p_fake (default: the one in the model's card, 0.5 unless it says)")
         p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 

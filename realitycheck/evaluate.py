@@ -50,12 +50,15 @@ class EvaluationResult:
         """Metrics plus what a reader needs to trust them (data, model, failures, speed)."""
         m = self.metrics(threshold)
         y, p = M.scored_pairs(self.table)
-        extra = {}
-        if len(set(y)) == 2:
+        kind, sentence = M.separation(m)
+        # at chance or reversed no threshold is suggested anywhere (CLI, JSON, report, dashboard)
+        extra = {"separation": {"kind": kind, "sentence": sentence},
+                 "threshold_advice": M.threshold_advice(y, p, kind)}
+        if len(set(y)) == 2 and kind not in ("chance", "reversed"):
             t_bal, bal = M.best_threshold_balanced_accuracy(y, p)
             t_fpr, fpr, tpr = M.threshold_for_fpr(y, p, 0.05)
-            extra = {"best_threshold_balanced_accuracy": {"threshold": t_bal, "balanced_accuracy": bal},
-                     "threshold_for_fpr_5pct": {"threshold": t_fpr, "fpr": fpr, "recall_fake": tpr}}
+            extra.update({"best_threshold_balanced_accuracy": {"threshold": t_bal, "balanced_accuracy": bal},
+                          "threshold_for_fpr_5pct": {"threshold": t_fpr, "fpr": fpr, "recall_fake": tpr}})
         if len(self.table):
             extra["per_source"] = M.per_source_from_table(self.table, threshold).to_dict(orient="records")
             attributed = attribution_summary(self.table, threshold, self.families)
@@ -252,23 +255,30 @@ def evaluate_sources(clf: Classifier, data: list[str], *, only_split: str | None
     return result
 
 
-def compare_models(classifiers: dict[str, Classifier], folder: str | os.PathLike, *, threshold: float = 0.5,
+def compare_models(classifiers: dict[str, Classifier], folder: str | os.PathLike, *, threshold: float | None = None,
                    progress: Callable[[str, int, int], None] | None = None, **kwargs) -> dict:
     """Several models on the same labelled images: one summary and one set of curves per model.
 
+    Each model is scored at its own threshold (`Classifier.threshold`: its card's, chosen on its own
+    validation data), since a threshold tuned for one model means nothing for another; `threshold`
+    scores them all at that one common value instead, only when asked for.
     Returns {"rows": [summary + "model" + "seconds"], "curves": {name: metrics curves}, "folder",
-    "threshold"}; progress(name, done, total) is called as each model runs. Raises DataError like
-    `evaluate_folder`.
+    "threshold" (the common one, or None), "thresholds" ({name: the threshold its row used})};
+    progress(name, done, total) is called as each model runs. Raises DataError like `evaluate_folder`.
     """
-    rows, curves = [], {}
+    from realitycheck.inference import check_threshold
+
+    common = None if threshold is None else check_threshold(threshold)
+    rows, curves, used = [], {}, {}
     for name, clf in classifiers.items():
         tick = (lambda d, t, name=name: progress(name, d, t)) if progress else False
         result = evaluate_folder(clf, folder, progress=tick, **kwargs)
-        s = result.summary(threshold)
+        used[name] = float(clf.threshold if common is None else common)
+        s = result.summary(used[name])
         rows.append({**s, "model": name, "images": s.get("n"), "failed": s.get("n_failed"),
                      "seconds": round(result.seconds, 1)})
         curves[name] = M.curves_from_table(result.table)
-    return {"rows": rows, "curves": curves, "folder": str(folder), "threshold": float(threshold)}
+    return {"rows": rows, "curves": curves, "folder": str(folder), "threshold": common, "thresholds": used}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,6 +396,15 @@ def attribution_summary(table: pd.DataFrame, threshold: float, families: dict) -
             "confusion": {t: {g: int(n) for g, n in r.items()} for t, r in matrix.iterrows()}}
 
 
+def threshold_advice_words(a: dict) -> str:
+    """`metrics.threshold_advice`'s rates with their intervals, the data size and the caveat, in words
+    (the same on the CLI and the dashboard; each front end says how to apply it)."""
+    fpr_lo, fpr_hi = a["fpr_ci95"]
+    fnr_lo, fnr_hi = a["fnr_ci95"]
+    return (f"at it {a['fpr']:.1%} of real photos are flagged as fake (false alarms, 95% CI {fpr_lo:.1%}-{fpr_hi:.1%}) and "
+            f"{a['fnr']:.1%} of fakes are missed (95% CI {fnr_lo:.1%}-{fnr_hi:.1%}). {a['caveat']}")
+
+
 def format_summary(s: dict) -> str:
     def f(v, pct=False):
         if v is None:
@@ -406,9 +425,14 @@ def format_summary(s: dict) -> str:
         f"Brier {f(s.get('brier'))}  ECE {f(s.get('ece'))}  false alarms on real {f(s.get('fpr'), True)}",
         f"confusion (fake positive): tp={c.get('tp')} fp={c.get('fp')} tn={c.get('tn')} fn={c.get('fn')}",
     ]
-    if s.get("best_threshold_balanced_accuracy"):
-        b = s["best_threshold_balanced_accuracy"]
-        lines.append(f"threshold maximising balanced accuracy: {b['threshold']:.3f} ({f(b['balanced_accuracy'])})")
+    sep = s.get("separation") or {}
+    if sep.get("kind") in ("chance", "reversed"):
+        lines.append(f"WARNING: {sep['sentence']} No threshold is suggested.")
+    advice = s.get("threshold_advice")
+    if advice:
+        lines.append(f"threshold maximising balanced accuracy: {advice['threshold']:g} (balanced accuracy "
+                     f"{advice['balanced_accuracy']:.1%}): {threshold_advice_words(advice)} It applies only where "
+                     "you set it (--threshold); the model's own threshold is unchanged.")
     if s.get("per_source"):
         lines.append("per source (threshold %s):" % s.get("threshold"))
         for r in s["per_source"]:
@@ -432,5 +456,6 @@ def format_summary(s: dict) -> str:
     if s.get("failed"):
         lines.append("failed files:")
         reasons = s.get("failed_reasons") or {}
-        lines += [f"  {p}: {reasons.get(p, '')}" for p in s["failed"]]
+        # a reason often starts with the path already ("PATH: file is truncated"): name it once
+        lines += [f"  {p}: {str(reasons.get(p, '')).removeprefix(f'{p}: ')}" for p in s["failed"]]
     return "\n".join(lines)

@@ -58,6 +58,23 @@ def verdict(p_fake: float, threshold: float) -> str:
     return "fake" if p_fake >= threshold else "real"
 
 
+class ThresholdError(ValueError):
+    """A decision threshold outside [0, 1]: p_fake is a probability, so such a threshold would call
+    every image fake (below 0) or every image real (above 1) without saying so."""
+
+
+def check_threshold(threshold) -> float:
+    """`threshold` as a float in [0, 1], or ThresholdError with one line saying why (every front end's rule)."""
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        raise ThresholdError(f"threshold {threshold!r} is not a number; give one between 0 and 1") from None
+    if not 0.0 <= t <= 1.0:  # also refuses NaN
+        raise ThresholdError(f"threshold {threshold} is outside 0..1: p_fake is a probability, so it would "
+                             f"call every image {'fake' if t < 0 else 'real'}; give one between 0 and 1")
+    return t
+
+
 @dataclass
 class Prediction:
     """The verdict on one image, or the reason there is none (`error`)."""
@@ -72,6 +89,7 @@ class Prediction:
     face_message: str = ""
     region: str = "centre crop"  # the part of the image the model saw
     face_p_fake: list = field(default_factory=list)  # aligned models: p_fake of each face (boxes' order)
+    face_unfamiliar: list = field(default_factory=list)  # aligned models with the check: each face's flag (same order)
     unfamiliar: bool | None = None  # True: outside what the model trained on (None: the model has no such check)
     # which generator family the deciding face looks like ({"name", "probabilities"}; None: the model has no
     # attribution head). Said of every image, read only for a fake verdict; never part of p_fake
@@ -94,6 +112,7 @@ class Prediction:
         """The same prediction read at another threshold (no model run); failed ones unchanged."""
         if not self.ok:
             return self
+        threshold = check_threshold(threshold)
         return replace(self, threshold=threshold, label=verdict(self.p_fake, threshold))
 
     def to_dict(self) -> dict:
@@ -228,7 +247,7 @@ class Classifier:
         for p in self.model.parameters():
             p.requires_grad_(False)  # inference needs no autograd; explain re-enables what it needs
         self.card = card
-        self.threshold = float(card.threshold if threshold is None else threshold)  # None: the card's
+        self.threshold = check_threshold(card.threshold if threshold is None else threshold)  # None: the card's
         self.precision = precision
         self.batch_size = max(1, int(batch_size))
         self.face_check = face_check
@@ -375,11 +394,14 @@ class Classifier:
             deciding = k + views.index(pf)
             score = float(ood[deciding]) if ood is not None else None  # of the deciding face
             generator = self.attribution.guess(gen[deciding]) if gen is not None else None
+            each = ([bool(v > self.ood.threshold) for v in ood[k:k + n_views]]
+                    if ood is not None and pr.per_face else [])
             k += n_views
             out.append(Prediction(
                 name=pr.name, label=verdict(pf, self.threshold), p_fake=pf, p_real=1.0 - pf,
                 threshold=self.threshold, faces=pr.faces, face_boxes=pr.boxes, face_message=pr.face_message,
-                region=pr.region, face_p_fake=views if pr.per_face else [], seconds=pr.seconds + share,
+                region=pr.region, face_p_fake=views if pr.per_face else [], face_unfamiliar=each,
+                seconds=pr.seconds + share,
                 unfamiliar=None if score is None else bool(score > self.ood.threshold), ood_score=score,
                 generator=generator, notes=pr.notes, image=pr.image, face_report=pr.face_report))
         return out

@@ -618,3 +618,43 @@ def separation(m: dict[str, Any]) -> tuple[str, str]:
         return "reversed", (f"The model scores these photos the wrong way round ({span}): on this data it "
                             "rates real photos as more likely fake than the AI-generated ones.")
     return "separates", f"The model separates the two classes on this data ({span})."
+
+
+#: Below this many images of either class, a threshold chosen on the data is said to be a rough guide.
+ADVICE_MIN_PER_CLASS = 100
+
+
+def threshold_advice(y_true: Sequence[str], p_fake: Sequence[float], kind: str,
+                     decimals: int = 4) -> dict[str, Any] | None:
+    """The threshold to suggest for these results, or None where none should be (the one rule for the
+    CLI, JSON, report and dashboard).
+
+    None unless the model separates the classes here (`separation` kind "separates"): at chance or
+    reversed, no threshold makes the verdicts reliable. The suggestion maximises balanced accuracy and
+    is rounded to `decimals` places, and every number given with it is measured *at that rounded value*,
+    so "use it" sets exactly what was shown. Its false-alarm and miss rates come with 95% Wilson
+    intervals and the class counts, and `caveat` says that it was chosen on these same images (so it
+    flatters them), louder when either class has fewer than ADVICE_MIN_PER_CLASS images.
+    """
+    if kind != "separates":
+        return None
+    t_best, _ = best_threshold_balanced_accuracy(y_true, p_fake)
+    if t_best is None:
+        return None
+    y, p = _prepare(y_true, p_fake)
+    t = round(float(t_best), decimals)
+    if t > t_best:  # rounding up would pass the very score the best threshold was set at
+        t = math.floor(float(t_best) * 10 ** decimals) / 10 ** decimals
+    t = min(1.0, max(0.0, t))
+    pred = p >= t
+    n_fake, n_real = int(y.sum()), int((1 - y).sum())
+    fp, fn = int((pred & (y == 0)).sum()), int((~pred & (y == 1)).sum())
+    fpr, fnr = fp / n_real, fn / n_fake
+    small = min(n_real, n_fake) < ADVICE_MIN_PER_CLASS
+    caveat = (f"Chosen on these {n_real + n_fake} images ({n_real} real, {n_fake} fake), so it flatters them"
+              + (f"; with under {ADVICE_MIN_PER_CLASS} of a class it is a rough guide only" if small else "")
+              + ": confirm it on other labelled photos before relying on it.")
+    return {"threshold": t, "balanced_accuracy": float(1 - (fpr + fnr) / 2),
+            "fpr": fpr, "fpr_ci95": list(wilson_interval(fp, n_real)),
+            "fnr": fnr, "fnr_ci95": list(wilson_interval(fn, n_fake)),
+            "n_real": n_real, "n_fake": n_fake, "small_sample": small, "caveat": caveat}

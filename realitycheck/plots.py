@@ -259,6 +259,26 @@ def p_fake_histogram(table: pd.DataFrame | None, threshold: float | None = 0.5) 
     return fig
 
 
+def verdict_histogram(history_df: pd.DataFrame | None, threshold: float | None = None) -> go.Figure:
+    """p(fake) of checked photos (no true class known), coloured by their verdict: real green, fake red."""
+    fig = _base("p(fake) of the checked photos", xaxis=dict(title=P_FAKE_AXIS, range=[0, 1]),
+                yaxis=dict(title="photos (count)"), barmode="stack")
+    if threshold is not None:
+        fig.add_vline(x=float(threshold), line=dict(color="#333333", dash="dash"),
+                      annotation_text=f"threshold {float(threshold):.2f}", annotation_position="top")
+    if _empty_df(history_df, ["p_fake", "label"]):
+        return _no_data(fig)
+    p = pd.to_numeric(history_df["p_fake"], errors="coerce")
+    for cls in ("real", "fake"):
+        sel = p.notna() & (history_df["label"] == cls)
+        if sel.any():
+            fig.add_trace(go.Histogram(
+                x=p[sel], name=f"verdict {cls} ({int(sel.sum())})", marker_color=COLORS[cls],
+                xbins=dict(start=0, end=1.0 + 1e-9, size=0.05),
+                hovertemplate="p(fake) %{x}<br>%{y} photos<extra>" + cls + "</extra>"))
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # app history figures
 # ---------------------------------------------------------------------------------------------

@@ -230,9 +230,9 @@ def _weigh(found: list[_Found], camera: str | None, notes: list[str]) -> Provena
     generator = best.generator or next((f.generator for f in found if f.kind == best.kind and f.generator), None)
     who = f" by {generator}" if generator else ""
     if best.kind == AI_GENERATED:
-        head = f"The file declares it was generated{who} with AI"
+        head = f"The file declares it was generated with AI{who}"  # "with AI" first: a generator name may be long
     elif best.kind == AI_EDITED:
-        head = f"The file declares it was edited{who} with AI"
+        head = f"The file declares it was edited with AI{who}"
     elif best.kind == CAMERA:
         head = f"The file declares a camera capture{f' with a {camera}' if camera else ''}"
     else:
@@ -563,7 +563,7 @@ def disagreement(prov: Provenance | dict | None, label: str | None) -> str | Non
         how = {"c2pa": "C2PA Content Credentials" + (f", {SIGNATURE_WORDS[p.signature]}" if p.signature else ""),
                "xmp": "its XMP metadata", "png-text": "its generator parameters",
                "exif": "its EXIF metadata"}.get(p.source or "", "its metadata")
-        return f"The model says REAL, but the file declares it was {what}{who} with AI ({how})."
+        return f"The model says REAL, but the file declares it was {what} with AI{who} ({how})."
     if p.kind == CAMERA and label == "fake":
         if p.signed and p.signature == "valid":
             return ("The model says FAKE, but the file carries a signed, trusted capture claim"

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from realitycheck import plots
-from realitycheck.metrics import LABELS, _norm_label, as_text, rethreshold, valid_rows
+from realitycheck.metrics import LABELS, _norm_label, as_text, rethreshold, separation, valid_rows
 
 __all__ = ["render_html_report", "write_html_report"]
 
@@ -64,6 +64,7 @@ th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums
 .real{color:#1f9d55;font-weight:600} .fake{color:#d64545;font-weight:600}
 img.thumb{width:%(px)dpx;height:auto;border-radius:4px;display:block}
 code{word-break:break-all}
+.warn{background:#fff4e5;border-left:4px solid #d97706;padding:8px 12px}
 """ % {"px": THUMBNAIL_PX}
 
 
@@ -175,7 +176,10 @@ def _headline(metrics: Mapping[str, Any]) -> str:
         f"{tp} of {tp + fn} fakes were caught ({_pct(tp, tp + fn)}), "
         f"and {fp} of {fp + tn} real photos were wrongly flagged as fake ({_pct(fp, fp + tn)}).</p>"
     )
-    return f'<div class="cards">{cards}</div>{text}'
+    kind, sentence = separation(metrics)  # the package's rule: at chance no threshold is worth suggesting
+    warn = (f'<p class="warn"><b>Warning:</b> {_e(sentence)} No threshold is suggested.</p>'
+            if kind in ("chance", "reversed") else "")
+    return f'{warn}<div class="cards">{cards}</div>{text}'
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> str:

@@ -636,7 +636,7 @@ def test_several_images_get_a_summary_table_before_the_cards():
     assert list(table["name"]) == ["m0.jpg", "m1.jpg", "m2.jpg"]
     assert {"image", "verdict", "p_fake", "faces", "ms"} <= set(table.columns)
     assert str(table["image"].iloc[0]).startswith("data:image/jpeg;base64,")
-    assert set(table["verdict"]) <= {"REAL", "FAKE"}
+    assert all(v.split(" ")[0] in ("REAL", "FAKE") for v in table["verdict"])  # "(no face: unreliable)" may follow
     preds = [r["pred"].p_fake for r in at.session_state["predictions"].values()]
     assert sorted(table["p_fake"]) == sorted(preds)
     assert len(_heatmaps(at)) == 3  # the cards still follow

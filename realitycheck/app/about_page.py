@@ -51,20 +51,6 @@ NUMBERS = """
 - **False-alarm rate (real)**: the share of real photos wrongly flagged as fake.
 """
 
-LIMITS = """
-- The shipped training data are **FFHQ** real faces and **StyleGAN** fakes (the "140k Real and Fake
-  Faces" set): aligned, centred, 256-pixel face crops. The model learns the traces of that generator.
-- Images from **other generators** (newer GANs, diffusion models such as Stable Diffusion or Midjourney,
-  face-swap deepfakes) **may not be detected**: a REAL verdict is not proof that a photo is real.
-- **Real photos far from the training distribution** (phone snapshots, group photos, profile views,
-  heavy filters, strong JPEG compression, screenshots, scans) **may raise false alarms**.
-- A face-aligned model sees each face in a fixed framing; with no face found it sees only the centre
-  square, and a whole-image model always does (a face near the edge may be cut off).
-- Grad-CAM heatmaps are coarse (a grid of about 7x7 or 8x8 cells, upsampled) and show where the model
-  looked, not why in human terms.
-- Never use a verdict on its own to accuse anyone of anything.
-"""
-
 LICENCES = """
 - **FFHQ** (Flickr-Faces-HQ, NVIDIA) images and the **StyleGAN**-generated faces used for training and
   evaluation are licensed **CC BY-NC-SA 4.0** (non-commercial, share-alike); models trained on them
@@ -115,6 +101,20 @@ def _network() -> str:
             f"as its model card says{mirror}")
 
 
+def _limits() -> str:
+    """The active model's limitations, generated from its card (`model_limits`)."""
+    from realitycheck import model_limits
+
+    path = common.active_model_path()
+    if path is None:
+        return "- No model is loaded yet: its limitations are shown here once one is (see the Models page)."
+    try:
+        card = common.card_of(path)
+    except Exception:  # noqa: BLE001 - an unreadable card is reported on the Models page
+        return "- The active model's card cannot be read, so its limitations are unknown."
+    return "\n".join(f"- {line}" for line in model_limits.limitations(card))
+
+
 def render() -> None:
     st.title("How RealityCheck works")
     st.markdown(
@@ -130,7 +130,7 @@ def render() -> None:
     st.markdown(NUMBERS)
     st.header("Limitations")
     st.warning("A detector trained on one family of generators is not a general fake detector.", icon=":material/warning:")
-    st.markdown(LIMITS)
+    st.markdown(_limits())
     st.header("Using it responsibly")
     st.markdown(RESPONSIBLE)
     guide = _responsible_use_text()

@@ -170,7 +170,8 @@ def _target(evidence: str, pred) -> str:
     return pred.label if evidence == "verdict" else evidence
 
 
-def _faces(pred) -> None:
+def _faces(pred, key) -> int | None:
+    """The face check; for several faces a table of them and the face to explain (None: the deciding one)."""
     if pred.faces is None:
         st.caption(":material/face: face check unavailable")
     elif pred.faces == 0:
@@ -178,13 +179,36 @@ def _faces(pred) -> None:
     else:
         st.caption(f":material/face: {pred.face_message}")
         if len(pred.face_p_fake) > 1 and pred.image is not None:
-            from realitycheck.faces import draw_faces
-
-            st.image(draw_faces(pred.image, pred.face_boxes, pred.face_p_fake, pred.threshold),
-                     caption="Each face's verdict; the image's is its most suspicious face", width="stretch")
+            return _face_table(pred, key)
+    return None
 
 
-def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evidence: str) -> None:
+def _face_table(pred, key) -> int:
+    """Each face with its number, size, p_fake and flags; the user picks the face the heatmap explains."""
+    from realitycheck.face_table import deciding_face_caveat, face_rows
+    from realitycheck.faces import draw_faces
+
+    rows = face_rows(pred)
+    st.image(draw_faces(pred.image, pred.face_boxes, pred.face_p_fake, pred.threshold),
+             caption="Faces by number (red: judged fake, green: real); the image takes its most suspicious face",
+             width="stretch")
+    st.dataframe([{"face": r["face"], "size": r["size"], "p(fake)": r["p_fake"], "verdict": r["verdict"],
+                   "unfamiliar": {True: "yes", False: "no", None: "n/a"}[r["unfamiliar"]],
+                   "small or blurred": ", ".join(w for w in ("small", "blurred") if r[w]) or "no",
+                   "decides": "yes" if r["deciding"] else ""} for r in rows],
+                 hide_index=True, width="stretch", key=f"faces_{key[1]}",
+                 column_config={"p(fake)": st.column_config.NumberColumn(format="percent")})
+    caveat = deciding_face_caveat(rows)
+    if caveat:
+        st.warning(caveat, icon=":material/blur_on:")
+    deciding = next(r["face"] for r in rows if r["deciding"])
+    chosen = st.selectbox("Explain face", [r["face"] for r in rows], index=deciding - 1, key=f"face_pick_{key[1]}",
+                          format_func=lambda n: f"face {n}" + (" (decides the verdict)" if n == deciding else ""))
+    return int(chosen) - 1
+
+
+def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evidence: str,
+             face: int | None = None) -> None:
     from realitycheck import explain as X
 
     from realitycheck.app import public
@@ -194,10 +218,14 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
     if slow and not public.settings().slow_methods:
         method, slow = X.DEFAULT_METHOD, False  # a planted session value cannot start minutes of CPU
     target = _target(evidence, pred)
-    cached = common.has_explanation(clf, h, method, target)
+    if face is not None and pred.face_p_fake and face == max(range(len(pred.face_p_fake)),
+                                                           key=pred.face_p_fake.__getitem__):
+        face = None  # the deciding face: the explanation every other view of this image shares
+    cached = common.has_explanation(clf, h, method, target, face)
     if slow and not cached:
         est = clf.explainer.estimate_seconds(method)
-        st.warning(f"{method} is slow: about {est:.0f} s for this image on this machine.", icon=":material/hourglass_top:")
+        st.warning(f"{method} is slow: {common.duration_words(est)} for this image on this machine.",
+                   icon=":material/hourglass_top:")
         if not st.button(f"Compute the {method} heatmap", key=f"slow_{h}_{method}"):
             return
         bar = st.progress(0.0, text=f"{method}: starting…")
@@ -205,13 +233,13 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
         def tick(done: int, total: int) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=f"{method}: {done}/{total} batches")
 
-        exp = common.explanation(clf, h, pred.image, method, progress=tick, target_class=target)
+        exp = common.explanation(clf, h, pred.image, method, progress=tick, target_class=target, face=face)
         bar.empty()
     elif not cached:
         with st.spinner(f"Computing the {method} heatmap…"):
-            exp = common.explanation(clf, h, pred.image, method, target_class=target)
+            exp = common.explanation(clf, h, pred.image, method, target_class=target, face=face)
     else:
-        exp = common.explanation(clf, h, pred.image, method, target_class=target)
+        exp = common.explanation(clf, h, pred.image, method, target_class=target, face=face)
     panel = exp.panel(opacity=opacity)
     if demo:
         look = "generated" if exp.target_class == "fake" else "real"
@@ -235,7 +263,8 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
     stem = Path(rec["name"]).stem
     caption = f"{rec['name']}: {pred.label.upper()} p(fake) {pred.p_fake:.1%} ({method})"
     st.download_button("Download heatmap (PNG)", data=lambda: _png(exp, opacity, caption),
-                       file_name=f"{stem}-{method}.png", mime="image/png", key=f"dl_{h}_{method}")
+                       file_name=f"{stem}-{method}.png", mime="image/png", key=f"dl_{h}_{method}",
+                       on_click="ignore")  # no rerun: the deferred PNG stays registered for the next click
 
 
 def _png(exp, opacity, caption) -> bytes:
@@ -253,7 +282,10 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
         left, right = st.columns([1, 1.6] if not demo else [1, 2])
         with left:
             st.markdown(f"**{rec['name']}**")
-            st.markdown(common.verdict_html(pred.label, pred.p_fake, "large" if demo else "normal"),
+            from realitycheck.face_table import verdict_caveat
+
+            caveat = verdict_caveat(pred)
+            st.markdown(common.verdict_html(pred.label, pred.p_fake, "large" if demo else "normal", caveat),
                         unsafe_allow_html=True)
             if rec.get("truth"):  # an example: its true class is known, so say whether the model got it right
                 from realitycheck.examples import outcome, outcome_words
@@ -263,7 +295,8 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
                     words, icon=":material/fact_check:")
             st.caption(f":material/percent: {common.verdict_meaning(clf, pred.label, threshold)}")
             if not demo:
-                st.caption(f"Verdict: {pred.label.upper()} (threshold {threshold:.4g})")
+                st.caption(f"Verdict: {pred.label.upper()}{' (unreliable)' if caveat else ''} "
+                           f"(threshold {threshold:.4g})")
                 c1, c2 = st.columns(2)
                 c1.metric("p(fake)", f"{pred.p_fake:.1%}", help="The model's probability that the photo is AI-generated.")
                 c2.metric("p(real)", f"{pred.p_real:.1%}")
@@ -282,7 +315,7 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
                 st.warning(UNFAMILIAR_PLAIN if demo else
                            f"{UNFAMILIAR_MESSAGE[0].upper()}{UNFAMILIAR_MESSAGE[1:]} (score {pred.ood_score:.2f}, "
                            f"threshold {clf.ood.threshold:.2f}).", icon=":material/help:")
-            _faces(pred)
+            face = _faces(pred, key)
             for note in pred.notes:
                 st.caption(f":material/info: {note}")
             from realitycheck.app import provenance_panel
@@ -292,7 +325,8 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
             if pred.image is None:
                 st.caption("No image kept for the heatmap.")
             else:
-                common.run_page(lambda: _heatmap(clf, key, rec, pred, method, opacity, demo, evidence), "the heatmap")
+                common.run_page(lambda: _heatmap(clf, key, rec, pred, method, opacity, demo, evidence, face),
+                                "the heatmap")
 
 
 def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -> None:
@@ -312,7 +346,7 @@ def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -
         if missing:
             # measured on this machine (timed forwards of this model), not a promise
             est = sum(clf.explainer.estimate_seconds(m) for m in missing)
-            label = f"Compute {len(missing)} more methods (about {est:.0f} s in all on this machine)"
+            label = f"Compute {len(missing)} more methods ({common.duration_words(est)} in all on this machine)"
             if st.button(label, key="compare_run"):
                 bar = st.progress(0.0)
                 for i, m in enumerate(missing):
@@ -334,35 +368,57 @@ def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -
 
 
 def _summary_table(keys: list, threshold: float, demo: bool) -> None:
-    """Several images: one sortable row each (click a column header to sort) before the cards."""
+    """Several images: one sortable row each (click a column header to sort) before the cards, with the
+    flags each card shows; files that could not be read are counted in the heading and listed apart."""
     import pandas as pd
 
-    rows = []
+    from realitycheck import provenance
+    from realitycheck.face_table import verdict_caveat
+
+    rows, failed = [], []
     for key in keys:
         rec = state.get(state.PREDICTIONS)[key]
         pred = rec["pred"].at_threshold(threshold)
+        if not pred.ok:
+            failed.append(rec["name"])
+            continue
+        prov = rec.get("provenance")
         rows.append({
             "image": common.thumbnail_data_url(pred.image) if pred.image is not None else None,
             "name": rec["name"],
-            "verdict": pred.label.upper() if pred.ok else "ERROR",
+            "verdict": pred.label.upper() + (" (no face: unreliable)" if verdict_caveat(pred) else ""),
             "p_fake": pred.p_fake,
             "faces": pred.faces,
-            "ms": None if not pred.ok else pred.seconds * 1000,
+            "unfamiliar": {True: "yes", False: "no", None: "n/a"}[pred.unfamiliar],
+            "declares": provenance.KIND_WORDS[prov.kind] if prov is not None and prov.kind != "none" else "",
+            "disagrees": "yes" if prov is not None and provenance.disagreement(prov, pred.label) else "",
+            "ms": pred.seconds * 1000,
         })
-    n_fake = sum(r["verdict"] == "FAKE" for r in rows)
-    st.subheader(f"{len(rows)} images: {n_fake} {'look' if demo else 'judged'} AI-generated, "
-                 f"{sum(r['verdict'] == 'REAL' for r in rows)} real")
-    st.dataframe(
-        pd.DataFrame(rows), hide_index=True, width="stretch", key="classify_summary",
-        column_config={
-            "image": st.column_config.ImageColumn("image", width="small"),
-            "verdict": st.column_config.TextColumn("verdict"),
-            "p_fake": st.column_config.ProgressColumn("likely AI-generated" if demo else "p(fake)", min_value=0.0,
-                                                      max_value=1.0, format="percent"),
-            "faces": st.column_config.NumberColumn("faces found", format="%d"),
-            "ms": st.column_config.NumberColumn("time", format="%.0f ms"),
-        },
-    )
+    n_fake = sum(r["verdict"].startswith("FAKE") for r in rows)
+    n_real = len(rows) - n_fake
+    n = len(rows) + len(failed)
+    st.subheader(f"{n} images: {n_fake} {'look' if demo else 'judged'} AI-generated, {n_real} real"
+                 + (f", {len(failed)} could not be read" if failed else ""))
+    if rows:
+        st.dataframe(
+            pd.DataFrame(rows), hide_index=True, width="stretch", key="classify_summary",
+            column_config={
+                "image": st.column_config.ImageColumn("image", width="small"),
+                "verdict": st.column_config.TextColumn("verdict"),
+                "p_fake": st.column_config.ProgressColumn("likely AI-generated" if demo else "p(fake)", min_value=0.0,
+                                                          max_value=1.0, format="percent"),
+                "faces": st.column_config.NumberColumn("faces found", format="%d"),
+                "unfamiliar": st.column_config.TextColumn("unfamiliar", help="Outside what the model was trained on: "
+                                                          "the verdict is unreliable (n/a: the model has no such check)."),
+                "declares": st.column_config.TextColumn("file declares", help="What the file's own metadata says; "
+                                                        "not part of p(fake)."),
+                "disagrees": st.column_config.TextColumn("declaration disagrees", help="The file's declaration and "
+                                                         "the model's verdict point different ways."),
+                "ms": st.column_config.NumberColumn("time", format="%.0f ms"),
+            },
+        )
+    if failed:
+        st.caption("Could not be read (see below): " + ", ".join(failed))
     st.caption("Each photo's details and what the model looked at follow." if demo else
                f"Verdicts at threshold {threshold:.4g}. The details and heatmap of each image follow.")
 

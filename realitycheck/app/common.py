@@ -27,7 +27,8 @@ log = logging.getLogger("realitycheck.app")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO_ROOT / "sample_images"
 SEED_EXAMPLES_DIR = (REPO_ROOT / ".." / "shared" / "data" / "seed-examples").resolve()
-LABELLED_PLACEHOLDER = "a folder with real/ and fake/ inside, e.g. ~/photos/labelled"
+# the example must be one the default roots accept: by default only the folder the dashboard runs in
+LABELLED_PLACEHOLDER = "a folder with real/ and fake/ inside, e.g. labelled (relative to where the dashboard runs)"
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 COLORS = plots.COLORS
 THUMB_PX = 96
@@ -308,15 +309,28 @@ def verdict_meaning(clf: inference.Classifier, label: str, threshold: float) -> 
 # Rendering helpers
 # ---------------------------------------------------------------------------------------------
 
-def verdict_html(label: str, p_fake: float, size: str = "normal") -> str:
-    color = COLORS.get(label, plots.NEUTRAL)
-    word = html.escape(label.upper())
+def verdict_html(label: str, p_fake: float, size: str = "normal", caveat: str | None = None) -> str:
+    """The verdict headline; with a `caveat` (`face_table.verdict_caveat`) it is grey and says it is unreliable."""
+    color = COLORS.get(label, plots.NEUTRAL) if not caveat else plots.NEUTRAL
+    word = html.escape(label.upper()) + ("?" if caveat else "")
+    note = (f'<div style="font-size:1.05rem;font-weight:600;color:#8a5a00">{html.escape(caveat[0].upper() + caveat[1:])}'
+            "</div>") if caveat else ""
     if size == "large":
-        return (f'<div style="font-size:3.2rem;font-weight:800;color:{color};line-height:1.1">{word}</div>'
+        return (f'<div style="font-size:3.2rem;font-weight:800;color:{color};line-height:1.1">{word}</div>{note}'
                 f'<div style="font-size:1.3rem;color:#444">{p_fake:.0%} likely AI-generated · '
                 f'{1 - p_fake:.0%} likely real</div>')
     return (f'<span style="font-size:1.6rem;font-weight:700;color:{color}">{word}</span>'
-            f'<span style="color:#555"> &nbsp;p(fake) {p_fake:.1%} · p(real) {1 - p_fake:.1%}</span>')
+            f'<span style="color:#555"> &nbsp;p(fake) {p_fake:.1%} · p(real) {1 - p_fake:.1%}</span>{note}')
+
+
+def duration_words(seconds: float) -> str:
+    """An estimate in words: "under 1 s" rather than "about 0 s"."""
+    return "under 1 s" if seconds < 1 else f"about {seconds:.0f} s"
+
+
+def plural(n: int, word: str) -> str:
+    """ "1 image", "2 images" (words whose plural adds an s)."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def thumbnail_data_url(img: Image.Image, px: int = THUMB_PX) -> str:
@@ -386,10 +400,13 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
     from realitycheck import provenance
     from realitycheck.app import public
 
-    refused = public.allow_classifications(len(todo))
-    if refused:
-        state.get(state.CLASSIFY_ERRORS).append(refused)
-        return [k for k in keys if k in preds]
+    allowed, later = public.allow_classifications(len(todo))
+    if later:  # over the session's rate limit: score up to it, say how many are left and when
+        state.get(state.CLASSIFY_ERRORS).append(later)
+        left = {key for key, _, _ in todo[allowed:]}
+        todo = todo[:allowed]
+        items = [it for it, key in zip(items, keys) if key not in left]
+        keys = [k for k in keys if k not in left]
     if todo:
         results = clf.predict([d for _, _, d in todo], [n for _, n, _ in todo], keep_images=True)
         for (key, name, data), pred in zip(todo, results):
@@ -400,7 +417,10 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
                            state.MAX_CACHED_PREDICTIONS)
     threshold = float(state.get(state.THRESHOLD))
     history = state.get(state.HISTORY)
+    fresh = {key for key, _, _ in todo}
     for key, (name, _data) in zip(keys, items):
+        if key not in fresh:  # already checked (and listed) in this session with this model: one row per image
+            continue
         rec = preds[key]
         pred = rec["pred"]
         rec["name"] = name  # the same bytes may arrive under another name
@@ -427,26 +447,30 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
     return keys
 
 
-def explanation_key(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> tuple:
-    """The per-session cache key of a heatmap: model, image, method and the class it explains."""
-    return (classifier_key(clf), key, method, target_class)
+def explanation_key(clf: inference.Classifier, key: Any, method: str, target_class: str | None,
+                    face: int | None = None) -> tuple:
+    """The per-session cache key of a heatmap: model, image, method, the class it explains, the face."""
+    return (classifier_key(clf), key, method, target_class) + (() if face is None else (face,))
 
 
-def has_explanation(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> bool:
-    return explanation_key(clf, key, method, target_class) in state.get(state.EXPLANATIONS)
+def has_explanation(clf: inference.Classifier, key: Any, method: str, target_class: str | None,
+                    face: int | None = None) -> bool:
+    return explanation_key(clf, key, method, target_class, face) in state.get(state.EXPLANATIONS)
 
 
 def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method: str,
-                progress: Callable[[int, int], None] | None = None, target_class: str | None = None):
+                progress: Callable[[int, int], None] | None = None, target_class: str | None = None,
+                face: int | None = None):
     """Grad-CAM (or another method) of one image for `target_class` (None: the model's argmax),
-    cached per session by (model, key, method, class)."""
+    cached per session by (model, key, method, class, face); `face` (0-based): that face of an aligned
+    model instead of the deciding one."""
 
-    ekey = explanation_key(clf, key, method, target_class)
+    ekey = explanation_key(clf, key, method, target_class, face)
     cache = state.get(state.EXPLANATIONS)
     if ekey in cache:
         return cache[ekey]
     result = clf.explainer.explain([image], method=method, target_class=target_class,
-                                   progress=progress or False)[0]
+                                   progress=progress or False, face=face)[0]
     state.remember(state.EXPLANATIONS, ekey, result, state.MAX_CACHED_EXPLANATIONS)
     return result
 

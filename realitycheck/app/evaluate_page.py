@@ -62,6 +62,13 @@ def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=(), root: s
         "root": root or (getattr(tmp, "name", None) if tmp is not None else None),
     })
     state.put(state.EVAL_THRESHOLD, float(state.get(state.THRESHOLD)))
+    s = _summary(state.get(state.EVALUATION), float(state.get(state.THRESHOLD)))  # memoised: the page reuses it
+    import datetime as _dt
+
+    state.get(state.EVAL_LOG).append({  # the Session history page lists evaluations too
+        "time": _dt.datetime.now(), "data": label, "model": clf.name, "images": int(s.get("n") or 0),
+        "failed": int(s.get("n_failed") or 0), "threshold": float(s["threshold"]), "accuracy": s.get("accuracy"),
+        "roc_auc": s.get("roc_auc"), "separation": s["separation"]["kind"]})
     st.toast(f"Evaluated {len(result.table)} images in {result.seconds:.1f} s")
 
 
@@ -175,14 +182,8 @@ def _summary(ev: dict, threshold: float) -> dict:
     return memo[key]
 
 
-def _slider_value(value: float) -> float:
-    """A threshold as the slider can hold it (0.01 to 0.99 in steps of state.THRESHOLD_STEP)."""
-    step = state.THRESHOLD_STEP
-    return float(min(0.99, max(0.01, round(round(value / step) * step, 4))))
-
-
 def _use_best(value: float) -> None:
-    st.session_state[state.EVAL_THRESHOLD] = _slider_value(value)
+    st.session_state[state.EVAL_THRESHOLD] = float(value)  # exactly the value shown (4 decimals, the slider's)
 
 
 def _cards(s: dict, separation: str) -> None:
@@ -302,7 +303,7 @@ def _error_browser(ev: dict, threshold: float) -> None:
     if wrong.empty:
         st.success("No misclassified images at this threshold.")
         return
-    st.caption(f"{len(wrong)} misclassified images. Pick one to see it with its Grad-CAM heatmap.")
+    st.caption(f"{common.plural(len(wrong), 'misclassified image')}. Pick one to see it with its Grad-CAM heatmap.")
     view = wrong[["path", "true_label", "predicted", "p_fake", "faces"]].drop_duplicates("path").copy()
     view["p_fake"] = pd.to_numeric(view["p_fake"], errors="coerce")
     shown = view.assign(path=[_shown(ev, p) for p in view["path"]])  # names as the user knows them
@@ -366,7 +367,7 @@ def report_html(ev: dict, clf, threshold: float) -> bytes:
 def _downloads(ev: dict, threshold: float) -> None:
     c1, c2 = st.columns(2)
     c1.download_button("Download results (CSV)", data=results_csv(ev, threshold), file_name="realitycheck-results.csv",
-                       mime="text/csv", key="eval_dl_csv")
+                       mime="text/csv", key="eval_dl_csv", on_click="ignore")
     clf = _eval_classifier(ev)
     if clf is None:
         c2.caption("HTML report: needs the model that produced these results.")
@@ -374,6 +375,7 @@ def _downloads(ev: dict, threshold: float) -> None:
     c2.download_button("Download report (HTML)", data=lambda: report_html(ev, clf, threshold),
                        file_name="realitycheck-report.html",
                        mime="text/html", key="eval_dl_html",
+                       on_click="ignore",  # a rerun would drop the deferred file a second click still asks for
                        help="One self-contained file (opens offline) with every chart and metric.")
 
 
@@ -473,18 +475,24 @@ def _results(ev: dict) -> None:
                             key=state.EVAL_THRESHOLD,
                             help="Re-scores the stored results; the model is not run again.")
     s = _summary(ev, threshold)
-    kind, sentence = M.separation(s)
-    best = s.get("best_threshold_balanced_accuracy") or {}
+    kind, sentence = s["separation"]["kind"], s["separation"]["sentence"]  # the package's rule
+    advice = s.get("threshold_advice")
     if kind in ("chance", "reversed"):
         right.caption("No threshold is suggested: moving it cannot make these verdicts reliable.")
-    elif best.get("threshold") is not None:
-        t_use = _slider_value(best["threshold"])
-        at_best = _summary(ev, t_use)  # the rates at the value "Use it" sets, never a bare threshold
-        right.markdown(f"Best threshold for balanced accuracy: **{t_use:.2f}** "
-                       f"({_fmt_pct(at_best.get('balanced_accuracy'))}): at it, **{_fmt_pct(at_best.get('fpr'))}** "
-                       f"of real photos are flagged (false alarms) and **{_fmt_pct(at_best.get('fnr'))}** of fakes "
-                       "are missed.")
-        right.button("Use it", on_click=_use_best, args=(t_use,), key="eval_use_best")
+    elif advice:
+        from realitycheck.evaluate import threshold_advice_words
+
+        right.markdown(f"Best threshold for balanced accuracy: **{advice['threshold']:g}** "
+                       f"({_fmt_pct(advice['balanced_accuracy'])}): {threshold_advice_words(advice)}")
+        if 0.01 <= advice["threshold"] <= 0.99:  # the slider's range
+            right.button(f"Use {advice['threshold']:g} here", on_click=_use_best, args=(advice["threshold"],),
+                         key="eval_use_best",
+                         help="Sets the threshold of these evaluation results only; the sidebar threshold "
+                              f"that Classify uses stays {float(state.get(state.THRESHOLD)):g}.")
+            right.caption(f"Applies to these results only; Classify keeps the sidebar's "
+                          f"{float(state.get(state.THRESHOLD)):g}.")
+        else:
+            right.caption("It lies outside the slider's 0.01 to 0.99.")
     else:
         right.caption("Best threshold: needs both real and fake images.")
     if kind in ("chance", "reversed"):

@@ -27,11 +27,27 @@ def _clear() -> None:
     state.reset_history()
 
 
+def _evaluations() -> None:
+    """Every evaluation run in this session (Evaluate page), oldest first."""
+    runs = state.get(state.EVAL_LOG)
+    if not runs:
+        return
+    st.subheader(f"Evaluations ({len(runs)})")
+    st.dataframe(pd.DataFrame(runs), hide_index=True, width="stretch", key="history_evaluations",
+                 column_config={"time": st.column_config.DatetimeColumn("time", format="HH:mm:ss"),
+                                "accuracy": st.column_config.NumberColumn(format="percent"),
+                                "roc_auc": st.column_config.NumberColumn("ROC-AUC", format="%.3f"),
+                                "threshold": st.column_config.NumberColumn(format="%.4f"),
+                                "separation": st.column_config.TextColumn(
+                                    "tells classes apart?", help="chance: no better than guessing on that data")})
+
+
 def render() -> None:
     st.title("Session history")
-    st.caption("Every image classified in this browser session, oldest first. It is private to this "
-               "tab and disappears when you close it.")
+    st.caption("Every image classified and every evaluation run in this browser session, oldest first. "
+               "It is private to this tab and disappears when you close it.")
     df = history_frame()
+    _evaluations()
     if df.empty:
         st.info("Nothing classified yet in this session. Classify a photo (or click an example) on the "
                 "Classify page and it will be listed here.", icon=":material/history:")
@@ -47,10 +63,7 @@ def render() -> None:
     st.plotly_chart(plots.confidence_timeline(df, threshold), key="history_timeline")
     c1, c2 = st.columns(2)
     c1.plotly_chart(plots.verdict_counts_fig(df), key="history_counts")
-    hist = plots.p_fake_histogram(df[["p_fake"]], threshold)
-    hist.update_layout(title="p(fake) of the checked photos")
-    hist.for_each_trace(lambda t: t.update(name=f"checked photos ({len(df)})"))
-    c2.plotly_chart(hist, key="history_hist")
+    c2.plotly_chart(plots.verdict_histogram(df, threshold), key="history_hist")  # green real, red fake
     st.caption("Verdicts are those given at the time, with the threshold shown in the table.")
     clashes = df[as_text(df["disagreement"]) != ""]
     for _, row in clashes.iterrows():
@@ -78,7 +91,7 @@ def render() -> None:
     c1, c2 = st.columns(2)
     csv = df[COLUMNS].to_csv(index=False).encode("utf-8")
     c1.download_button("Download history (CSV)", data=csv, file_name="realitycheck-session.csv",
-                       mime="text/csv", key="history_csv")
+                       mime="text/csv", key="history_csv", on_click="ignore")
     c2.button("Clear session history", on_click=_clear, key="history_clear", type="secondary")
 
 

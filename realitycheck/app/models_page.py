@@ -174,12 +174,20 @@ def _compare(paths: list[Path]) -> None:
         b = c2.selectbox("Model B", options, index=1, format_func=lambda p: _label(Path(p)), key="compare_b")
         folder = st.text_input("Labelled folder or CSV on the server", key="compare_folder",
                                placeholder=common.LABELLED_PLACEHOLDER)
+        up = st.file_uploader("…or a zip holding real/ and fake/ folders", type=["zip"], key="compare_zip")
+        one = st.checkbox("Score both at one common threshold (default: each model at its own card's threshold)",
+                          key="compare_common")
+        common_t = st.number_input("Common threshold", min_value=0.0, max_value=1.0, step=0.01, format="%.4f",
+                                   value=float(state.get(state.THRESHOLD)), key="compare_common_threshold")
         go = st.form_submit_button("Compare", type="primary")
     if go:
+        threshold = float(common_t) if one else None
         if a == b:
             st.warning("Choose two different models.")
+        elif up is not None:
+            _compare_zip([Path(a), Path(b)], up, threshold)
         elif not folder.strip():
-            st.warning("Enter a labelled folder or CSV path first.")
+            st.warning("Enter a labelled folder or CSV path, or upload a zip, first.")
         else:
             from realitycheck import access
             from realitycheck.data import DataError
@@ -189,11 +197,32 @@ def _compare(paths: list[Path]) -> None:
             except (access.PathRefused, DataError) as exc:
                 common.show_error(str(exc))
             else:
-                _run_comparison([Path(a), Path(b)], source, folder.strip())
+                _run_comparison([Path(a), Path(b)], source, folder.strip(), threshold)
     _show_comparison()
 
 
-def _run_comparison(paths: list[Path], folder, label: str) -> None:
+def _compare_zip(paths: list[Path], up, threshold: float | None) -> None:
+    """The Evaluate page's zip route for the comparison: checked, unpacked into this session's folder."""
+    from realitycheck import uploads
+
+    data = up.getvalue()
+    over = common.accept_upload(data, up.name)
+    if over:
+        common.show_error(over)
+        return
+    tmp = state.session_temp_dir("realitycheck-compare-")
+    try:
+        with st.spinner("Unpacking the zip…"):
+            folder, _skipped = uploads.extract_labelled_zip(data, tmp.name)
+    except uploads.UploadError as exc:
+        state.drop_temp_dir(tmp)
+        common.show_error(str(exc))
+        return
+    _run_comparison(paths, folder, up.name, threshold)
+    state.drop_temp_dir(tmp)  # the comparison keeps numbers and curves only
+
+
+def _run_comparison(paths: list[Path], folder, label: str, threshold: float | None = None) -> None:
     from realitycheck import evaluate
     from realitycheck.data import DataError
 
@@ -210,8 +239,7 @@ def _run_comparison(paths: list[Path], folder, label: str) -> None:
         bar.progress(min(1.0, frac), text=f"{name}: {done} of {total} images")
 
     try:
-        comparison = evaluate.compare_models(classifiers, folder, threshold=float(state.get(state.THRESHOLD)),
-                                             progress=tick, workers=0)
+        comparison = evaluate.compare_models(classifiers, folder, threshold=threshold, progress=tick, workers=0)
     except DataError as exc:
         common.show_error(str(exc))
         return
@@ -225,11 +253,20 @@ def _show_comparison() -> None:
     comp = state.get(state.COMPARISON)
     if not comp:
         return
-    st.caption(f"On {comp['folder']} at threshold {comp['threshold']:.2f}")
+    st.caption(f"On {comp['folder']}: {comparison_thresholds_words(comp)}")
     st.dataframe(comparison_frame(comp["rows"]), width="stretch", key="compare_table")
     # one chart per row: side by side, long model names in the legends squeezed the plots
     st.plotly_chart(plots.roc_fig(comp["curves"]), key="compare_roc")
     st.plotly_chart(plots.pr_fig(comp["curves"]), key="compare_pr")
+
+
+def comparison_thresholds_words(comp: dict) -> str:
+    """Which threshold each column was scored at, said plainly."""
+    if comp.get("threshold") is not None:
+        return (f"both models at one common threshold, {comp['threshold']:g} (chosen by you, not by either "
+                "model's card)")
+    each = ", ".join(f"{name} {t:g}" for name, t in (comp.get("thresholds") or {}).items())
+    return f"each model at its own card's threshold ({each})"
 
 
 def comparison_frame(rows: list[dict]) -> pd.DataFrame:
@@ -242,7 +279,8 @@ def comparison_frame(rows: list[dict]) -> pd.DataFrame:
 
     table = {}
     for r in rows:
-        col = {label: fmt(r.get(k), pct) for k, label, pct in COMPARE_COLUMNS}
+        col = {"threshold": f"{r['threshold']:g}" if r.get("threshold") is not None else "n/a"}
+        col.update({label: fmt(r.get(k), pct) for k, label, pct in COMPARE_COLUMNS})
         col["images scored"] = f"{r.get('images') or 0}"
         col["failed"] = f"{r.get('failed') or 0}"
         col["time"] = f"{r.get('seconds', 0):.1f} s"

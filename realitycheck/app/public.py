@@ -34,15 +34,18 @@ def session_dirs() -> list[str]:
     return out
 
 
-def allow_classifications(n: int) -> str | None:
-    """Count `n` classifications against the session's rate limit; the refusal message, or None."""
+def allow_classifications(n: int) -> tuple[int, str | None]:
+    """Count up to `n` classifications against the session's rate limit: (how many may run now, the
+    message about the rest, or None when all may run)."""
     s = settings()
     if n <= 0 or s.classifications_per_minute <= 0:
-        return None
-    ok, kept, wait = access.rate_check(st.session_state.get(RATE_STAMPS, []), time.monotonic(),
-                                       s.classifications_per_minute, cost=n)
+        return n, None
+    allowed, kept, wait = access.rate_allowance(st.session_state.get(RATE_STAMPS, []), time.monotonic(),
+                                                s.classifications_per_minute, n)
     st.session_state[RATE_STAMPS] = kept
-    return None if ok else access.rate_message(s.classifications_per_minute, wait)
+    if allowed == n:
+        return n, None
+    return allowed, access.rate_allowance_message(s.classifications_per_minute, allowed, n, wait)
 
 
 def safe(text: str) -> str:

@@ -29,12 +29,13 @@ EVAL_THRESHOLD = "eval_threshold"  # float: threshold of the Evaluate page (re-t
 THRESHOLD_FOR = "threshold_for"  # str | None: the model whose card last set the thresholds
 PREVALENCE = "prevalence"  # float 0-1: share of fakes among the photos checked (sidebar), for what a verdict means
 EXAMPLE_VERDICTS = "example_verdicts"  # dict[model_key] -> {example path: Prediction}: the demo gallery's verdicts
-THRESHOLD_STEP = 0.0005  # fine enough to hold a card's threshold exactly (e.g. 0.8565)
+THRESHOLD_STEP = 0.0001  # holds a card's threshold and a suggested one (4 decimals) exactly
 
 # -- what the session holds ------------------------------------------------------------------------
 ACTIVE_MODEL = "active_model"  # str | None: checkpoint path chosen on the Models page (None: default)
 EXTRA_MODELS = "extra_models"  # list[str]: checkpoints loaded this session (upload / server path)
 HISTORY = "history"  # list[dict]: every image classified in this session, in order
+EVAL_LOG = "evaluation_log"  # list[dict]: every evaluation run in this session (what, model, headline numbers)
 PREDICTIONS = "predictions"  # dict[(model_key, sha256)] -> record dict (Prediction + image), LRU
 EXPLANATIONS = "explanations"  # dict[(model_key, sha256 | path, method, class)] -> explain.Explanation, LRU
 CURRENT = "classify_current"  # list[(model_key, sha256)]: results shown on the Classify page
@@ -72,13 +73,13 @@ MAX_CACHED_EXPLANATIONS = 80
 def _fresh(key: str) -> Any:
     """A new mutable default (never shared between sessions)."""
     return {
-        EXTRA_MODELS: list, HISTORY: list, PREDICTIONS: dict, EXPLANATIONS: dict, CURRENT: list,
+        EXTRA_MODELS: list, HISTORY: list, EVAL_LOG: list, PREDICTIONS: dict, EXPLANATIONS: dict, CURRENT: list,
         CLASSIFY_ERRORS: list, CLASSIFY_NOTES: list, SEEN_UPLOADS: set, TEMP_DIRS: list, FLASH: list,
         EXAMPLE_VERDICTS: dict,
     }[key]()
 
 
-MUTABLE_KEYS = (EXTRA_MODELS, HISTORY, PREDICTIONS, EXPLANATIONS, CURRENT, CLASSIFY_ERRORS, CLASSIFY_NOTES,
+MUTABLE_KEYS = (EXTRA_MODELS, HISTORY, EVAL_LOG, PREDICTIONS, EXPLANATIONS, CURRENT, CLASSIFY_ERRORS, CLASSIFY_NOTES,
                 SEEN_UPLOADS, TEMP_DIRS, FLASH, EXAMPLE_VERDICTS)
 
 

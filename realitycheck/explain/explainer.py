@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import threading
 import time
@@ -313,13 +314,15 @@ class Explainer:
     def explain(self, images: Sequence[Image.Image] | Image.Image, method: str = DEFAULT_METHOD,
                 target_class: str | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
                 faithfulness: bool = True, progress: Progress | None | bool = None,
-                seed: int = 0) -> list[Explanation]:
+                seed: int = 0, face: int | None = None) -> list[Explanation]:
         """Heatmaps of the evidence for `target_class` (default: each image's predicted class).
 
         batch_size: images per forward for the gradient methods; masked copies per forward for the
         slow ones (`SLOW_METHODS`). progress: `fn(done, total)` called after each batch; None: a tqdm
         bar for the slow methods only; False: silence. Raise from it to cancel (the model is restored
         either way). faithfulness: also run the check in `explain.faithfulness` (seeded by `seed`).
+        face: for an aligned card, explain this face (0-based, the detector's largest-first order)
+        instead of the deciding (most suspicious) one; a face the image does not have is a ValueError.
         """
         spec = get_method(method)
         if isinstance(images, Image.Image):
@@ -339,7 +342,7 @@ class Explainer:
         if self.card.preprocessing.align == "face":
             # what the model judged: the image's most suspicious aligned face (the whole image if none)
             # every view is then crop x crop pixels: an aligned face, or the whole image's centre crop
-            views = [self._deciding_view(im) for im in rgb]
+            views = [self._deciding_view(im, face) for im in rgb]
             rgb, view_faces = [v for v, _ in views], [f for _, f in views]
             transform = self.card.preprocessing.tensor_transform()
 
@@ -366,20 +369,24 @@ class Explainer:
                 ticker.close()
         for exp, (box, landmarks) in zip(out, view_faces):
             exp.view_face_box, exp.view_landmarks = box, landmarks
+            if self.card.preprocessing.align == "face" and box is None:
+                exp.region = "whole image (centre crop; no face found)"  # what was scored, not a face
         return out
 
-    def _deciding_view(self, im: Image.Image) -> tuple[Image.Image, tuple]:
-        """(the view whose p_fake is the verdict, (its face box, its five landmarks) in the view, or
-        (None, None) when no face was found) for an aligned card."""
+    def _deciding_view(self, im: Image.Image, face: int | None = None) -> tuple[Image.Image, tuple]:
+        """(the view whose p_fake is the verdict, or face `face`'s view, (its face box, its five
+        landmarks) in the view, or (None, None) when no face was found) for an aligned card."""
         from realitycheck.faces import find_faces
 
         pre = self.card.preprocessing
         report = find_faces(im)
         views = pre.views(im, report)
+        if face is not None and not 0 <= face < (report.count if views[0][2] is not None else 0):
+            raise ValueError(f"face {face + 1} was asked for, but {report.count} face(s) were found")
         if views[0][2] is None:
             return pre.transform().framed(im), (None, None)
-        best = 0
-        if len(views) > 1:
+        best = 0 if face is None else face
+        if len(views) > 1 and face is None:
             fake = list(self.card.classes).index("fake")
             x = torch.stack([pre.to_tensor(v) for v in views])
             with torch.inference_mode():
@@ -436,6 +443,8 @@ class Explainer:
             if float(heat.max()) <= 0.0:
                 notes.append(f"The heatmap is empty: {spec.name} found no positive evidence for "
                              f"{classes[int(target_idx[i])]} at this layer.")
+                if faiths[i] is not None:  # nothing highlighted: no "hottest 20%" to speak of
+                    faiths[i] = dataclasses.replace(faiths[i], empty=True)
             result.append(Explanation(
                 heatmap=heat, region=region, crop_box=box, method=spec.name,
                 target_class=classes[int(target_idx[i])], p_fake=float(probs[i, fake_idx]),

@@ -33,6 +33,26 @@ class Faithfulness:
     drop_random: float
     target_class: str = field(default="fake", kw_only=True)
     fraction: float = field(default=REMOVE_FRACTION, kw_only=True)
+    empty: bool = field(default=False, kw_only=True)  # the heatmap had nothing highlighted
+
+    @property
+    def conclusion(self) -> str:
+        """THE rule from the two numbers to a conclusion, for every sentence about this check:
+        "empty" (nothing highlighted to check), "no effect" (neither removal moves the model),
+        "against" (hiding the highlighted part does not lower confidence: it is not evidence for the
+        class, whatever random removal does), "supports" (lowers it at least 5 points more than random),
+        "weak" (1 to 5 points more), "random" (no more than random)."""
+        if self.empty:
+            return "empty"
+        if max(abs(self.drop_hot), abs(self.drop_random)) < 0.02:
+            return "no effect"
+        if self.drop_hot <= 0.01:
+            return "against"
+        if self.score >= 0.05:
+            return "supports"
+        if self.score > 0.01:
+            return "weak"
+        return "random"
 
     @property
     def score(self) -> float:
@@ -51,15 +71,19 @@ class Faithfulness:
             head = f"Removing the hottest {pct} of pixels raises confidence in {cls} by {_points(-self.drop_hot)} points"
         tail = f"vs {rnd} for random pixels" if self.drop_random >= 0 else \
             f"vs a {_points(-self.drop_random)}-point rise for random pixels"
-        if max(abs(self.drop_hot), abs(self.drop_random)) < 0.02:
-            verdict = "neither removal moves the model, so this check cannot confirm the heatmap"
-        elif self.score >= 0.05:
-            verdict = "the heatmap points at evidence the model uses"
-        elif self.score > 0.01:
-            verdict = "only slightly more than random: weak support for this heatmap"
-        else:
-            verdict = "no more than random: treat this heatmap with caution"
-        return f"{head} {tail}: {verdict}."
+        if self.empty:
+            return f"The heatmap is empty: there is no highlighted part to check, so this check says nothing about it."
+        return f"{head} {tail}: {CONCLUSION_WORDS[self.conclusion]}."
+
+
+CONCLUSION_WORDS = {
+    "no effect": "neither removal moves the model, so this check cannot confirm the heatmap",
+    "against": "hiding the highlighted part does not lower the model's confidence, so it is not evidence "
+               "the model uses for this class: treat this heatmap with caution",
+    "supports": "the heatmap points at evidence the model uses",
+    "weak": "only slightly more than random: weak support for this heatmap",
+    "random": "no more than random: treat this heatmap with caution",
+}
 
 
 def _points(p: float) -> str:
