@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 
-from realitycheck.train_config import ARCH_NAMES as ARCHS, add_train_arguments  # torch-free
+from realitycheck.train_config import add_train_arguments  # torch-free
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 

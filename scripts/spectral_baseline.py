@@ -2,9 +2,8 @@
 
 Run: .venv/bin/python scripts/spectral_baseline.py   (prints validation accuracy and ROC-AUC per C)
 """
-import numpy as np, sys
+import numpy as np
 from PIL import Image
-from pathlib import Path
 from realitycheck.data import discover, split_items
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler

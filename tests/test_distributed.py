@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from realitycheck import cli, distributed, evaluate
 from realitycheck.inference import Classifier

@@ -4,14 +4,11 @@ pages are tested in tests/test_new_user.py; here: that each page shows them."""
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402

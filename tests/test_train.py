@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from realitycheck import checkpoints
 from realitycheck.train import TrainConfig, fit

@@ -279,7 +279,6 @@ def _shown_result(ev: dict):
 
 
 def _failed(ev: dict, s: dict) -> None:
-    from realitycheck.app import public
 
     reasons = {_shown(ev, p): _shown_text(ev, r) for p, r in (s.get("failed_reasons") or {}).items()}
     skipped = ev.get("skipped") or []

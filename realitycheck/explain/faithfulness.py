@@ -72,7 +72,7 @@ class Faithfulness:
         tail = f"vs {rnd} for random pixels" if self.drop_random >= 0 else \
             f"vs a {_points(-self.drop_random)}-point rise for random pixels"
         if self.empty:
-            return f"The heatmap is empty: there is no highlighted part to check, so this check says nothing about it."
+            return "The heatmap is empty: there is no highlighted part to check, so this check says nothing about it."
         return f"{head} {tail}: {CONCLUSION_WORDS[self.conclusion]}."
 
 
