@@ -249,7 +249,7 @@ def test_the_dashboard_shows_the_guess_beside_a_fake_verdict(tmp_path, monkeypat
 
     rng = np.random.default_rng(0)
     head = AttributionHead(("FLUX", "SDXL"), rng.normal(size=(2, 1280)) * 0.01, np.array([0.0, 3.0]), 0.5)
-    card = ModelCard(name="with-head", arch="efficientnet_lite0", threshold=0.01,  # (nearly) every image is a FAKE verdict
+    card = ModelCard(name="with-head", arch="efficientnet_lite0", threshold=1e-4,  # every image is a FAKE verdict (and a card threshold below the old 0.01 slider floor must not break the sidebar)
                      preprocessing=Preprocessing(resize=96, crop=80, mean=(0.5,) * 3, std=(0.5,) * 3),
                      attribution=head.card_entry())
     path = checkpoints.save_checkpoint(tmp_path / "with-head.pt", models.build_model("efficientnet_lite0"), card,

@@ -266,7 +266,7 @@ def sidebar() -> None:
         prevalence_control()
         if not state.get(state.DEMO):
             st.subheader("Decision")
-            st.slider("Threshold: p(fake) at or above this is FAKE", min_value=0.01, max_value=0.99,
+            st.slider("Threshold: p(fake) at or above this is FAKE", min_value=0.0, max_value=1.0,
                       step=state.THRESHOLD_STEP, format="%.4f", key=state.THRESHOLD,
                       help="Raise it for fewer false alarms on real photos, lower it to catch more fakes.")
 

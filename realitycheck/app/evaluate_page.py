@@ -470,7 +470,7 @@ def _results(ev: dict) -> None:
                 "measure the active model.")
     left, right = st.columns([3, 2])
     threshold = left.slider("Threshold for these results: p(fake) at or above this is FAKE",
-                            min_value=0.01, max_value=0.99, step=state.THRESHOLD_STEP, format="%.4f",
+                            min_value=0.0, max_value=1.0, step=state.THRESHOLD_STEP, format="%.4f",
                             key=state.EVAL_THRESHOLD,
                             help="Re-scores the stored results; the model is not run again.")
     s = _summary(ev, threshold)
