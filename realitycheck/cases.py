@@ -626,3 +626,55 @@ def record_many(rows: Iterable[tuple[Mapping[str, Any], bytes]], **kwargs) -> in
 
 __all__ = ["CaseStore", "CaseStoreError", "CaseNotFound", "CaseSettings", "settings", "database_url", "open_store",
            "record", "record_many", "model_info", "is_holdout", "sha256_of", "SCHEMA_VERSION"]
+
+
+class Recorder:
+    """Records judgements as a run goes (CLI `--log`, a server): the first database failure is kept
+    (`error`) and recording stops there, so the verdicts themselves are always delivered."""
+
+    def __init__(self, clf, *, source: str, session: str | None = None, public: bool = False,
+                 store: CaseStore | None = None):
+        self.source, self.session, self.public = source, session, public
+        self.model = model_info(clf)
+        self._store = store
+        self.recorded = 0
+        self.skipped: list[str] = []  # inputs whose bytes could not be read back (e.g. remote URIs)
+        self.error: CaseStoreError | None = None
+        self.off_reason = ""
+
+    def store(self) -> CaseStore | None:
+        if self._store is None and self.error is None:
+            try:
+                self._store = open_store(self.public)
+            except CaseStoreError as exc:
+                self.error = exc
+                return None
+            if self._store is None:
+                self.off_reason = settings(self.public).reason
+        return self._store
+
+    def add(self, prediction, *, data: bytes | None = None, path: str | os.PathLike | None = None,
+            provenance: Mapping[str, Any] | None = None) -> str | None:
+        """Record a `Prediction` (or its dict); reads the file at `path` (default: its name) when no bytes are given."""
+        if self.error is not None:
+            return None
+        d = prediction.to_dict() if hasattr(prediction, "to_dict") else dict(prediction)
+        if d.get("error") or d.get("p_fake") is None:
+            return None
+        store = self.store()
+        if store is None:
+            return None
+        if data is None:
+            try:
+                data = Path(path or d.get("path")).read_bytes()
+            except (OSError, TypeError, ValueError):
+                self.skipped.append(str(path or d.get("path")))
+                return None
+        try:
+            h = store.record(d, data=data, origin=self.source, session=self.session, model=self.model,
+                             provenance=provenance, name=str(path or d.get("path") or ""))
+        except CaseStoreError as exc:
+            self.error = exc
+            return None
+        self.recorded += h is not None
+        return h
