@@ -37,6 +37,7 @@ PAGE_EVALUATE = "realitycheck/app/evaluate_page.py"
 PAGE_HISTORY = "realitycheck/app/history_page.py"
 PAGE_MODELS = "realitycheck/app/models_page.py"
 PAGE_ABOUT = "realitycheck/app/about_page.py"
+PAGE_CASES = "realitycheck/app/cases_page.py"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,6 +363,7 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
                                                     "provenance": provenance.read_provenance(data)},
                            state.MAX_CACHED_PREDICTIONS)
     threshold = float(state.get(state.THRESHOLD))
+    record_cases(clf, [(preds[k], name, data) for k, (name, data) in zip(keys, items) if k in preds], threshold, source)
     history = state.get(state.HISTORY)
     for key, (name, _data) in zip(keys, items):
         rec = preds[key]
@@ -387,6 +389,37 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
             "thumbnail": thumbnail_data_url(pred.image) if pred.image is not None else None,
         })
     return keys
+
+
+def case_store():
+    """This deployment's case database (`cases.settings`: on locally, off in public mode unless configured),
+    or None; raises cases.CaseStoreError when it is configured but unusable."""
+    from realitycheck import cases
+    from realitycheck.app import public
+
+    return cases.open_store(public.is_public())
+
+
+def record_cases(clf: inference.Classifier, recs: list[tuple[dict, str, bytes]], threshold: float, source: str) -> None:
+    """Every verdict shown becomes a judgement in the case database (at the threshold it was shown at).
+    A database failure is one line on the page; the verdicts are shown all the same."""
+    from realitycheck import cases
+
+    try:
+        store = case_store()
+        if store is None:
+            return
+        model = cases.model_info(clf)
+        for rec, name, data in recs:
+            pred = rec["pred"]
+            if not pred.ok:
+                continue
+            prov = rec.get("provenance")
+            store.record(pred.at_threshold(threshold).to_dict(), data=data, image=pred.image, name=name,
+                         origin=f"dashboard:classify ({source})", session=state.get(state.CASE_SESSION), model=model,
+                         provenance=prov.to_dict() if prov is not None else None)
+    except cases.CaseStoreError as exc:
+        state.get(state.CLASSIFY_ERRORS).append(f"Not recorded in the case database: {exc}")
 
 
 def explanation_key(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> tuple:
