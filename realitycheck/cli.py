@@ -1,4 +1,4 @@
-"""Command-line front door: predict, explain, evaluate, train, export, info, cases.
+"""Command-line front door: predict, explain, evaluate, train, export, info, cases, learn, models.
 
 Exit codes: 0 all succeeded; 1 some inputs failed (each is reported); 2 usage, data or weights
 errors. User errors print one clear line, never a traceback.
@@ -442,6 +442,73 @@ def _cases_action(store, args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# learn (from reviewed cases) and the model registry
+# ---------------------------------------------------------------------------------------------
+
+def cmd_learn(args) -> int:
+    from realitycheck import learn
+    from realitycheck.cases import CaseStoreError
+    from realitycheck.checkpoints import CheckpointError
+    from realitycheck.data import DataError
+    from realitycheck.registry import RegistryError
+
+    opts = learn.LearnOptions(epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
+                              cases_share=args.cases_share, replay=list(args.replay or []), workers=args.workers,
+                              seed=args.seed, precision=args.precision, half=args.half, promote=not args.no_promote)
+    store = _case_store()
+    try:
+        meta = learn.learn(store, args.weights, opts, log=lambda m: print(m, file=sys.stderr, flush=True),
+                           command=learn.command_line(getattr(args, "argv", None) or ["learn"]))
+    except (learn.LearnError, CaseStoreError, CheckpointError, DataError, RegistryError, FileNotFoundError) as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(meta, indent=2, default=str))
+    else:
+        print(f"{meta['id']} ({meta['status']}), parent {meta['parent']}")
+        print(learn.gate_markdown(meta["gate"]))
+    return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    from realitycheck import registry
+    from realitycheck.inference import default_weights_path
+
+    try:
+        if args.action == "list":
+            active = registry.active()
+            rows = registry.versions()
+            if args.json:
+                print(json.dumps([{**v, "active": bool(active and v["id"] == active["id"])} for v in rows],
+                                 indent=2, default=str))
+                return EXIT_OK
+            if not rows:
+                print(f"no model versions yet (registry: {registry.registry_dir()}); `realitycheck learn` makes them")
+                return EXIT_OK
+            for v in rows:
+                mark = "*" if active and v["id"] == active["id"] else " "
+                g = v.get("gate") or {}
+                h = g.get("holdout") or {}
+                extra = (f"  holdout {h['current_accuracy']:.1%} -> {h['candidate_accuracy']:.1%} (n={h['n']})"
+                         if h.get("n") else "")
+                print(f"{mark} {v['id']}  {v['status']:<9} parent {v.get('parent') or '-':<5} "
+                      f"{len(v.get('cases_used') or [])} cases  {v.get('created', '')}{extra}")
+            print(f"active: {active['id'] if active else 'none (the shipped default)'}; default model file: "
+                  f"{default_weights_path()}")
+            return EXIT_OK
+        if args.action == "use":
+            v = registry.use(args.version, base_path=default_weights_path())
+            print(f"{v['id']} is now the active model ({registry.weights_of(v)})")
+            return EXIT_OK
+        if args.action == "rollback":
+            v = registry.rollback()
+            print(f"rolled back: {v['id']} is the active model again ({registry.weights_of(v)})")
+            return EXIT_OK
+    except registry.RegistryError as exc:
+        raise UserError(str(exc)) from None
+    raise UserError(f"unknown models action {args.action!r}")
+
+
+# ---------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="realitycheck", description=__doc__.splitlines()[0])
@@ -577,6 +644,32 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("sha", nargs="+")
     p.set_defaults(func=cmd_cases)
 
+    p = sub.add_parser("learn", help="fine-tune a candidate on reviewed cases + replay, gate it, version it")
+    p.add_argument("--weights", help="the model to start from (default: the active model)")
+    p.add_argument("--replay", action="append",
+                   help="training data to replay (default: the model's own, from its card); repeatable")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--max-steps", type=int, default=None, help="at most N steps per epoch")
+    p.add_argument("--lr", type=float, default=1e-4, help="head learning rate (the backbone's is scaled as in train)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--cases-share", type=float, default=0.3, help="share of each class's draws given to the cases")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument("--half", action=argparse.BooleanOptionalAction, default=True, help="store the weights in fp16")
+    p.add_argument("--no-promote", action="store_true", help="gate and record the candidate, but do not activate it")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_learn)
+
+    p = sub.add_parser("models", help="the model registry: list versions, use one, roll back one step")
+    msub = p.add_subparsers(dest="action", required=True)
+    q = msub.add_parser("list")
+    q.add_argument("--json", action="store_true")
+    q = msub.add_parser("use", help="make a version the active model")
+    q.add_argument("version")
+    msub.add_parser("rollback", help="make the previously active version active again")
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("info", help="show model cards")
     p.add_argument("weights", nargs="*")
     p.add_argument("--json", action="store_true")
@@ -595,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help
         return int(exc.code or 0)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded by `learn` in the version it makes
     try:
         return args.func(args)
     except UserError as exc:
