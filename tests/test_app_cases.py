@@ -140,3 +140,34 @@ def test_public_mode_stores_nothing_by_default(tmp_path, monkeypatch):
     assert not (tmp_path / ".realitycheck").exists()
     at.switch_page(APP_PAGES["cases"]).run()
     assert "off on this deployment" in _texts(at)
+
+
+def test_models_page_switches_version_and_rolls_back(tmp_path, monkeypatch, weights_env):
+    import shutil
+
+    from realitycheck import registry
+    from realitycheck.inference import DEFAULT_WEIGHTS_NAME, default_weights_path
+
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    shutil.copy(weights_env, wdir / DEFAULT_WEIGHTS_NAME)  # the shipped default, named "test-lite0"
+    monkeypatch.delenv("REALITYCHECK_WEIGHTS", raising=False)
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(wdir))
+    monkeypatch.setenv("REALITYCHECK_REGISTRY", str(tmp_path / "registry"))
+    vid, vdir = registry.new_version_dir()
+    save_tiny_checkpoint(vdir / "model.pt", name="learned-one")
+    registry.save_version(vdir, {"id": vid, "parent": None, "status": "promoted", "weights": "model.pt"})
+    at = _app()
+    at.switch_page(APP_PAGES["models"]).run()
+    assert not at.exception and not at.error
+    assert at.button(key="versions_rollback").disabled  # no version active yet
+    at.selectbox(key="versions_choice").set_value(vid)
+    at.button(key="versions_use").click().run()
+    assert not at.exception and not at.error
+    assert default_weights_path() == vdir / "model.pt"
+    assert "learned-one" in "\n".join(m.value for m in at.sidebar.markdown)
+    at.button(key="versions_rollback").click().run()
+    assert not at.exception and not at.error
+    assert default_weights_path().resolve() == (wdir / DEFAULT_WEIGHTS_NAME).resolve()
+    assert "test-lite0" in "\n".join(m.value for m in at.sidebar.markdown)
+    assert "Rolled back" in _texts(at)
