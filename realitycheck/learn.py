@@ -249,8 +249,9 @@ def gate_markdown(report: dict) -> str:
 # The run
 # ---------------------------------------------------------------------------------------------
 
-def _apply_threshold_rule(path: Path, data: list[str], opts: LearnOptions, log) -> float | None:
-    """Set the candidate's threshold by the every-source rule on its validation share (as the default's was)."""
+def _finish_candidate(path: Path, data: list[str], opts: LearnOptions, lineage: dict, log) -> float | None:
+    """Set the candidate's threshold by the every-source rule on its validation share (as the default's was)
+    and record in its card where it came from."""
     from realitycheck import checkpoints, evaluate
     from realitycheck.inference import load_classifier
     from realitycheck.metrics import threshold_for_every_source
@@ -258,15 +259,18 @@ def _apply_threshold_rule(path: Path, data: list[str], opts: LearnOptions, log) 
     clf = load_classifier(path, engine="torch", precision="fp32")
     table = evaluate.evaluate_sources(clf, data, only_split="val", workers=opts.workers).table
     t = threshold_for_every_source(table, opts.max_false_alarm)
-    if t is None:
-        return None
     model, card, extras = checkpoints.load_checkpoint_extras(path)
-    card.threshold = min(0.9999, math.ceil(float(t) * 1e4) / 1e4)
-    card.notes.append(f"Threshold {card.threshold:.4g}: the lowest at which every real source has at most "
-                      f"{opts.max_false_alarm:.0%} false alarms on validation (learn).")
+    if t is not None:
+        card.threshold = min(0.9999, math.ceil(float(t) * 1e4) / 1e4)
+        card.notes.append(f"Threshold {card.threshold:.4g}: the lowest at which every real source has at most "
+                          f"{opts.max_false_alarm:.0%} false alarms on validation (learn).")
+        log(f"threshold {card.threshold:.4g} (every real source <= {opts.max_false_alarm:.0%} false alarms on validation)")
+    card.training["learned"] = lineage
+    card.notes.append(f"Fine-tuned by `realitycheck learn` from {lineage['parent']} ({lineage['parent_file']}) on "
+                      f"{lineage['cases_trained']} reviewed cases plus replay of {', '.join(lineage['replay'])}; "
+                      f"{lineage['cases_held_out']} reviewed cases held out for the release gate.")
     checkpoints.save_checkpoint(path, model, card, half=opts.half, extras=extras)
-    log(f"threshold {card.threshold:.4g} (every real source <= {opts.max_false_alarm:.0%} false alarms on validation)")
-    return card.threshold
+    return card.threshold if t is not None else None
 
 
 def learn(store: CaseStore, weights: str | os.PathLike | None = None, opts: LearnOptions | None = None, *,
@@ -305,7 +309,10 @@ def learn(store: CaseStore, weights: str | os.PathLike | None = None, opts: Lear
     cfg.source_weight = [*cfg.source_weight, *case_weights(cfg, train_cases, opts.cases_share)]
     log(f"learn {vid}: {len(train_cases)} reviewed cases train, {len(holdout_cases)} held out; replay: {', '.join(replay)}")
     candidate = fit(cfg, log=log)
-    threshold = _apply_threshold_rule(candidate, data, opts, log)
+    candidate.with_suffix(".train-state.pt").unlink(missing_ok=True)  # resume state: not needed once finished
+    threshold = _finish_candidate(candidate, data, opts, {
+        "parent": parent["id"], "parent_file": current.name, "cases_trained": len(train_cases),
+        "cases_held_out": len(holdout_cases), "replay": replay, "version": vid}, log)
     report = gate(current, candidate, replay, holdout_cases, workers=opts.workers, log=log)
     status = "promoted" if report["promote"] and opts.promote else ("rejected" if not report["promote"] else "candidate")
     meta = registry.save_version(vdir, {

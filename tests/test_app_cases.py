@@ -79,6 +79,13 @@ def test_classify_then_label_a_case_and_see_it_in_the_filters(db):
     # open one.jpg, label it the opposite of the model's verdict
     sha = table.loc[table["name"] == "one.jpg", "sha256"].iloc[0]
     at.selectbox(key="cases_open_select").set_value(sha).run()
+    judgements = next(d.value for d in at.dataframe if "from" in d.value.columns)
+    assert list(judgements["from"]) == ["dashboard:classify (upload)"]
+    assert not [im for im in at.image if any("Grad-CAM" in c for c in im.captions)]  # heatmap only on demand
+    at.button(key=f"case_cam_{sha[:16]}").click().run()
+    assert not at.exception and not at.error
+    assert [im for im in at.image if any("Grad-CAM of test-lite0" in c for c in im.captions)]
+    assert len(at.get("download_button")) == 2  # CSV and Parquet export
     wrong = "real" if verdict["one.jpg"] == "fake" else "fake"
     at.radio(key=f"case_label_value_{sha[:16]}").set_value(wrong)
     at.text_input(key=f"case_label_note_{sha[:16]}").set_value("analyst says so")

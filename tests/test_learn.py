@@ -87,6 +87,12 @@ def test_judge_label_learn_gate_and_roll_back(world, capsys):
     vdir = Path(meta["dir"])
     assert (vdir / "model.pt").is_file() and (vdir / "gate.md").is_file()
     assert meta["parent"] and registry.get(meta["parent"])["status"] == "base"
+    from realitycheck.checkpoints import read_card
+
+    card = read_card(vdir / "model.pt")
+    assert card.training["learned"]["parent"] == meta["parent"] and card.threshold == meta["threshold"]
+    assert card.training["learned"]["cases_held_out"] == len(meta["holdout"])
+    assert not (vdir / "model.train-state.pt").exists()
 
     # the cases' holdout never trains: every file in the training CSV is checked by its hash
     with open(vdir / meta["train_csv"]) as fh:
