@@ -178,3 +178,16 @@ def test_models_page_switches_version_and_rolls_back(tmp_path, monkeypatch, weig
     assert default_weights_path().resolve() == (wdir / DEFAULT_WEIGHTS_NAME).resolve()
     assert "test-lite0" in "\n".join(m.value for m in at.sidebar.markdown)
     assert "Rolled back" in _texts(at)
+
+
+def test_public_mode_with_a_database_records_but_shows_no_cases(tmp_path, monkeypatch):
+    monkeypatch.setenv("REALITYCHECK_DB", str(tmp_path / "pub.db"))
+    monkeypatch.setenv("REALITYCHECK_PUBLIC", "1")
+    at = _app()
+    _classify(at, [("pub.jpg", _jpeg(12), "image/jpeg")])
+    store = cases.CaseStore(cases.database_url())
+    assert store.count() == 1 and store.cases()["image_stored"].tolist() == [False]  # no copy of the upload
+    at.switch_page(APP_PAGES["cases"]).run()
+    assert not at.exception and not at.error
+    assert "not shown on this page" in _texts(at)
+    assert not at.dataframe and not at.get("download_button")

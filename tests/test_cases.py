@@ -214,3 +214,14 @@ def test_holdout_is_a_fixed_share_by_hash():
     share = np.mean([cases.is_holdout(h) for h in hashes])
     assert 0.17 < share < 0.23
     assert all(cases.is_holdout(h) == cases.is_holdout(h) for h in hashes[:50])
+
+
+def test_a_server_url_without_its_driver_is_a_clear_error():
+    # psycopg2 is not a dependency: a team installs it with its PostgreSQL
+    try:
+        import psycopg2  # noqa: F401
+        pytest.skip("psycopg2 is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(CaseStoreError, match="cannot be opened"):
+        CaseStore("postgresql://team@db.invalid/cases")

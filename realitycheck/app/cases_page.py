@@ -2,7 +2,8 @@
 
 Filter and sort the cases, open one (image, heatmap on demand, every judgement of it), set its
 true label with a note, delete it, export the table. All of it is `realitycheck.cases`; this page
-only renders. Public deployments show it only when the operator configured a database.
+only renders. On a public deployment nothing is listed here: anyone may open the page, and the cases are
+other people's images (the operator reviews them with the CLI or a local dashboard).
 """
 
 from __future__ import annotations
@@ -190,6 +191,11 @@ def render() -> None:
     s = cases.settings(public.is_public())
     if not s.enabled:
         st.info(f"The case database is off on this deployment ({s.reason}).", icon=":material/database:")
+        return
+    if public.is_public():  # anyone can open a public page: other people's images are never shown to them
+        st.info("Verdicts given here are recorded for this deployment's operator, who reviews them "
+                "(`realitycheck cases`, or a local dashboard on the same database). They are not shown on this page.",
+                icon=":material/lock:")
         return
     st.caption("Every verdict given on the Classify page (and by `realitycheck predict --log` / `evaluate --log`) "
                "is kept here: review it, set the true label, and `realitycheck learn` can learn from your corrections."
