@@ -415,7 +415,7 @@ def _cases_action(store, args) -> int:
             gen = f"  generator {j['generator']}" if j["generator"] else ""
             unf = "  UNFAMILIAR" if j["unfamiliar"] else ""
             print(f"  {j['at']:%Y-%m-%d %H:%M:%S}  {j['origin']:<20} {j['model_id'] or '?'} ({j['model_hash'] or '?'})  "
-                  f"{j['verdict']} p_fake={j['p_fake']:.3f} @ {j['threshold']:.4g}{unf}{gen}"
+                  f"{j['verdict']} p_fake={j['p_fake']:.3f} @ {j['threshold'] if j['threshold'] is None else format(j['threshold'], '.4g')}{unf}{gen}"
                   + (f"  declares: {j['provenance_kind']}" if j["provenance_kind"] not in (None, "none") else ""))
         return EXIT_OK
     if args.action == "label":
