@@ -14,6 +14,7 @@ module-global: a module-level value would be shared by every session of the serv
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import streamlit as st
@@ -73,7 +74,7 @@ def _fresh(key: str) -> Any:
     return {
         EXTRA_MODELS: list, HISTORY: list, PREDICTIONS: dict, EXPLANATIONS: dict, CURRENT: list,
         CLASSIFY_ERRORS: list, CLASSIFY_NOTES: list, SEEN_UPLOADS: set, TEMP_DIRS: list, FLASH: list,
-        CASE_SESSION: lambda: __import__("uuid").uuid4().hex[:12],
+        CASE_SESSION: lambda: uuid.uuid4().hex[:12],
     }[key]()
 
 
