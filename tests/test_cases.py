@@ -225,3 +225,26 @@ def test_a_server_url_without_its_driver_is_a_clear_error():
         pass
     with pytest.raises(CaseStoreError, match="cannot be opened"):
         CaseStore("postgresql://team@db.invalid/cases")
+
+
+def test_threads_sharing_one_store_lose_nothing(store):
+    """Dashboard sessions are threads of one server process sharing one CaseStore."""
+    import threading
+
+    errors = []
+
+    def work(k: int) -> None:
+        try:
+            for i in range(15):
+                store.record(_pred(0.5), data=_png(1000 + (i if i < 5 else 100 * k + i)), origin=f"thread {k}")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    table = store.cases()
+    assert len(table) == 5 + 4 * 10 and int(table["judgements"].sum()) == 4 * 15
