@@ -459,7 +459,8 @@ def cmd_learn(args) -> int:
     try:
         meta = learn.learn(store, args.weights, opts, log=lambda m: print(m, file=sys.stderr, flush=True),
                            command=learn.command_line(getattr(args, "argv", None) or ["learn"]))
-    except (learn.LearnError, CaseStoreError, CheckpointError, DataError, RegistryError, FileNotFoundError) as exc:
+    except (learn.LearnError, CaseStoreError, CheckpointError, DataError, RegistryError, FileNotFoundError,
+            ValueError) as exc:  # (train's "not enough images to make train and validation splits" is a ValueError)
         raise UserError(str(exc)) from None
     if args.json:
         print(json.dumps(meta, indent=2, default=str))

@@ -308,12 +308,18 @@ def learn(store: CaseStore, weights: str | os.PathLike | None = None, opts: Lear
     cfg.extra_real = [f for f in (_resolve_data_arg(e) for e in (card.training or {}).get("extra_real") or []) if f]
     cfg.source_weight = [*cfg.source_weight, *case_weights(cfg, train_cases, opts.cases_share)]
     log(f"learn {vid}: {len(train_cases)} reviewed cases train, {len(holdout_cases)} held out; replay: {', '.join(replay)}")
-    candidate = fit(cfg, log=log)
-    candidate.with_suffix(".train-state.pt").unlink(missing_ok=True)  # resume state: not needed once finished
-    threshold = _finish_candidate(candidate, data, opts, {
-        "parent": parent["id"], "parent_file": current.name, "cases_trained": len(train_cases),
-        "cases_held_out": len(holdout_cases), "replay": replay, "version": vid}, log)
-    report = gate(current, candidate, replay, holdout_cases, workers=opts.workers, log=log)
+    try:
+        candidate = fit(cfg, log=log)
+        candidate.with_suffix(".train-state.pt").unlink(missing_ok=True)  # resume state: not needed once finished
+        threshold = _finish_candidate(candidate, data, opts, {
+            "parent": parent["id"], "parent_file": current.name, "cases_trained": len(train_cases),
+            "cases_held_out": len(holdout_cases), "replay": replay, "version": vid}, log)
+        report = gate(current, candidate, replay, holdout_cases, workers=opts.workers, log=log)
+    except BaseException as exc:  # the attempt stays on record (never promoted), then the error goes on up
+        registry.save_version(vdir, {"id": vid, "parent": parent["id"], "status": "failed",
+                                     "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
+                                     "weights": "model.pt", "data": replay, "command": command})
+        raise
     status = "promoted" if report["promote"] and opts.promote else ("rejected" if not report["promote"] else "candidate")
     meta = registry.save_version(vdir, {
         "id": vid, "parent": parent["id"], "status": status, "weights": "model.pt",

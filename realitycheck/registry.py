@@ -172,8 +172,8 @@ def use(version_id: str, root: Path | None = None, *, base_path: str | os.PathLi
     version, so a rollback returns to it)."""
     root = root or registry_dir()
     target = get(version_id, root)
-    if target.get("status") == "rejected":
-        target = {**target, "note": "a candidate the release gate rejected, activated by hand"}
+    if not weights_of(target).is_file():
+        raise RegistryError(f"{version_id} ({target.get('status')}) has no model file to use")
     doc = _active_doc(root)
     prev = doc.get("active")
     if prev is None and base_path is not None and Path(base_path).is_file():

@@ -156,3 +156,21 @@ def test_gate_rule():
     # the holdout must improve, strictly, and must exist
     assert not decide(fine, {**better, "candidate_accuracy": 0.5})[0]
     assert not decide(fine, {"n": 0, "current_accuracy": None, "candidate_accuracy": None})[0]
+
+
+def test_a_failed_learn_is_recorded_and_cannot_be_used(world, capsys, monkeypatch):
+    from realitycheck import train
+
+    def broken_fit(cfg, log=print, progress=None):
+        raise ValueError("not enough images to make train and validation splits")
+
+    monkeypatch.setattr(train, "fit", broken_fit)
+    _run(capsys, "predict", world["new"], "--log", "--engine", "torch")
+    _run(capsys, "cases", "label", "--from", world["new"])
+    code, _, err = _run(capsys, "learn", "--epochs", "1", "--max-steps", "1")
+    assert code == 2 and "not enough images" in err and "Traceback" not in err
+    failed = [v for v in registry.versions() if v["status"] == "failed"]
+    assert len(failed) == 1 and "not enough images" in failed[0]["error"]
+    code, _, err = _run(capsys, "models", "use", failed[0]["id"])
+    assert code == 2 and "no model file" in err
+    assert default_weights_path() == world["weights"] / DEFAULT_WEIGHTS_NAME  # nothing changed
