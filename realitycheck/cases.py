@@ -27,6 +27,7 @@ import io
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -344,7 +345,7 @@ class CaseStore:
         if not target.exists():
             try:
                 self.images_dir.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{fname}.{os.getpid()}.tmp")
+                tmp = target.with_name(f".{fname}.{uuid.uuid4().hex}.tmp")  # one per writer, thread or process
                 tmp.write_bytes(data)
                 tmp.replace(target)  # two writers of the same bytes: the same file either way
             except OSError as exc:

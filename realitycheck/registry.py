@@ -17,6 +17,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import uuid
 from pathlib import Path
 
 REGISTRY_ENV = "REALITYCHECK_REGISTRY"
@@ -39,7 +40,7 @@ def registry_dir() -> Path:
 
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     tmp.replace(path)  # readers see the old or the new file, never half of one
 
