@@ -679,3 +679,15 @@ class Recorder:
             return None
         self.recorded += h is not None
         return h
+
+
+def logged(stream, recorder: Recorder):
+    """Wrap a `predict_stream(paths, progress=...)` (what `evaluate.evaluate_items` takes) so that every
+    Prediction it yields is also recorded: the table and the cases come from the same predictions."""
+
+    def run(paths, progress):
+        for pred in stream(paths, progress=progress):
+            recorder.add(pred)
+            yield pred
+
+    return run

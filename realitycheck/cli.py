@@ -224,16 +224,12 @@ def cmd_evaluate(args) -> int:
         ray_errors = (distributed.RayUnavailableError,)
     recorder = None
     if args.log:  # every judgement becomes a case, through the same Prediction the table is built from
+        from realitycheck.cases import logged
+
         recorder = _recorder(clf, "cli:evaluate")
         inner = common.get("predict_stream") or (
             lambda paths, progress: clf.iter_predict(paths, workers=args.workers, progress=progress))
-
-        def logged_stream(paths, progress):
-            for pred in inner(paths, progress=progress):
-                recorder.add(pred)
-                yield pred
-
-        common["predict_stream"] = logged_stream
+        common["predict_stream"] = logged(inner, recorder)
     sources = list(args.folder or []) + list(args.data or [])
     if not sources:
         raise UserError("nothing to evaluate: give a folder, a CSV, NAME=FOLDER or a .toml manifest (--data)")

@@ -191,3 +191,20 @@ def test_public_mode_with_a_database_records_but_shows_no_cases(tmp_path, monkey
     assert not at.exception and not at.error
     assert "not shown on this page" in _texts(at)
     assert not at.dataframe and not at.get("download_button")
+
+
+def test_evaluate_page_verdicts_become_cases(db, tmp_path, monkeypatch):
+    from tests.helpers import make_toy_folder
+
+    folder = make_toy_folder(tmp_path / "labelled", side=48, per_class=2)
+    monkeypatch.setenv("REALITYCHECK_ROOTS", str(tmp_path))
+    at = _app()
+    at.switch_page(APP_PAGES["evaluate"]).run()
+    at.text_input(key="eval_path").set_value(str(folder))
+    at.button(key="FormSubmitter:eval_folder_form-Evaluate").click().run()
+    assert not at.exception and not at.error
+    table = cases.CaseStore(cases.database_url()).cases()
+    assert len(table) == 4 and set(table["origin"]) == {"dashboard:evaluate"}
+    scored = at.session_state["evaluation"]["result"].table  # the same p_fake on the page and in the cases
+    by_name = {p.split("/")[-1]: v for p, v in zip(scored["path"], scored["p_fake"])}
+    assert all(by_name[n] == p for n, p in zip(table["name"], table["p_fake"]))

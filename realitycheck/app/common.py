@@ -422,6 +422,19 @@ def record_cases(clf: inference.Classifier, recs: list[tuple[dict, str, bytes]],
         state.get(state.CLASSIFY_ERRORS).append(f"Not recorded in the case database: {exc}")
 
 
+def case_stream(clf: inference.Classifier, source: str, workers: int = 0):
+    """(predict_stream for `evaluate.evaluate_items` that records every judgement, its Recorder), or
+    (None, None) when this deployment records nothing. The Recorder keeps a database failure (`.error`)."""
+    from realitycheck import cases
+    from realitycheck.app import public
+
+    if not cases.settings(public.is_public()).enabled:
+        return None, None
+    recorder = cases.Recorder(clf, source=source, session=state.get(state.CASE_SESSION), public=public.is_public())
+    return cases.logged(lambda paths, progress: clf.iter_predict(paths, workers=workers, progress=progress),
+                        recorder), recorder
+
+
 def explanation_key(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> tuple:
     """The per-session cache key of a heatmap: model, image, method and the class it explains."""
     return (classifier_key(clf), key, method, target_class)
