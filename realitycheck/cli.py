@@ -1,4 +1,4 @@
-"""Command-line front door: predict, explain, evaluate, train, export, info.
+"""Command-line front door: predict, explain, evaluate, train, export, info, cases, learn, models.
 
 Exit codes: 0 all succeeded; 1 some inputs failed (each is reported); 2 usage, data or weights
 errors. User errors print one clear line, never a traceback.
@@ -152,9 +152,17 @@ def cmd_predict(args) -> int:
                     print(f"  {_meaning_dict(meaning, r, clf.threshold)['words']}")
             else:
                 print(_failure_line(r.name, r.error))
+    # recorded after the verdicts are printed: a slow or broken database never hides them
+    sys.stdout.flush()
+    recorder = _recorder(clf, "cli:predict") if args.log else None
+    if recorder:
+        for r, p, path in zip(results, declared, inputs):
+            recorder.add(r, path=path, provenance=p.to_dict())
     failed = sum(not r.ok for r in results)
     if failed:
         print(f"realitycheck: {failed} of {len(results)} inputs failed", file=sys.stderr)
+    if recorder and not _report_recorder(recorder):
+        return EXIT_SOME_FAILED
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
@@ -171,6 +179,24 @@ def _meaning_dict(meaning, pred, threshold: float) -> dict | None:
             "detection_rate": rates.detection if rates else None,
             "false_alarm_rate": rates.false_alarm if rates else None,
             "words": P.verdict_meaning(meaning, pred.label, threshold)}
+def _recorder(clf, source: str):
+    """A case recorder for `--log` (the database: $REALITYCHECK_DB, default ~/.realitycheck/cases.db)."""
+    from realitycheck.cases import Recorder
+
+    return Recorder(clf, source=source, session=f"cli pid {os.getpid()}")
+
+
+def _report_recorder(recorder) -> bool:
+    """Say what `--log` recorded; False when the case database failed (the verdicts were still printed)."""
+    if recorder.error is not None:
+        _err(f"not logged: {recorder.error}")
+        return False
+    if recorder.off_reason:
+        print(f"realitycheck: note: --log: case recording is off ({recorder.off_reason})", file=sys.stderr)
+        return True
+    extra = f"; {len(recorder.skipped)} inputs not readable here were not logged" if recorder.skipped else ""
+    print(f"realitycheck: logged {recorder.recorded} judgements in the case database{extra}", file=sys.stderr)
+    return True
 
 
 def cmd_explain(args) -> int:
@@ -240,6 +266,14 @@ def cmd_evaluate(args) -> int:
 
         common["predict_stream"] = distributed.predict_stream(clf, **_ray_pipeline(args))
         ray_errors = (distributed.RayUnavailableError,)
+    recorder = None
+    if args.log:  # every judgement becomes a case, through the same Prediction the table is built from
+        from realitycheck.cases import logged
+
+        recorder = _recorder(clf, "cli:evaluate")
+        inner = common.get("predict_stream") or (
+            lambda paths, progress: clf.iter_predict(paths, workers=args.workers, progress=progress))
+        common["predict_stream"] = logged(inner, recorder)
     sources = list(args.folder or []) + list(args.data or [])
     if not sources:
         raise UserError("nothing to evaluate: give a folder, a CSV, NAME=FOLDER or a .toml manifest (--data)")
@@ -256,6 +290,8 @@ def cmd_evaluate(args) -> int:
     if result.interrupted:
         print(f"realitycheck: interrupted after {len(result.table)} images; partial results in {args.csv}; "
               "rerun with --resume to continue", file=sys.stderr)
+        if recorder:
+            _report_recorder(recorder)
         return EXIT_SOME_FAILED
     summary = result.summary(threshold=clf.threshold)
     if args.robustness:
@@ -287,6 +323,8 @@ def cmd_evaluate(args) -> int:
     failed = int(summary.get("n_failed") or 0)
     if failed:  # the metrics stand, but some inputs were not scored: the same code as predict's
         print(f"realitycheck: {failed} of {len(result.table)} inputs failed", file=sys.stderr)
+    if recorder and not _report_recorder(recorder):
+        return EXIT_SOME_FAILED
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
@@ -381,6 +419,169 @@ def cmd_info(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# cases: review what was judged (the case database)
+# ---------------------------------------------------------------------------------------------
+
+CASE_LIST_COLUMNS = ["sha256", "name", "last_seen", "judgements", "verdict", "p_fake", "unfamiliar", "model_id",
+                     "true_label", "true_generator", "provenance_kind"]
+
+
+def _case_store():
+    from realitycheck.cases import CaseStore, CaseStoreError, database_url
+
+    try:
+        return CaseStore(database_url())
+    except CaseStoreError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _case_filters(args) -> dict:
+    return dict(unreviewed=args.unreviewed, reviewed=args.reviewed, disagreements=args.disagreements,
+                unfamiliar=args.unfamiliar, declared_ai_said_real=args.declared_ai_said_real, model=args.model,
+                since=args.since, until=args.until)
+
+
+def cmd_cases(args) -> int:
+    from realitycheck.cases import CaseNotFound, CaseStoreError
+    from realitycheck.data import DataError
+
+    store = _case_store()
+    try:
+        return _cases_action(store, args)
+    except (CaseStoreError, CaseNotFound, DataError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _cases_action(store, args) -> int:
+    if args.action == "list":
+        df = store.cases(**_case_filters(args), sort=args.sort, descending=not args.ascending, limit=args.limit)
+        if args.json:
+            records = [{k: (None if v is None or (isinstance(v, float) and v != v) else v) for k, v in r.items()}
+                       for r in df.to_dict("records")]
+            print(json.dumps(records, indent=2, default=str))  # p_fake to full precision
+            return EXIT_OK
+        if df.empty:
+            print("no cases match" if store.count() else "no cases yet: judge images with `predict --log`, "
+                  "`evaluate --log` or the dashboard")
+            return EXIT_OK
+        view = df[CASE_LIST_COLUMNS].copy()
+        view["sha256"] = view["sha256"].str[:12]
+        view["last_seen"] = view["last_seen"].astype(str).str[:19]
+        view["p_fake"] = view["p_fake"].map(lambda v: f"{v:.3f}")
+        print(view.fillna("").to_string(index=False))
+        return EXIT_OK
+    if args.action == "show":
+        case = store.case(args.sha)
+        case.pop("thumbnail", None)
+        if args.json:
+            print(json.dumps(case, indent=2, default=str))
+            return EXIT_OK
+        print(f"case {case['sha256']}  ({case['name']})")
+        print(f"  first seen {case['first_seen']:%Y-%m-%d %H:%M:%S}, last seen {case['last_seen']:%Y-%m-%d %H:%M:%S}; "
+              f"image {'stored' if case['image_path'] else 'not stored'}; {'holdout' if case['holdout'] else 'training'} share")
+        truth = case["true_label"] or "not reviewed"
+        if case["true_generator"]:
+            truth += f" ({case['true_generator']})"
+        print(f"  true label: {truth}" + (f"; note: {case['note']}" if case["note"] else ""))
+        for j in case["judgements"]:
+            gen = f"  generator {j['generator']}" if j["generator"] else ""
+            unf = "  UNFAMILIAR" if j["unfamiliar"] else ""
+            print(f"  {j['at']:%Y-%m-%d %H:%M:%S}  {j['origin']:<20} {j['model_id'] or '?'} ({j['model_hash'] or '?'})  "
+                  f"{j['verdict']} p_fake={j['p_fake']:.3f} @ {j['threshold'] if j['threshold'] is None else format(j['threshold'], '.4g')}{unf}{gen}"
+                  + (f"  declares: {j['provenance_kind']}" if j["provenance_kind"] not in (None, "none") else ""))
+        return EXIT_OK
+    if args.action == "label":
+        if args.from_folder:
+            counts = store.bulk_label(args.from_folder, note=args.note)
+            print(f"labelled {counts['labelled']} cases from {args.from_folder}; {counts['not_a_case']} files there "
+                  f"were never judged; {counts['unreadable']} unreadable")
+            return EXIT_OK
+        if not args.sha or not args.label:
+            raise UserError("cases label SHA real|fake [--generator G] [--note TEXT], or cases label --from FOLDER")
+        full = store.label(args.sha, args.label, generator=args.generator, note=args.note)
+        print(f"case {full[:12]}: labelled {args.label}" + (f" ({args.generator})" if args.generator else ""))
+        return EXIT_OK
+    if args.action == "export":
+        n = store.export(args.out, **_case_filters(args))
+        print(f"exported {n} cases to {args.out}")
+        return EXIT_OK
+    if args.action == "delete":
+        for sha in args.sha:
+            full = store.delete(sha)
+            print(f"deleted case {full[:12]}: its judgements, thumbnail and stored image are gone")
+        return EXIT_OK
+    raise UserError(f"unknown cases action {args.action!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# learn (from reviewed cases) and the model registry
+# ---------------------------------------------------------------------------------------------
+
+def cmd_learn(args) -> int:
+    from realitycheck import learn
+    from realitycheck.cases import CaseStoreError
+    from realitycheck.checkpoints import CheckpointError
+    from realitycheck.data import DataError
+    from realitycheck.registry import RegistryError
+
+    opts = learn.LearnOptions(epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
+                              cases_share=args.cases_share, replay=list(args.replay or []), workers=args.workers,
+                              seed=args.seed, precision=args.precision, half=args.half, promote=not args.no_promote)
+    store = _case_store()
+    try:
+        meta = learn.learn(store, args.weights, opts, log=lambda m: print(m, file=sys.stderr, flush=True),
+                           command=learn.command_line(getattr(args, "argv", None) or ["learn"]))
+    except (learn.LearnError, CaseStoreError, CheckpointError, DataError, RegistryError, FileNotFoundError,
+            ValueError) as exc:  # (train's "not enough images to make train and validation splits" is a ValueError)
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(meta, indent=2, default=str))
+    else:
+        print(f"{meta['id']} ({meta['status']}), parent {meta['parent']}")
+        print(learn.gate_markdown(meta["gate"]))
+    return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    from realitycheck import registry
+    from realitycheck.inference import default_weights_path
+
+    try:
+        if args.action == "list":
+            active = registry.active()
+            rows = registry.versions()
+            if args.json:
+                print(json.dumps([{**v, "active": bool(active and v["id"] == active["id"])} for v in rows],
+                                 indent=2, default=str))
+                return EXIT_OK
+            if not rows:
+                print(f"no model versions yet (registry: {registry.registry_dir()}); `realitycheck learn` makes them")
+                return EXIT_OK
+            for v in rows:
+                mark = "*" if active and v["id"] == active["id"] else " "
+                g = v.get("gate") or {}
+                h = g.get("holdout") or {}
+                extra = (f"  holdout {h['current_accuracy']:.1%} -> {h['candidate_accuracy']:.1%} (n={h['n']})"
+                         if h.get("n") else "")
+                print(f"{mark} {v['id']}  {v['status']:<9} parent {v.get('parent') or '-':<5} "
+                      f"{len(v.get('cases_used') or [])} cases  {v.get('created', '')}{extra}")
+            print(f"active: {active['id'] if active else 'none (the shipped default)'}; default model file: "
+                  f"{default_weights_path()}")
+            return EXIT_OK
+        if args.action == "use":
+            v = registry.use(args.version, base_path=default_weights_path())
+            print(f"{v['id']} is now the active model ({registry.weights_of(v)})")
+            return EXIT_OK
+        if args.action == "rollback":
+            v = registry.rollback()
+            print(f"rolled back: {v['id']} is the active model again ({registry.weights_of(v)})")
+            return EXIT_OK
+    except registry.RegistryError as exc:
+        raise UserError(str(exc)) from None
+    raise UserError(f"unknown models action {args.action!r}")
+
+
+# ---------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="realitycheck", description=__doc__.splitlines()[0])
@@ -397,6 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threshold", type=_threshold_arg, default=None,
                        help="decision threshold on p_fake (default: the one in the model's card, 0.5 unless it says)")
         p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+    def log_opt(p):
+        p.add_argument("--log", action="store_true",
+                       help="record every judgement in the case database ($REALITYCHECK_DB, default "
+                            "~/.realitycheck/cases.db) for review: `realitycheck cases`")
 
     def engine_opt(p):
         p.add_argument("--engine", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
@@ -416,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prevalence", metavar="P",
                    help="share of fakes among the photos you check (0.001, 0.1%% or 1/1000): each verdict then "
                         "says how often a verdict like it is right there, from the model card's measured rates")
+    log_opt(p)
     ray_opts(p)
     engine_opt(p)
     p.set_defaults(func=cmd_predict)
@@ -454,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: from the cores)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--parquet", help="also write the per-image table as Parquet (same columns as --csv)")
+    log_opt(p)
     ray_opts(p)
     engine_opt(p)
     p.set_defaults(func=cmd_evaluate)
@@ -486,6 +694,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the engine card as JSON")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("cases", help="review judged images: list, show, label, export, delete (the case database)")
+    csub = p.add_subparsers(dest="action", required=True)
+
+    def case_filters(q):
+        q.add_argument("--unreviewed", action="store_true", help="no true label yet")
+        q.add_argument("--reviewed", action="store_true", help="with a true label")
+        q.add_argument("--disagreements", action="store_true", help="the latest verdict differs from the true label")
+        q.add_argument("--unfamiliar", action="store_true", help="the latest judgement flagged the image unfamiliar")
+        q.add_argument("--declared-ai-said-real", action="store_true",
+                       help="the file declares AI generation but the model said real")
+        q.add_argument("--model", help="the latest judgement's model id (card name) or model hash prefix")
+        q.add_argument("--since", help="last seen on or after this date (YYYY-MM-DD)")
+        q.add_argument("--until", help="last seen on or before this date (YYYY-MM-DD)")
+
+    q = csub.add_parser("list", help="one row per case with its latest judgement")
+    case_filters(q)
+    q.add_argument("--sort", default="last_seen",
+                   choices=["last_seen", "first_seen", "p_fake", "name", "judgements", "ood_score", "reviewed_at"])
+    q.add_argument("--ascending", action="store_true")
+    q.add_argument("--limit", type=int)
+    q.add_argument("--json", action="store_true")
+    q = csub.add_parser("show", help="a case and every judgement of it")
+    q.add_argument("sha", help="the case's sha256 (or its first 6+ hex digits)")
+    q.add_argument("--json", action="store_true")
+    q = csub.add_parser("label", help="set the true label of a case, or of every case found in a labelled folder")
+    q.add_argument("sha", nargs="?", help="the case's sha256 (or its first 6+ hex digits)")
+    q.add_argument("label", nargs="?", choices=["real", "fake"])
+    q.add_argument("--generator", help="for fakes: the generator, if known")
+    q.add_argument("--note", help="why (kept with the label)")
+    q.add_argument("--from", dest="from_folder", metavar="FOLDER",
+                   help="bulk: a labelled folder (real/ and fake/, or a CSV of path,label); cases matched by file hash")
+    q = csub.add_parser("export", help="write the case table as CSV or Parquet (by the file's extension)")
+    q.add_argument("out", help="FILE.csv or FILE.parquet")
+    case_filters(q)
+    q = csub.add_parser("delete", help="delete cases: rows, judgements, thumbnails and stored images")
+    q.add_argument("sha", nargs="+")
+    p.set_defaults(func=cmd_cases)
+
+    p = sub.add_parser("learn", help="fine-tune a candidate on reviewed cases + replay, gate it, version it")
+    p.add_argument("--weights", help="the model to start from (default: the active model)")
+    p.add_argument("--replay", action="append",
+                   help="training data to replay (default: the model's own, from its card); repeatable")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--max-steps", type=int, default=None, help="at most N steps per epoch")
+    p.add_argument("--lr", type=float, default=1e-4, help="head learning rate (the backbone's is scaled as in train)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--cases-share", type=float, default=0.3, help="share of each class's draws given to the cases")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument("--half", action=argparse.BooleanOptionalAction, default=True, help="store the weights in fp16")
+    p.add_argument("--no-promote", action="store_true", help="gate and record the candidate, but do not activate it")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_learn)
+
+    p = sub.add_parser("models", help="the model registry: list versions, use one, roll back one step")
+    msub = p.add_subparsers(dest="action", required=True)
+    q = msub.add_parser("list")
+    q.add_argument("--json", action="store_true")
+    q = msub.add_parser("use", help="make a version the active model")
+    q.add_argument("version")
+    msub.add_parser("rollback", help="make the previously active version active again")
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("info", help="show model cards")
     p.add_argument("weights", nargs="*")
     p.add_argument("--json", action="store_true")
@@ -504,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help
         return int(exc.code or 0)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded by `learn` in the version it makes
     try:
         return args.func(args)
     except UserError as exc:

@@ -42,8 +42,13 @@ def weights_dir() -> Path:
 
 
 def default_weights_path() -> Path:
+    """$REALITYCHECK_WEIGHTS, else the model registry's active version (`learn`, `models use`), else the shipped file."""
     env = os.environ.get("REALITYCHECK_WEIGHTS")
-    return Path(env) if env else weights_dir() / DEFAULT_WEIGHTS_NAME
+    if env:
+        return Path(env)
+    from realitycheck.registry import active_weights
+
+    return active_weights() or weights_dir() / DEFAULT_WEIGHTS_NAME
 
 
 def list_weights(folder: str | os.PathLike | None = None) -> list[Path]:

@@ -37,3 +37,19 @@ def tiny_classifier(tiny_checkpoint):
 def sample_face() -> Path:
     """A real, public-domain portrait with one frontal face."""
     return SAMPLE_IMAGES / "grace_hopper.jpg"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_case_database(tmp_path_factory):
+    """Every test run records its judgements (dashboard, `predict --log`) in a throwaway case database,
+    never in the user's ~/.realitycheck/cases.db (tests that need their own set REALITYCHECK_DB again)."""
+    import os
+
+    folder = tmp_path_factory.mktemp("case-db")
+    saved = os.environ.get("REALITYCHECK_DB")
+    os.environ["REALITYCHECK_DB"] = str(folder / "cases.db")
+    yield
+    if saved is None:
+        os.environ.pop("REALITYCHECK_DB", None)
+    else:
+        os.environ["REALITYCHECK_DB"] = saved

@@ -47,6 +47,7 @@ APP_PAGES = {
     "classify": "realitycheck/app/classify_page.py",
     "evaluate": "realitycheck/app/evaluate_page.py",
     "history": "realitycheck/app/history_page.py",
+    "cases": "realitycheck/app/cases_page.py",
     "models": "realitycheck/app/models_page.py",
     "about": "realitycheck/app/about_page.py",
 }

@@ -38,6 +38,7 @@ PAGE_EVALUATE = "realitycheck/app/evaluate_page.py"
 PAGE_HISTORY = "realitycheck/app/history_page.py"
 PAGE_MODELS = "realitycheck/app/models_page.py"
 PAGE_ABOUT = "realitycheck/app/about_page.py"
+PAGE_CASES = "realitycheck/app/cases_page.py"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,6 +417,7 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
                                                     "provenance": provenance.read_provenance(data)},
                            state.MAX_CACHED_PREDICTIONS)
     threshold = float(state.get(state.THRESHOLD))
+    record_cases(clf, [(preds[k], name, data) for k, (name, data) in zip(keys, items) if k in preds], threshold, source)
     history = state.get(state.HISTORY)
     fresh = {key for key, _, _ in todo}
     for key, (name, _data) in zip(keys, items):
@@ -451,6 +453,55 @@ def explanation_key(clf: inference.Classifier, key: Any, method: str, target_cla
                     face: int | None = None) -> tuple:
     """The per-session cache key of a heatmap: model, image, method, the class it explains, the face."""
     return (classifier_key(clf), key, method, target_class) + (() if face is None else (face,))
+
+
+def case_store():
+    """This deployment's case database (`cases.settings`: on locally, off in public mode unless configured),
+    or None; raises cases.CaseStoreError when it is configured but unusable."""
+    from realitycheck import cases
+    from realitycheck.app import public
+
+    return cases.open_store(public.is_public())
+
+
+def record_cases(clf: inference.Classifier, recs: list[tuple[dict, str, bytes]], threshold: float, source: str) -> None:
+    """Every verdict shown becomes a judgement in the case database (at the threshold it was shown at).
+    A database failure is one line on the page; the verdicts are shown all the same."""
+    from realitycheck import cases
+
+    try:
+        store = case_store()
+        if store is None:
+            return
+        model = cases.model_info(clf)
+        for rec, name, data in recs:
+            pred = rec["pred"]
+            if not pred.ok:
+                continue
+            prov = rec.get("provenance")
+            store.record(pred.at_threshold(threshold).to_dict(), data=data, image=pred.image, name=name,
+                         origin=f"dashboard:classify ({source})", session=state.get(state.CASE_SESSION), model=model,
+                         provenance=prov.to_dict() if prov is not None else None)
+    except cases.CaseStoreError as exc:
+        state.get(state.CLASSIFY_ERRORS).append(f"Not recorded in the case database: {exc}")
+
+
+def case_stream(clf: inference.Classifier, source: str, workers: int = 0):
+    """(predict_stream for `evaluate.evaluate_items` that records every judgement, its Recorder), or
+    (None, None) when this deployment records nothing. The Recorder keeps a database failure (`.error`)."""
+    from realitycheck import cases
+    from realitycheck.app import public
+
+    if not cases.settings(public.is_public()).enabled:
+        return None, None
+    recorder = cases.Recorder(clf, source=source, session=state.get(state.CASE_SESSION), public=public.is_public())
+    return cases.logged(lambda paths, progress: clf.iter_predict(paths, workers=workers, progress=progress),
+                        recorder), recorder
+
+
+def explanation_key(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> tuple:
+    """The per-session cache key of a heatmap: model, image, method and the class it explains."""
+    return (classifier_key(clf), key, method, target_class)
 
 
 def has_explanation(clf: inference.Classifier, key: Any, method: str, target_class: str | None,

@@ -43,13 +43,16 @@ def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=(), root: s
     try:
         # workers=0: decode in this process; forking DataLoader workers from the threaded
         # Streamlit server is unsafe, and dashboard-sized sets do not need them.
-        result = evaluate.evaluate_folder(clf, folder, progress=tick, workers=0)
+        stream, recorder = common.case_stream(clf, "dashboard:evaluate", workers=0)  # each verdict becomes a case
+        result = evaluate.evaluate_folder(clf, folder, progress=tick, workers=0, predict_stream=stream)
     except DataError as exc:
         bar.empty()
         state.drop_temp_dir(tmp)
         common.show_error(str(exc), details=LAYOUT_HELP)
         return
     bar.empty()
+    if recorder is not None and recorder.error is not None:
+        common.show_error(f"Not recorded in the case database: {recorder.error}")
     previous = state.get(state.EVALUATION)
     if previous and previous.get("tmp") is not None and previous.get("tmp") is not tmp:
         state.drop_temp_dir(previous["tmp"])

@@ -300,6 +300,9 @@ def render() -> None:
     state.get(state.FLASH).clear()
     paths = common.available_models()
     _list(paths)
+    from realitycheck.app import versions_panel
+
+    versions_panel.render()
     _load()
     _compare(common.available_models())
 

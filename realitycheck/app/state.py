@@ -14,6 +14,7 @@ module-global: a module-level value would be shared by every session of the serv
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import streamlit as st
@@ -47,6 +48,8 @@ EVALUATION = "evaluation"  # dict | None: last Evaluate-page run (EvaluationResu
 COMPARISON = "model_comparison"  # dict | None: last two-model comparison (Models page)
 TEMP_DIRS = "temp_dirs"  # list[TemporaryDirectory]: removed when the session is garbage-collected
 FLASH = "flash"  # list[str]: success messages to show once after a rerun
+CASE_SESSION = "case_session"  # str: this session's id in the case database (random, names no one)
+CASE_OPEN = "case_open"  # str | None: sha256 of the case opened on the Cases page
 
 DEFAULTS: dict[str, Any] = {
     THRESHOLD: 0.5,
@@ -76,11 +79,12 @@ def _fresh(key: str) -> Any:
         EXTRA_MODELS: list, HISTORY: list, EVAL_LOG: list, PREDICTIONS: dict, EXPLANATIONS: dict, CURRENT: list,
         CLASSIFY_ERRORS: list, CLASSIFY_NOTES: list, SEEN_UPLOADS: set, TEMP_DIRS: list, FLASH: list,
         EXAMPLE_VERDICTS: dict,
+        CASE_SESSION: lambda: uuid.uuid4().hex[:12],
     }[key]()
 
 
 MUTABLE_KEYS = (EXTRA_MODELS, HISTORY, EVAL_LOG, PREDICTIONS, EXPLANATIONS, CURRENT, CLASSIFY_ERRORS, CLASSIFY_NOTES,
-                SEEN_UPLOADS, TEMP_DIRS, FLASH, EXAMPLE_VERDICTS)
+                SEEN_UPLOADS, TEMP_DIRS, FLASH, EXAMPLE_VERDICTS, CASE_SESSION)
 
 
 def init() -> None:
@@ -95,7 +99,7 @@ def init() -> None:
     for key in (UPLOADED_BYTES,):
         if key not in ss:
             ss[key] = 0
-    for key in (EVALUATION, COMPARISON):
+    for key in (EVALUATION, COMPARISON, CASE_OPEN):
         if key not in ss:
             ss[key] = None
     for key in PERSISTENT_WIDGET_KEYS:
