@@ -1,4 +1,4 @@
-"""Command-line front door: predict, explain, evaluate, train, export, serve, info.
+"""Command-line front door: predict, explain, evaluate, train, export, video, serve, info.
 
 Exit codes: 0 all succeeded; 1 some inputs failed (each is reported); 2 usage, data or weights
 errors. User errors print one clear line, never a traceback.
@@ -301,6 +301,55 @@ def cmd_info(args) -> int:
     return status
 
 
+def cmd_video(args) -> int:
+    """Sampled frames of a video file -> per-frame, per-face p_fake and one verdict by a stated rule."""
+    from realitycheck import video
+
+    clf = _load(args)
+    bar = _progress_bar(None, "frames", args.progress)
+    try:
+        result, frames = video.analyse_video(clf, args.file, every_s=args.every_s, every_k=args.every_k,
+                                             max_frames=args.max_frames, top=args.top,
+                                             progress=lambda n: bar.update(n - bar.n))
+    except video.VideoError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        bar.close()
+    out = result.to_dict()
+    if args.heatmaps:  # Grad-CAM of the most suspicious frames (the deciding face of each)
+        from realitycheck import explain
+
+        folder = Path(args.heatmaps)
+        folder.mkdir(parents=True, exist_ok=True)
+        explainer = explain.Explainer(clf.model, clf.card)
+        out["heatmaps"] = []
+        for k in result.suspicious:
+            fr = result.frames[k]
+            exp = explainer.explain([frames[fr.frame]], method="gradcam", target_class="fake", progress=False)[0]
+            png = folder / f"{Path(args.file).stem}.frame{fr.frame:06d}.gradcam.png"
+            exp.panel(caption=f"frame {fr.frame} ({fr.time_s:.2f} s): p_fake {fr.p_fake:.3f}").save(png)
+            out["heatmaps"].append({"frame": fr.frame, "png": str(png), "where": exp.where(frames[fr.frame])})
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        result.table().to_csv(args.csv, index=False)
+    if args.plot:
+        video.timeline_figure(result).write_html(args.plot, include_plotlyjs=True)
+    if args.json:
+        print(json.dumps(out, indent=2, default=float))
+    else:
+        for f in result.frames:
+            faces = ", ".join(f"{p:.3f}" for p in f.face_p_fake)
+            print(f"frame {f.frame}\t{f.time_s:7.2f} s\t" + (f"ERROR\t{f.error}" if f.error else
+                  f"{f.label}\tp_fake={f.p_fake:.3f}" + (f"\tfaces: {faces}" if len(f.face_p_fake) > 1 else "")))
+        top = ", ".join(f"frame {result.frames[k].frame} ({result.frames[k].p_fake:.3f})" for k in result.suspicious)
+        print(f"most suspicious: {top}")
+        print(f"VIDEO\t{result.label}\tp_fake={result.p_fake:.3f}\t({result.rule}; {len(result.frames)} frames, "
+              f"{result.sampling})")
+        for n in result.notes:
+            print(f"  note: {n}")
+    return EXIT_SOME_FAILED if any(f.error for f in result.frames) else EXIT_OK
+
+
 def cmd_serve(args) -> int:
     """The HTTP API (realitycheck.serve): in this process, or on Ray Serve replicas with --ray."""
     if args.hash_key:  # print what the settings store for a key read from stdin (the key never hits argv)
@@ -345,7 +394,10 @@ def cmd_serve(args) -> int:
     from realitycheck.serve.server import run_local
 
     print(f"realitycheck: serving on http://{settings.host}:{settings.port} (API docs at /docs)", file=sys.stderr)
-    run_local(settings, load, log_level=args.log_level)
+    try:
+        run_local(settings, load, log_level=args.log_level)
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGTERM/Ctrl-C it handled: the shutdown was clean
+        pass
     return EXIT_OK
 
 
@@ -439,6 +491,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", action="store_true", help="keep only the files the chosen default engine needs")
     p.add_argument("--json", action="store_true", help="print the engine card as JSON")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("video", help="check a video file: sampled frames, per-face p_fake, a video verdict")
+    p.add_argument("file")
+    weights_opts(p)
+    engine_opt(p)
+    p.add_argument("--every-s", type=float, default=1.0, help="sample a frame every N seconds (default 1)")
+    p.add_argument("--every-k", type=int, help="or sample every k-th frame")
+    p.add_argument("--max-frames", type=int, default=600, help="at most this many sampled frames (limit 600)")
+    p.add_argument("--top", type=int, default=3, help="how many most suspicious frames to name (and explain)")
+    p.add_argument("--heatmaps", help="folder for Grad-CAM panels of the most suspicious frames")
+    p.add_argument("--csv", help="per frame and face table")
+    p.add_argument("--plot", help="timeline as a self-contained HTML file")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_video)
 
     p = sub.add_parser("serve", help="HTTP API for other programs (FastAPI; docs at /docs); --ray for Ray Serve")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; another needs API keys)")
