@@ -140,7 +140,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--recovery-s", type=float, default=5, help="then one client this long: must get only 200s")
     ap.add_argument("--queue", type=int, default=16, help="the started server's --queue")
-    ap.add_argument("--workers", type=int, default=1, help="the started server's --workers")
+    ap.add_argument("--workers", type=int, default=2, help="the started server's --workers")
     ap.add_argument("--ray", action="store_true", help="start the server on Ray Serve")
     ap.add_argument("--replicas", type=int, default=1)
     ap.add_argument("--weights")

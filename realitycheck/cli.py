@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
     p.add_argument("--weights", help="checkpoint file (default: the shipped model in weights/)")
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the model card's)")
-    p.add_argument("--workers", type=int, default=None, help="requests scored at once (default 1)")
+    p.add_argument("--workers", type=int, default=None, help="requests scored at once (default 2)")
     p.add_argument("--queue", type=int, default=None, help="requests that may wait; beyond them 503 + Retry-After (default 16)")
     p.add_argument("--max-body-mb", type=int, default=None, help="largest request body (default 60 MB; 413 beyond)")
     p.add_argument("--rate-per-minute", type=int, default=None,
