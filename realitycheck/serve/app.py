@@ -88,7 +88,10 @@ class Guard:
                 return  # the 413 was the answer
             if msg["type"] == "http.response.start":
                 state["status"] = msg["status"]
-                msg = {**msg, "headers": [*msg.get("headers", []), (b"x-request-id", rid.encode())]}
+                headers = list(msg.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", rid.encode()))
+                msg = {**msg, "headers": headers}
             await send(msg)
 
         headers = dict(scope.get("headers") or [])
@@ -162,8 +165,11 @@ def create_app(settings: ServeSettings | None = None, scorer=None) -> FastAPI:
     # -- errors: one JSON shape, no server paths ----------------------------------------------------
     def error_response(request: Request, status: int, kind: str, message: str, retry_after=None) -> JSONResponse:
         metrics.inc("realitycheck_errors_total", kind=kind)
-        headers = {"Retry-After": str(int(retry_after))} if retry_after else None
-        return JSONResponse(_error_body(kind, message, request.scope["state"].get("request_id")), status, headers=headers)
+        rid = request.scope["state"].get("request_id")
+        headers = {"X-Request-ID": rid} if rid else {}  # also on a 500, which leaves outside the Guard
+        if retry_after:
+            headers["Retry-After"] = str(int(retry_after))
+        return JSONResponse(_error_body(kind, message, rid), status, headers=headers)
 
     @app.exception_handler(Refused)
     async def on_refused(request: Request, exc: Refused):
