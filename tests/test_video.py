@@ -111,3 +111,10 @@ def test_missing_and_bad_options(tmp_path, tiny_classifier):
         video.sample_frames(tmp_path / "nope.mp4")
     with pytest.raises(video.VideoError, match="every-k"):
         video.sample_frames(tmp_path / "nope.mp4", every_k=0)
+
+
+def test_huge_video_is_refused_before_decoding(clip, tiny_checkpoint, monkeypatch, capsys):
+    path, _ = clip
+    monkeypatch.setattr(video, "MAX_VIDEO_BYTES", 1000)
+    assert cli.main(["video", str(path), "--weights", str(tiny_checkpoint), "--no-progress"]) == 2
+    assert "the limit is" in capsys.readouterr().err
