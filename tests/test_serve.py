@@ -9,7 +9,6 @@ until the test lets it go.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import os

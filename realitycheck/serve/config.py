@@ -15,7 +15,7 @@ import hmac
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -166,4 +166,4 @@ def load_serve_settings(env: Mapping[str, str] | None = None, cwd: str | os.Path
     return settings
 
 
-__all__ = ["ServeSettings", "ServeConfigError", "hash_key", "check_exposure", "load_serve_settings", "replace"]
+__all__ = ["ServeSettings", "ServeConfigError", "hash_key", "check_exposure", "load_serve_settings"]
