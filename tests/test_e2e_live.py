@@ -107,5 +107,7 @@ def test_camera_snapshot_is_checked(server, fake_camera, tmp_path):
         page.get_by_text("Show the heatmap").click()
         page.get_by_text("Grad-CAM evidence for").wait_for(timeout=120_000)
         assert page.locator("[data-testid='stException']").count() == 0
-        page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+        shots = Path(os.environ.get("REALITYCHECK_SCREENSHOTS") or tmp_path)
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "live.png"), full_page=True)
         browser.close()
