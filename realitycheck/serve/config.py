@@ -123,6 +123,8 @@ def _read_section(path: Path) -> dict:
         elif key == "host":
             out["host"] = str(value)
         elif key == "graceful_timeout_s":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ServeConfigError(f"{path.name}: graceful_timeout_s must be a number of seconds >= 0")
             out["graceful_timeout_s"] = float(value)
         elif key in _INTS:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -163,6 +165,8 @@ def load_serve_settings(env: Mapping[str, str] | None = None, cwd: str | os.Path
     settings = ServeSettings(access=acc, **values)
     if settings.workers < 1:
         raise ServeConfigError("workers must be at least 1")
+    if not 0 < settings.port < 65536:
+        raise ServeConfigError(f"port {settings.port}: must be between 1 and 65535")
     return settings
 
 
