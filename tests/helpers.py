@@ -49,6 +49,7 @@ APP_PAGES = {
     "history": "realitycheck/app/history_page.py",
     "models": "realitycheck/app/models_page.py",
     "about": "realitycheck/app/about_page.py",
+    "live": "realitycheck/app/live_page.py",
 }
 
 
