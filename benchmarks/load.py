@@ -107,7 +107,9 @@ async def run_phase(url: str, images: list[tuple[str, bytes]], clients: int, sec
 
 def start_server(args, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "realitycheck", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--queue", str(args.queue), "--workers", str(args.workers), "--log-level", "warning"]
+           "--queue", str(args.queue), "--log-level", "warning"]
+    if args.workers is not None:  # else the server's default (2; with --ray, replicas x batch size)
+        cmd += ["--workers", str(args.workers)]
     if args.weights:
         cmd += ["--weights", args.weights]
     if args.ray:
@@ -140,7 +142,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--recovery-s", type=float, default=5, help="then one client this long: must get only 200s")
     ap.add_argument("--queue", type=int, default=16, help="the started server's --queue")
-    ap.add_argument("--workers", type=int, default=2, help="the started server's --workers")
+    ap.add_argument("--workers", type=int, default=None, help="the started server's --workers (default: its own)")
     ap.add_argument("--ray", action="store_true", help="start the server on Ray Serve")
     ap.add_argument("--replicas", type=int, default=1)
     ap.add_argument("--weights")

@@ -364,7 +364,10 @@ def cmd_serve(args) -> int:
     from realitycheck.serve.config import ServeConfigError, check_exposure, load_serve_settings
 
     try:
-        settings = load_serve_settings(host=args.host, port=args.port, workers=args.workers, queue=args.queue,
+        workers = args.workers
+        if workers is None and args.ray:  # let @serve.batch fill every replica's batch from concurrent requests
+            workers = max(1, args.replicas) * max(1, args.max_batch_size)
+        settings = load_serve_settings(host=args.host, port=args.port, workers=workers, queue=args.queue,
                                        max_body_bytes=args.max_body_mb * 1024 * 1024 if args.max_body_mb else None,
                                        rate_per_minute=args.rate_per_minute,
                                        allow_anonymous=True if args.allow_anonymous else None,
@@ -512,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
     p.add_argument("--weights", help="checkpoint file (default: the shipped model in weights/)")
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the model card's)")
-    p.add_argument("--workers", type=int, default=None, help="requests scored at once (default 2)")
+    p.add_argument("--workers", type=int, default=None, help="requests scored at once (default 2; with --ray: replicas x --max-batch-size)")
     p.add_argument("--queue", type=int, default=None, help="requests that may wait; beyond them 503 + Retry-After (default 16)")
     p.add_argument("--max-body-mb", type=int, default=None, help="largest request body (default 60 MB; 413 beyond)")
     p.add_argument("--rate-per-minute", type=int, default=None,

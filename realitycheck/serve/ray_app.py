@@ -126,8 +126,10 @@ def build(settings: ServeSettings, *, weights: str | None, engine: str = "auto",
                 raise Refused(*out["_refused"])
             return out
 
+    # beyond what the ingress holds, Serve's proxy answers 503 itself instead of queueing without bound
     @serve.deployment(name="Ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
-                      max_ongoing_requests=max(64, settings.queue + settings.workers + 16))
+                      max_ongoing_requests=max(64, settings.queue + settings.workers + 16),
+                      max_queued_requests=max(64, settings.queue + settings.workers + 16))
     @serve.ingress()
     class Ingress:
         def __init__(self, model_handle):
