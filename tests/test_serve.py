@@ -433,3 +433,15 @@ def test_a_bug_is_a_500_without_details_and_is_logged(caplog):
     assert req and req[-1]["status"] == 500 and req[-1]["endpoint"] == "/v1/predict"
     assert req[-1]["request_id"] == r.json()["error"]["request_id"] == r.headers["x-request-id"]
     assert any(x["event"] == "internal error" and "exploded" in x.get("traceback", "") for x in lines)
+
+
+def test_cli_ray_admits_enough_requests_to_batch(monkeypatch):
+    """With --ray the ingress lets replicas x batch size requests through, or @serve.batch gets one at a time."""
+    from realitycheck.serve import ray_app
+
+    seen = {}
+    monkeypatch.setattr(ray_app, "run", lambda settings, **kw: seen.update(settings=settings, **kw))
+    assert cli.main(["serve", "--ray", "--replicas", "3", "--max-batch-size", "4"]) == 0
+    assert seen["settings"].workers == 12 and seen["replicas"] == 3 and seen["max_batch_size"] == 4
+    assert cli.main(["serve", "--ray", "--workers", "5"]) == 0
+    assert seen["settings"].workers == 5
