@@ -1,4 +1,4 @@
-"""Command-line front door: predict, explain, evaluate, train, export, info, cases, learn, models.
+"""Command-line front door: predict, explain, evaluate, train, export, video, serve, info, cases, learn, models.
 
 Exit codes: 0 all succeeded; 1 some inputs failed (each is reported); 2 usage, data or weights
 errors. User errors print one clear line, never a traceback.
@@ -91,6 +91,7 @@ def _ray_pipeline(args) -> dict:
 def cmd_predict(args) -> int:
     from realitycheck.attribution import generator_words
     from realitycheck.provenance import KIND_WORDS, disagreement, read_provenance
+    from realitycheck.records import prediction_record
 
     if args.ray:  # a listing file (one path or URI a line) is an input list, as Ray reads it
         from realitycheck.distributed import read_listing
@@ -128,8 +129,8 @@ def cmd_predict(args) -> int:
     bar.close()
     # what each file declares about its origin: shown beside the verdict, never mixed into p_fake
     declared = [r.provenance or read_provenance(path) for r, path in zip(results, inputs)]
-    if args.json:
-        print(json.dumps([{**r.to_dict(), "provenance": p.to_dict(),
+    if args.json:  # the same record as the HTTP API's (records.prediction_record)
+        print(json.dumps([{**prediction_record(r, provenance=p),
                            **({"at_prevalence": _meaning_dict(meaning, r, clf.threshold)} if meaning else {})}
                           for r, p in zip(results, declared)], indent=2))
     else:
@@ -203,6 +204,7 @@ def cmd_explain(args) -> int:
     from realitycheck import explain
     from realitycheck.images import ImageError, load_image
     from realitycheck.inference import verdict
+    from realitycheck.records import explained_p_fake
 
     if args.method not in explain.METHODS:
         raise UserError(f"unknown method {args.method!r}; choose from {', '.join(explain.METHODS)}")
@@ -223,10 +225,7 @@ def cmd_explain(args) -> int:
             continue
         exp = explainer.explain([loaded.image], method=args.method, target_class=args.target_class,
                                 batch_size=args.batch_size, progress=None if args.progress else False)[0]
-        # explain's forward pass scores the view it explains with PyTorch; that is the prediction unless
-        # the card averages the image with its mirror image or an exported engine predicts: then the
-        # Classifier gives the verdict, so it equals `predict`'s
-        p_fake = clf.predict([loaded])[0].p_fake if clf.mirror_average or clf.engine is not None else exp.p_fake
+        p_fake = explained_p_fake(clf, loaded, exp)  # = predict's (records.explained_p_fake says why)
         panel = explain.render_panel(exp.region_image, exp.heatmap, opacity=args.opacity)  # original | overlay + bar
         png = out / f"{Path(src).stem}.{args.method}.png"
         panel.save(png)
@@ -416,6 +415,109 @@ def cmd_info(args) -> int:
         else:
             print(card_markdown(card, p.name))
     return status
+
+
+def cmd_video(args) -> int:
+    """Sampled frames of a video file -> per-frame, per-face p_fake and one verdict by a stated rule."""
+    from realitycheck import video
+
+    clf = _load(args)
+    bar = _progress_bar(None, "frames", args.progress)
+    try:
+        result, frames = video.analyse_video(clf, args.file, every_s=args.every_s, every_k=args.every_k,
+                                             max_frames=args.max_frames, top=args.top,
+                                             progress=lambda n: bar.update(n - bar.n))
+    except video.VideoError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        bar.close()
+    out = result.to_dict()
+    if args.heatmaps:  # Grad-CAM of the most suspicious frames (the deciding face of each)
+        from realitycheck import explain
+
+        folder = Path(args.heatmaps)
+        folder.mkdir(parents=True, exist_ok=True)
+        explainer = explain.Explainer(clf.model, clf.card)
+        out["heatmaps"] = []
+        for k in result.suspicious:
+            fr = result.frames[k]
+            exp = explainer.explain([frames[fr.frame]], method="gradcam", target_class="fake", progress=False)[0]
+            png = folder / f"{Path(args.file).stem}.frame{fr.frame:06d}.gradcam.png"
+            exp.panel(caption=f"frame {fr.frame} ({fr.time_s:.2f} s): p_fake {fr.p_fake:.3f}").save(png)
+            out["heatmaps"].append({"frame": fr.frame, "png": str(png), "where": exp.where(frames[fr.frame])})
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        result.table().to_csv(args.csv, index=False)
+    if args.plot:
+        video.timeline_figure(result).write_html(args.plot, include_plotlyjs=True)
+    if args.json:
+        print(json.dumps(out, indent=2, default=float))
+    else:
+        for f in result.frames:
+            faces = ", ".join(f"{p:.3f}" for p in f.face_p_fake)
+            print(f"frame {f.frame}\t{f.time_s:7.2f} s\t" + (f"ERROR\t{f.error}" if f.error else
+                  f"{f.label}\tp_fake={f.p_fake:.3f}" + (f"\tfaces: {faces}" if len(f.face_p_fake) > 1 else "")))
+        top = ", ".join(f"frame {result.frames[k].frame} ({result.frames[k].p_fake:.3f})" for k in result.suspicious)
+        print(f"most suspicious: {top}")
+        print(f"VIDEO\t{result.label}\tp_fake={result.p_fake:.3f}\t({result.rule}; {len(result.frames)} frames, "
+              f"{result.sampling})")
+        for n in result.notes:
+            print(f"  note: {n}")
+    return EXIT_SOME_FAILED if any(f.error for f in result.frames) else EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    """The HTTP API (realitycheck.serve): in this process, or on Ray Serve replicas with --ray."""
+    if args.hash_key:  # print what the settings store for a key read from stdin (the key never hits argv)
+        from realitycheck.serve.config import hash_key
+
+        key = sys.stdin.readline().strip()
+        if not key:
+            raise UserError("--hash-key reads the key from standard input; it was empty")
+        print(hash_key(key))
+        return EXIT_OK
+    from realitycheck.access import ConfigError
+    from realitycheck.serve.config import ServeConfigError, check_exposure, load_serve_settings
+
+    try:
+        workers = args.workers
+        if workers is None and args.ray:  # let @serve.batch fill every replica's batch from concurrent requests
+            workers = max(1, args.replicas) * max(1, args.max_batch_size)
+        settings = load_serve_settings(host=args.host, port=args.port, workers=workers, queue=args.queue,
+                                       max_body_bytes=args.max_body_mb * 1024 * 1024 if args.max_body_mb else None,
+                                       rate_per_minute=args.rate_per_minute,
+                                       allow_anonymous=True if args.allow_anonymous else None,
+                                       slow_methods=True if args.allow_slow_methods else None)
+    except (ServeConfigError, ConfigError) as exc:
+        raise UserError(str(exc)) from None
+    if args.allow_slow_methods and settings.access.public:
+        raise UserError("--allow-slow-methods is not allowed in public mode")
+    problem = check_exposure(settings)
+    if problem:
+        raise UserError(problem)
+    if args.weights and not Path(args.weights).is_file():
+        raise UserError(f"{args.weights}: no such file")
+
+    def load():
+        return _load(args)
+
+    if args.ray:
+        from realitycheck.serve import ray_app
+
+        try:
+            ray_app.run(settings, weights=args.weights, engine=args.engine, replicas=args.replicas,
+                        address=args.ray_address, max_batch_size=args.max_batch_size)
+        except ray_app.RayServeUnavailableError as exc:
+            raise UserError(str(exc)) from None
+        return EXIT_OK
+    from realitycheck.serve.server import run_local
+
+    print(f"realitycheck: serving on http://{settings.host}:{settings.port} (API docs at /docs)", file=sys.stderr)
+    try:
+        run_local(settings, load, log_level=args.log_level)
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGTERM/Ctrl-C it handled: the shutdown was clean
+        pass
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------
@@ -757,6 +859,44 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("version")
     msub.add_parser("rollback", help="make the previously active version active again")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser("video", help="check a video file: sampled frames, per-face p_fake, a video verdict")
+    p.add_argument("file")
+    weights_opts(p)
+    engine_opt(p)
+    p.add_argument("--every-s", type=float, default=1.0, help="sample a frame every N seconds (default 1)")
+    p.add_argument("--every-k", type=int, help="or sample every k-th frame")
+    p.add_argument("--max-frames", type=int, default=600, help="at most this many sampled frames (limit 600)")
+    p.add_argument("--top", type=int, default=3, help="how many most suspicious frames to name (and explain)")
+    p.add_argument("--heatmaps", help="folder for Grad-CAM panels of the most suspicious frames")
+    p.add_argument("--csv", help="per frame and face table")
+    p.add_argument("--plot", help="timeline as a self-contained HTML file")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser("serve", help="HTTP API for other programs (FastAPI; docs at /docs); --ray for Ray Serve")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; another needs API keys)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    p.add_argument("--weights", help="checkpoint file (default: the shipped model in weights/)")
+    p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the model card's)")
+    p.add_argument("--workers", type=int, default=None, help="requests scored at once (default 2; with --ray: replicas x --max-batch-size)")
+    p.add_argument("--queue", type=int, default=None, help="requests that may wait; beyond them 503 + Retry-After (default 16)")
+    p.add_argument("--max-body-mb", type=int, default=None, help="largest request body (default 60 MB; 413 beyond)")
+    p.add_argument("--rate-per-minute", type=int, default=None,
+                   help="images per API key (or client address) per minute; 0: no limit (default; public mode 30)")
+    p.add_argument("--allow-anonymous", action="store_true",
+                   help="serve a non-loopback address without API keys (e.g. behind an authenticating proxy)")
+    p.add_argument("--allow-slow-methods", action="store_true", help="allow ScoreCAM/AblationCAM on /v1/explain")
+    p.add_argument("--hash-key", action="store_true",
+                   help="read an API key from stdin, print the SHA-256 to put in [serve.keys] / $REALITYCHECK_API_KEYS")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--ray", action="store_true", help="run on Ray Serve (a local Ray, or the cluster at $RAY_ADDRESS)")
+    p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
+    p.add_argument("--replicas", type=int, default=1, help="model replicas on Ray Serve (default 1)")
+    p.add_argument("--max-batch-size", type=int, default=8, help="images batched per replica call on Ray Serve")
+    p.set_defaults(progress=False)
+    engine_opt(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("info", help="show model cards")
     p.add_argument("weights", nargs="*")

@@ -50,6 +50,7 @@ APP_PAGES = {
     "cases": "realitycheck/app/cases_page.py",
     "models": "realitycheck/app/models_page.py",
     "about": "realitycheck/app/about_page.py",
+    "live": "realitycheck/app/live_page.py",
 }
 
 

@@ -22,6 +22,8 @@ def pages() -> list:
     return [
         st.Page(common.PAGE_CLASSIFY, title="Classify", icon=":material/search:", default=True),
         st.Page(common.PAGE_EVALUATE, title="Evaluate", icon=":material/analytics:", url_path="evaluate"),
+        st.Page("realitycheck/app/live_page.py", title="Live camera and video", icon=":material/videocam:",
+                url_path="live"),
         st.Page(common.PAGE_HISTORY, title="Session history", icon=":material/history:", url_path="history"),
         st.Page(common.PAGE_CASES, title="Cases", icon=":material/fact_check:", url_path="cases"),
         st.Page(common.PAGE_MODELS, title="Models", icon=":material/neurology:", url_path="models"),

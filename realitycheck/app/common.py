@@ -499,11 +499,6 @@ def case_stream(clf: inference.Classifier, source: str, workers: int = 0):
                         recorder), recorder
 
 
-def explanation_key(clf: inference.Classifier, key: Any, method: str, target_class: str | None) -> tuple:
-    """The per-session cache key of a heatmap: model, image, method and the class it explains."""
-    return (classifier_key(clf), key, method, target_class)
-
-
 def has_explanation(clf: inference.Classifier, key: Any, method: str, target_class: str | None,
                     face: int | None = None) -> bool:
     return explanation_key(clf, key, method, target_class, face) in state.get(state.EXPLANATIONS)

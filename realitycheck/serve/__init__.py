@@ -1,0 +1,14 @@
+"""The HTTP API (`realitycheck serve`): the CLI's verdicts for other programs, with production limits.
+
+| module | owns |
+|---|---|
+| `config` | the service's settings (`[serve]` in realitycheck.toml + environment): keys (hashed), limits, queue |
+| `limits` | admission (a bounded queue answering 503 + Retry-After), per-key rate limits (429), body size (413) |
+| `metrics` | Prometheus text exposition: requests, latency histogram, errors by kind, queue depth, images scored |
+| `scoring` | where images are scored: in this process (`LocalScorer`) or on Ray Serve replicas (`ray_app`) |
+| `app` | the FastAPI app: /v1/predict, /v1/explain, /v1/models, /healthz, /readyz, /metrics |
+| `ray_app` | the same app on Ray Serve: model replicas with `@serve.batch` |
+
+Nothing here decides a verdict: every image goes through `inference.Classifier` and
+`records.prediction_record`, exactly as `predict --json` does.
+"""
