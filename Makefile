@@ -36,7 +36,7 @@ benchmark: install  # the two runs behind the README's Speed tables
 # Engine files shipped with the default model (weights/NAME.engines/): rerun after changing the default.
 # Calibrates INT8 on the training split of the model's training folders, gates every engine against
 # fp32 PyTorch on the test split of every shared source, keeps only what the chosen default needs.
-ENGINE_WEIGHTS ?= weights/realitycheck-lite2-aligned.pt
+ENGINE_WEIGHTS ?= weights/realitycheck-lite2-t2i.pt
 ENGINE_DATA ?= manifests/shared-data.toml
 DATA ?= ../shared/data
 engines: install

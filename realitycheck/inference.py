@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from realitycheck.provenance import Provenance
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WEIGHTS_NAME = "realitycheck-lite2-aligned.pt"
+DEFAULT_WEIGHTS_NAME = "realitycheck-lite2-t2i.pt"
 
 
 class NoWeightsError(FileNotFoundError):
