@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from realitycheck.train_config import add_train_arguments  # torch-free
+from realitycheck.train_config import ARCH_NAMES as ARCHS, add_train_arguments  # noqa: F401  (torch-free; ARCHS: tests)
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -90,7 +90,7 @@ def test_evaluate_log_records_every_scored_image(db, tiny_checkpoint, tmp_path, 
     (folder / "fake" / "broken.png").write_bytes(b"not an image")
     code, out, err = _run(capsys, "evaluate", folder, "--weights", tiny_checkpoint, "--log", "--workers", "0",
                           "--engine", "torch", "--json")
-    assert code == 0, err
+    assert code == 1, err  # the broken file failed (README: exit 1 when some inputs failed); the rest are logged
     assert "logged 6 judgements" in err
     rows = json.loads(_run(capsys, "cases", "list", "--json")[1])
     assert len(rows) == 6 and {r["origin"] for r in rows} == {"cli:evaluate"}

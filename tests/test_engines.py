@@ -360,18 +360,16 @@ def test_benchmark_engine_stages_and_folder_path(tiny_checkpoint, tmp_path):
     stages = bench.worker_stages(str(ckpt), files)
     assert set(stages["stages_ms"]) == {"decode", "face_check", "face_check_opencv", "preprocess"}
     assert {"torch fp32 batch 1", "onnxruntime fp32 batch 16"} <= set(stages["forward_ms"])
-    folder = bench.worker_folder(str(ckpt), files, "auto")
-    assert folder["engine"] == "onnxruntime fp32" and len(folder["p_fake"]) == 6
-    base = bench.worker_baseline(str(ckpt), files)
-    first, second = ({**base, "seconds": sec, "images_per_second": 6 / sec} for sec in (2.0, 6.0))
-    pooled = bench.pooled_baseline(first, second)  # 6 images twice in 8 s
-    assert pooled["images_per_second"] == 1.5 and pooled["runs_images_per_second"] == [3.0, 1.0]
-    result = {"engines": [{"model": "m", "baseline_images_per_second": 1.0, "baseline_runs": [0.9, 1.1], **stages, "engines": [
-        {"engine_asked": "auto", "engine": folder["engine"], "images_per_second": folder["images_per_second"],
-         "speedup": 2.0, "agreement": 1.0, "abs_dauc": None, "max_abs_delta_p_fake": 0.0,
+    run_folder, info = bench.folder_runner(str(ckpt), "auto")
+    assert info["engine"] == "onnxruntime fp32" and len(run_folder(files)) == 6
+    run_loop, threshold = bench.baseline_runner(str(ckpt))
+    assert len(run_loop(files)) == 6 and threshold == 0.5
+    result = {"engines": [{"model": "m", "baseline_images_per_second": 1.0, **stages, "engines": [
+        {"engine_asked": "auto", "engine": info["engine"], "images_per_second": 3.0,
+         "speedup": 2.0, "speedup_iqr": [1.8, 2.2], "agreement": 1.0, "abs_dauc": None, "max_abs_delta_p_fake": 0.0,
          "warm_single_image_ms": 1.0, "cold_start_seconds": 1.0}]}]}
     md = bench.markdown_engines(result)
-    assert "| m | auto | onnxruntime fp32 |" in md and "face check" in md and "runs 0.9 and 1.1" in md
+    assert "| m | auto | onnxruntime fp32 |" in md and "face check" in md and "2.00x (1.80-2.20)" in md
 
 
 if not CHILD:  # in the suite's process only the runner above is collected; the child runs the rest

@@ -421,12 +421,12 @@ def classify(clf: inference.Classifier, items: list[tuple[str, bytes]], source: 
     history = state.get(state.HISTORY)
     fresh = {key for key, _, _ in todo}
     for key, (name, _data) in zip(keys, items):
-        if key not in fresh:  # already checked (and listed) in this session with this model: one row per image
-            continue
         rec = preds[key]
-        pred = rec["pred"]
         rec["name"] = name  # the same bytes may arrive under another name
         rec["truth"] = truth  # and an example's bytes as an upload, whose truth is unknown
+        if key not in fresh:  # already checked (and listed) in this session with this model: one row per image
+            continue
+        pred = rec["pred"]
         if not pred.ok:
             continue
         label = inference.verdict(pred.p_fake, threshold)

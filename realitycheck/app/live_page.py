@@ -103,7 +103,10 @@ def _video(clf) -> None:
     if up is None:
         return
     data = up.getvalue()
-    refused = common.accept_upload(data, up.name) or public.allow_classifications(int(max_frames))
+    refused = common.accept_upload(data, up.name)
+    if not refused:  # a video's frames count against the rate limit all together: all now, or none
+        allowed, later = public.allow_classifications(int(max_frames))
+        refused = later if allowed < int(max_frames) else None
     if refused:
         common.show_error(refused)
         return
