@@ -80,6 +80,16 @@ def _shown(page) -> str:
     return " ".join(page.locator("[data-testid='stMetricValue']").all_inner_texts())
 
 
+def _wait_shown(page, text: str, timeout_s: float = 30) -> None:
+    """The count metric reads `text` once the rerun a click started has drawn it (polled, not slept)."""
+    import time
+
+    end = time.monotonic() + timeout_s
+    while text not in _shown(page) and time.monotonic() < end:
+        page.wait_for_timeout(200)
+    assert text in _shown(page), _shown(page)
+
+
 def test_label_a_case_and_find_it_by_filter(server, page, db):
     from realitycheck.cases import CaseStore
 
@@ -100,7 +110,7 @@ def test_label_a_case_and_find_it_by_filter(server, page, db):
     page.goto(server + "/cases")
     page.get_by_text("Cases shown").first.wait_for(timeout=90_000)
     _idle(page)
-    assert "2 of 2" in _shown(page)
+    _wait_shown(page, "2 of 2")
     page.locator("[data-testid='stSelectbox']").filter(has_text="Open a case").click()
     page.get_by_role("option", name=f"grace_hopper.jpg · {row['sha256'][:12]}").click()
     _idle(page)
@@ -114,16 +124,16 @@ def test_label_a_case_and_find_it_by_filter(server, page, db):
 
     _checkbox(page, "cases_disagreements").click()
     _idle(page)
-    assert "1 of 2" in _shown(page)  # the labelled case is a disagreement, the other is not reviewed
+    _wait_shown(page, "1 of 2")  # the labelled case is a disagreement, the other is not reviewed
     _open_choices(page)
     assert page.get_by_role("option").all_inner_texts() == [f"grace_hopper.jpg · {row['sha256'][:12]}"]
     page.keyboard.press("Escape")
     _checkbox(page, "cases_disagreements").click()
     _idle(page)
-    assert "2 of 2" in _shown(page)
+    _wait_shown(page, "2 of 2")
     _checkbox(page, "cases_unreviewed").click()
     _idle(page)
-    assert "1 of 2" in _shown(page)
+    _wait_shown(page, "1 of 2")
     _open_choices(page)
     assert [t.split(" · ")[0] for t in page.get_by_role("option").all_inner_texts()] == ["astronaut_eileen_collins.jpg"]
     page.keyboard.press("Escape")
