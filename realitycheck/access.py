@@ -83,19 +83,26 @@ def _truthy(value: str) -> bool | None:
     return None
 
 
-def _read_file(path: Path) -> dict:
+def read_toml_table(path: Path, table: str, error: type[Exception] = ValueError) -> dict:
+    """The [table] of a TOML settings file ({} when absent), or `error` with a one-line reason that
+    names the file, never its server path (the dashboard's and the API's settings share the file)."""
     import tomllib
 
     try:
         with open(path, "rb") as fh:
             doc = tomllib.load(fh)
     except OSError as exc:
-        raise ConfigError(f"{path.name}: cannot be read ({exc.strerror or exc})") from None
+        raise error(f"{path.name}: cannot be read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path.name}: not valid TOML ({exc})") from None
-    section = doc.get(SECTION, {})
+        raise error(f"{path.name}: not valid TOML ({exc})") from None
+    section = doc.get(table, {})
     if not isinstance(section, dict):
-        raise ConfigError(f"{path.name}: [{SECTION}] must be a table")
+        raise error(f"{path.name}: [{table}] must be a table")
+    return section
+
+
+def _read_file(path: Path) -> dict:
+    section = read_toml_table(path, SECTION, ConfigError)
     out = {}
     for key, value in section.items():
         if key not in _KEYS:

@@ -455,6 +455,27 @@ def explanation_key(clf: inference.Classifier, key: Any, method: str, target_cla
     return (classifier_key(clf), key, method, target_class) + (() if face is None else (face,))
 
 
+def unpack_zip_upload(up, prefix: str, details: str | None = None):
+    """An uploaded zip of real/ and fake/ folders, counted against the upload budget and unpacked into
+    this session's temporary folder: (folder, files skipped, temp dir), or None after showing why not."""
+    from realitycheck import uploads
+
+    data = up.getvalue()
+    over = accept_upload(data, up.name)
+    if over:
+        show_error(over)
+        return None
+    tmp = state.session_temp_dir(prefix)
+    try:
+        with st.spinner("Unpacking the zip…"):
+            folder, skipped = uploads.extract_labelled_zip(data, tmp.name)
+    except uploads.UploadError as exc:
+        state.drop_temp_dir(tmp)
+        show_error(str(exc), details=details)
+        return None
+    return folder, skipped, tmp
+
+
 def case_store():
     """This deployment's case database (`cases.settings`: on locally, off in public mode unless configured),
     or None; raises cases.CaseStoreError when it is configured but unusable."""

@@ -100,12 +100,6 @@ def _source_folder(clf) -> None:
 
 
 def _source_zip(clf) -> None:
-    try:
-        from realitycheck import uploads
-    except ImportError:
-        st.info("Zip upload is not available in this installation (the `realitycheck.uploads` module is "
-                "missing). Extract the zip on the server and enter its folder path instead.")
-        return
     with st.form("eval_zip_form", border=False):
         up = st.file_uploader("A zip holding real/ and fake/ folders", type=["zip"], key="eval_zip")
         go = st.form_submit_button("Evaluate", type="primary")
@@ -114,19 +108,10 @@ def _source_zip(clf) -> None:
     if up is None:
         st.warning("Choose a zip file first.")
         return
-    data = up.getvalue()
-    over = common.accept_upload(data, up.name)
-    if over:
-        common.show_error(over)
+    unpacked = common.unpack_zip_upload(up, "realitycheck-eval-", details=LAYOUT_HELP)
+    if unpacked is None:
         return
-    tmp = state.session_temp_dir("realitycheck-eval-")
-    try:
-        with st.spinner("Unpacking the zip…"):
-            folder, skipped = uploads.extract_labelled_zip(data, tmp.name)
-    except uploads.UploadError as exc:
-        state.drop_temp_dir(tmp)
-        common.show_error(str(exc), details=LAYOUT_HELP)
-        return
+    folder, skipped, tmp = unpacked
     # files are named by their path inside the zip: relative to the folder it was unpacked into
     top = Path(tmp.name) / Path(folder).resolve().relative_to(Path(tmp.name).resolve()).parts[0]
     _evaluate(clf, folder, label=up.name, tmp=tmp, skipped=skipped, root=str(top))

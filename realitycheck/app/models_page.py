@@ -203,21 +203,10 @@ def _compare(paths: list[Path]) -> None:
 
 def _compare_zip(paths: list[Path], up, threshold: float | None) -> None:
     """The Evaluate page's zip route for the comparison: checked, unpacked into this session's folder."""
-    from realitycheck import uploads
-
-    data = up.getvalue()
-    over = common.accept_upload(data, up.name)
-    if over:
-        common.show_error(over)
+    unpacked = common.unpack_zip_upload(up, "realitycheck-compare-")
+    if unpacked is None:
         return
-    tmp = state.session_temp_dir("realitycheck-compare-")
-    try:
-        with st.spinner("Unpacking the zip…"):
-            folder, _skipped = uploads.extract_labelled_zip(data, tmp.name)
-    except uploads.UploadError as exc:
-        state.drop_temp_dir(tmp)
-        common.show_error(str(exc))
-        return
+    folder, _skipped, tmp = unpacked
     _run_comparison(paths, folder, up.name, threshold)
     state.drop_temp_dir(tmp)  # the comparison keeps numbers and curves only
 

@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import ipaddress
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -104,16 +103,7 @@ def _parse_key_hashes(entries: Mapping[str, object], where: str) -> dict[str, st
 
 
 def _read_section(path: Path) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise ServeConfigError(f"{path.name}: cannot be read ({exc.strerror or exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ServeConfigError(f"{path.name}: not valid TOML ({exc})") from None
-    section = doc.get(SECTION, {})
-    if not isinstance(section, dict):
-        raise ServeConfigError(f"{path.name}: [{SECTION}] must be a table")
+    section = access.read_toml_table(path, SECTION, ServeConfigError)
     out: dict = {}
     for key, value in section.items():
         if key == "keys":
