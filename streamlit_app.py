@@ -1,11 +1,11 @@
 """RealityCheck dashboard: `streamlit run streamlit_app.py`.
 
-Thin on purpose: the pages live in `realitycheck/app/`, every computation in the `realitycheck` package.
+Thin on purpose: the pages live in `realitycheck/serving/app/`, every computation in the `realitycheck` package.
 """
 
 import streamlit as st
 
-from realitycheck import app
+from realitycheck.serving import app
 
 st.set_page_config(**app.PAGE_CONFIG)
 page = st.navigation(app.pages())

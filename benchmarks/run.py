@@ -43,7 +43,7 @@ def peak_rss_mb() -> float:
 
 
 def _list_images(folder: Path, limit: int) -> list[str]:
-    from realitycheck.data import walk_images
+    from realitycheck.intake.data import walk_images
 
     files = [str(p) for p in walk_images(folder)]
     if len(files) > limit:  # spread over both classes of a real/fake folder
@@ -70,8 +70,8 @@ def _classifier(spec: str, **kw):
 
     The PyTorch paths (baseline, ours) stay PyTorch unless an engine is asked for explicitly.
     """
-    from realitycheck import checkpoints, models
-    from realitycheck.inference import Classifier
+    from realitycheck.model import checkpoints, models
+    from realitycheck.model.inference import Classifier
 
     kw.setdefault("engine", "torch")
     if spec == "resnet50-original":
@@ -88,7 +88,7 @@ def _model_input(clf, img):
     (its aligned faces for an aligned card, with the face detector; else the whole-image transform)."""
     import torch
 
-    from realitycheck.inference import prepare
+    from realitycheck.model.inference import prepare
 
     return torch.as_tensor(prepare(img, None, clf.card.preprocessing, face_check=False).tensor)
 
@@ -129,7 +129,7 @@ def baseline_runner(spec: str):
 
 def ours_runner(spec: str, precision: str):
     """The batched folder path (decode workers, batches of 16, channels_last, the chosen precision)."""
-    from realitycheck.inference import resolve_precision
+    from realitycheck.model.inference import resolve_precision
 
     clf = _classifier(spec, face_check=False, precision=precision, batch_size=16)
     return (lambda files: [p.p_fake for p in clf.iter_predict(files, workers=0 if len(files) < 32 else None)]), \
@@ -235,7 +235,7 @@ def worker_latency(spec: str, files: list[str], engine: str = "torch") -> dict:
         t0 = time.perf_counter()
         clf.predict_one(b)
         times.append(time.perf_counter() - t0)
-    from realitycheck.inference import resolve_precision
+    from realitycheck.model.inference import resolve_precision
 
     return {"median_ms": statistics.median(times) * 1000,
             "p90_ms": sorted(times)[max(0, int(0.9 * len(times)) - 1)] * 1000,
@@ -287,7 +287,7 @@ def worker_flops(spec: str, files: list[str], ours_ips: float, base_ips: float) 
 
 def worker_evalrss(spec: str, folder: str) -> dict:
     """Peak RSS of a whole-folder evaluation (the CLI's path), with every worker process counted."""
-    from realitycheck.evaluate import evaluate_folder
+    from realitycheck.analysis.evaluate import evaluate_folder
 
     clf = _classifier(spec)
     t0 = time.perf_counter()
@@ -309,7 +309,7 @@ def _label_of(path: str) -> str:
 
 def _graph_variants(clf, spec: str) -> list:
     """Every exported graph of this model (shipped beside it or cached), with whether it passed the gate."""
-    from realitycheck import engines
+    from realitycheck.model import engines
 
     path = None if spec == "resnet50-original" else Path(spec)
     key = engines.file_sha256(path) if path else engines.model_sha256(clf.model, clf.card)
@@ -333,9 +333,9 @@ def worker_stages(spec: str, files: list[str]) -> dict:
     import numpy as np
     import torch
 
-    from realitycheck import engines
-    from realitycheck.faces import find_faces
-    from realitycheck.images import load_image
+    from realitycheck.intake.faces import find_faces
+    from realitycheck.intake.images import load_image
+    from realitycheck.model import engines
 
     clf = _classifier(spec, precision="fp32")
     files = files[:64]
@@ -436,7 +436,9 @@ def cold_start(spec: str, image: str, engine: str = "auto") -> float:
 
 
 def bench_model(label: str, spec: str, files_json: str, n: int, scorecam: bool, log) -> dict:
-    from realitycheck.inference import bf16_supported  # "auto" is fp32 (one number per image); ask for bf16
+    from realitycheck.model.inference import (
+        bf16_supported,  # "auto" is fp32 (one number per image); ask for bf16
+    )
 
     precision = "bf16" if bf16_supported() else "fp32"
     files = json.loads(Path(files_json).read_text())
@@ -583,7 +585,7 @@ def _bench_pytorch(args, result: dict, weights: str, folder: Path, files: list, 
         result["models"].append(bench_model("resnet50 (original head, untrained)", "resnet50-original",
                                             files_json, len(files), args.scorecam_all, log))
     if Path(weights).exists():
-        from realitycheck.checkpoints import read_card
+        from realitycheck.model.checkpoints import read_card
 
         result["models"].append(bench_model(f"{read_card(weights).name} (default)", weights, files_json,
                                             len(files), not args.skip_scorecam, log))
@@ -619,7 +621,7 @@ def main() -> None:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     import torch
 
-    from realitycheck.inference import default_weights_path
+    from realitycheck.model.inference import default_weights_path
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.images
@@ -641,7 +643,7 @@ def main() -> None:
             result["engines"] = []
             specs = ([] if args.skip_resnet50 else [("resnet50 (original head, untrained)", "resnet50-original")])
             if Path(weights).exists():
-                from realitycheck.checkpoints import read_card
+                from realitycheck.model.checkpoints import read_card
 
                 specs.append((f"{read_card(weights).name} (default)", weights))
             else:

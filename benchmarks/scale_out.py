@@ -29,7 +29,7 @@ DATA = ROOT.parent / "shared" / "data" / "faces-140k-sample"
 
 
 def sample(limit: int) -> list[tuple[Path, str]]:
-    from realitycheck.data import discover
+    from realitycheck.intake.data import discover
 
     by: dict[str, list] = {"real": [], "fake": []}
     for p, lab in discover(DATA):
@@ -40,8 +40,8 @@ def sample(limit: int) -> list[tuple[Path, str]]:
 def bench_ray(args) -> dict:
     import numpy as np
 
-    from realitycheck import distributed
-    from realitycheck.inference import Classifier
+    from realitycheck.model.inference import Classifier
+    from realitycheck.serving import distributed
 
     items = sample(args.limit)
     paths = [str(p) for p, _ in items]

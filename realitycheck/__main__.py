@@ -1,3 +1,3 @@
-from realitycheck.cli import run
+from realitycheck.serving.cli import run
 
 run()

@@ -18,8 +18,13 @@ import math
 
 import pandas as pd
 
-from realitycheck import checkpoints
-from realitycheck.metrics import as_text, per_source_from_table, threshold_for_every_source, valid_rows
+from realitycheck.analysis.metrics import (
+    as_text,
+    per_source_from_table,
+    threshold_for_every_source,
+    valid_rows,
+)
+from realitycheck.model import checkpoints
 
 
 def main() -> None:
@@ -37,7 +42,7 @@ def main() -> None:
         # the unfamiliarity threshold by the same rule: at most 5% of any validation source flagged
         import torch
 
-        from realitycheck.ood import by_source, threshold_flagging_at_most
+        from realitycheck.model.ood import by_source, threshold_flagging_at_most
 
         ok = table[valid_rows(table)]
         ood_t = threshold_flagging_at_most(by_source(ok["ood_score"], as_text(ok["source"])), a.max_false_alarm)
@@ -52,7 +57,7 @@ def main() -> None:
         "validation_rates": {r["source"]: round(r["rate"], 4) for r in rows.to_dict("records")},
     }
     if a.test_csv:
-        from realitycheck.metrics import metrics_from_table
+        from realitycheck.analysis.metrics import metrics_from_table
 
         test = pd.read_csv(a.test_csv, dtype={"error": str})
         metrics = metrics_from_table(test, card.threshold)

@@ -19,7 +19,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from realitycheck.metrics import per_source_from_table, threshold_for_every_source, valid_rows
+from realitycheck.analysis.metrics import (
+    per_source_from_table,
+    threshold_for_every_source,
+    valid_rows,
+)
 
 
 def _logit(p: pd.Series) -> np.ndarray:

@@ -33,7 +33,7 @@ import pandas as pd
 def family_items(manifest: str, family: str, seed: int) -> tuple[list, list]:
     """(correction pool, unseen rest) of one manifest source, split by the manifest's own group rule:
     the pool is its train+val share, the unseen rest its test share (no prompt group on both sides)."""
-    from realitycheck.data import load_manifest, split_of
+    from realitycheck.intake.data import load_manifest, split_of
 
     specs = [s for s in load_manifest(manifest) if s.name == family]
     if not specs:
@@ -46,9 +46,9 @@ def family_items(manifest: str, family: str, seed: int) -> tuple[list, list]:
 
 
 def detection(weights, items: list) -> dict:
-    from realitycheck import evaluate
-    from realitycheck.inference import load_classifier
-    from realitycheck.metrics import per_source_from_table
+    from realitycheck.analysis import evaluate
+    from realitycheck.analysis.metrics import per_source_from_table
+    from realitycheck.model.inference import load_classifier
 
     clf = load_classifier(weights, engine="torch", precision="fp32")
     table = evaluate.evaluate_items(clf, items, workers=None).table
@@ -58,9 +58,10 @@ def detection(weights, items: list) -> dict:
 
 
 def run_one(n: int, args, pool: list, rest: list) -> dict:
-    from realitycheck import learn, registry
-    from realitycheck.cases import CaseStore, Recorder
-    from realitycheck.inference import load_classifier
+    from realitycheck.analysis.cases import CaseStore, Recorder
+    from realitycheck.model import registry
+    from realitycheck.model.inference import load_classifier
+    from realitycheck.training import learn
 
     work = Path(args.out) / f"n{n}"
     work.mkdir(parents=True, exist_ok=True)

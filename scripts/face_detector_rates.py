@@ -17,8 +17,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from realitycheck.data import collect_sources, parse_data_arg
-from realitycheck.faces import find_faces
+from realitycheck.intake.data import collect_sources, parse_data_arg
+from realitycheck.intake.faces import find_faces
 
 
 def haar_count(img: Image.Image, cascade) -> int:

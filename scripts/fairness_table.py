@@ -14,8 +14,8 @@ import argparse
 
 import pandas as pd
 
-from realitycheck import groups as G
-from realitycheck.metrics import rethreshold, valid_rows
+from realitycheck.analysis import groups as G
+from realitycheck.analysis.metrics import rethreshold, valid_rows
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     table = pd.read_csv(args.csv, keep_default_na=False)
     threshold = args.threshold
     if threshold is None:
-        from realitycheck import checkpoints, inference
+        from realitycheck.model import checkpoints, inference
 
         threshold = float(checkpoints.read_card(args.weights or inference.default_weights_path()).threshold)
     attrs = G.attributes_for(table["path"], csv_path=args.attributes)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from realitycheck import checkpoints
+from realitycheck.model import checkpoints
 
 
 def main() -> None:

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from realitycheck import checkpoints, engines
-from realitycheck.inference import Classifier
-from realitycheck.ood import OODStats
+from realitycheck.model import checkpoints, engines
+from realitycheck.model.inference import Classifier
+from realitycheck.model.ood import OODStats
 
 
 def calibration_views(ref, data, seed: int, n: int) -> list[np.ndarray]:

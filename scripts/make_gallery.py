@@ -24,8 +24,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from realitycheck.data import load_manifest, split_of
-from realitycheck.examples import EXAMPLES_CSV, FIELDS
+from realitycheck.intake.data import load_manifest, split_of
+from realitycheck.intake.examples import EXAMPLES_CSV, FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_SIDE = 512

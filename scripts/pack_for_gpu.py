@@ -18,8 +18,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from realitycheck.data import load_manifest
-from realitycheck.train import TrainConfig, build_data, shrink_to
+from realitycheck.intake.data import load_manifest
+from realitycheck.training.train import TrainConfig, build_data, shrink_to
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from realitycheck import evaluate, inference
+from realitycheck.analysis import evaluate
+from realitycheck.model import inference
 
 
 def main(n: int) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 
 def score(data: str, split: str, weights: str | None, engine: str, limit: int | None) -> dict:
-    from realitycheck.data import load_manifest, split_of
-    from realitycheck.inference import load_classifier
+    from realitycheck.intake.data import load_manifest, split_of
+    from realitycheck.model.inference import load_classifier
 
     items = [it for spec in load_manifest(data) for it in spec.items()
              if split == "all" or split_of(it[0], seed=0, group=it[3]) == split]

@@ -24,9 +24,9 @@ import sys
 import pandas as pd
 from PIL import Image
 
-from realitycheck.data import collect_sources, parse_data_arg, split_of
-from realitycheck.images import load_image
-from realitycheck.inference import Classifier
+from realitycheck.intake.data import collect_sources, parse_data_arg, split_of
+from realitycheck.intake.images import load_image
+from realitycheck.model.inference import Classifier
 
 
 def to_side(img: Image.Image, side: int) -> Image.Image:

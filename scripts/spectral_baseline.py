@@ -4,10 +4,12 @@ Run: .venv/bin/python scripts/spectral_baseline.py   (prints validation accuracy
 """
 import numpy as np
 from PIL import Image
-from realitycheck.data import discover, split_items
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
-from sklearn.metrics import roc_auc_score, accuracy_score
+
+from realitycheck.intake.data import discover, split_items
+
 items = list(discover('../shared/data/faces-140k-sample'))
 sp = split_items(items, seed=0)
 def feat(p):

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from realitycheck.data import discover, split_of
-from realitycheck.images import load_image
-from realitycheck.inference import Classifier
+from realitycheck.intake.data import discover, split_of
+from realitycheck.intake.images import load_image
+from realitycheck.model.inference import Classifier
 
 
 def main() -> None:

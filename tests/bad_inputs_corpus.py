@@ -451,7 +451,7 @@ def observe(tmp: Path, weights: Path) -> list[tuple[Case, dict | None, dict | No
     import subprocess
     import sys
 
-    from realitycheck.inference import Classifier
+    from realitycheck.model.inference import Classifier
 
     cases = [c for c in corpus(tmp / "corpus") if not c.skip_reason]
     clf = Classifier.from_file(weights, precision="fp32")

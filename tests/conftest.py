@@ -28,7 +28,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_classifier(tiny_checkpoint):
     """`Classifier` over `tiny_checkpoint`, fp32 so results are exactly repeatable."""
-    from realitycheck.inference import Classifier
+    from realitycheck.model.inference import Classifier
 
     return Classifier.from_file(tiny_checkpoint, precision="fp32")
 

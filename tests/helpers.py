@@ -33,8 +33,8 @@ def run_cli(*args: str, timeout: float = 300, cwd: str | os.PathLike | None = No
 
 def save_tiny_checkpoint(path: str | os.PathLike, **card_fields) -> Path:
     """Write the tests' small real checkpoint (efficientnet_lite0, ImageNet init, 96/80 px card) to `path`."""
-    from realitycheck import checkpoints, models
-    from realitycheck.checkpoints import ModelCard, Preprocessing
+    from realitycheck.model import checkpoints, models
+    from realitycheck.model.checkpoints import ModelCard, Preprocessing
 
     card_fields.setdefault("name", "test")
     card = ModelCard(arch="efficientnet_lite0", **card_fields,
@@ -44,13 +44,13 @@ def save_tiny_checkpoint(path: str | os.PathLike, **card_fields) -> Path:
 
 # The dashboard's pages, by the names tests use (one place: AppTest switches pages by file path)
 APP_PAGES = {
-    "classify": "realitycheck/app/classify_page.py",
-    "evaluate": "realitycheck/app/evaluate_page.py",
-    "history": "realitycheck/app/history_page.py",
-    "cases": "realitycheck/app/cases_page.py",
-    "models": "realitycheck/app/models_page.py",
-    "about": "realitycheck/app/about_page.py",
-    "live": "realitycheck/app/live_page.py",
+    "classify": "realitycheck/serving/app/classify_page.py",
+    "evaluate": "realitycheck/serving/app/evaluate_page.py",
+    "history": "realitycheck/serving/app/history_page.py",
+    "cases": "realitycheck/serving/app/cases_page.py",
+    "models": "realitycheck/serving/app/models_page.py",
+    "about": "realitycheck/serving/app/about_page.py",
+    "live": "realitycheck/serving/app/live_page.py",
 }
 
 

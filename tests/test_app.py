@@ -19,8 +19,8 @@ from PIL import Image
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from realitycheck import checkpoints, models  # noqa: E402
-from realitycheck.checkpoints import ModelCard, Preprocessing  # noqa: E402
+from realitycheck.model import checkpoints, models  # noqa: E402
+from realitycheck.model.checkpoints import ModelCard, Preprocessing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -280,7 +280,7 @@ def test_session_history_two_rows_chart_and_clear():
 
 
 def test_unexpected_failure_shows_one_line_not_a_traceback(monkeypatch):
-    from realitycheck import plots
+    from realitycheck.analysis import plots
 
     def broken(*a, **k):
         raise RuntimeError("chart backend exploded\nsecond line of detail")
@@ -330,7 +330,7 @@ def test_evaluate_folder_metrics_charts_and_live_threshold(labelled_folder, monk
     assert len(at.get("download_button")) >= 2
     run_id = at.session_state["evaluation"]["id"]
 
-    from realitycheck.inference import Classifier
+    from realitycheck.model.inference import Classifier
 
     def boom(*a, **k):
         raise AssertionError("the model must not run again when the threshold moves")
@@ -357,7 +357,7 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 
 def test_evaluate_zip_upload_and_refused_zip(labelled_folder):
-    pytest.importorskip("realitycheck.uploads")
+    pytest.importorskip("realitycheck.intake.uploads")
     members = {f"set/{p.parent.name}/{p.name}": p.read_bytes()
                for p in sorted(labelled_folder.rglob("*.jpg")) if p.name != "broken.jpg"}
     members["set/readme.txt"] = b"not an image"
@@ -468,7 +468,7 @@ def test_bad_input_corpus_through_the_upload(tmp_path):
     _sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bad_inputs_corpus import upload_cases
 
-    from realitycheck.app import common
+    from realitycheck.serving.app import common
 
     # The uploader only admits image extensions (Streamlit enforces it server-side too), so a .pdf or
     # .svg never reaches the app; everything else, including garbage named .jpg, does.
@@ -577,7 +577,7 @@ def test_evaluate_says_plainly_when_the_model_cannot_tell(tmp_path):
 
 def test_best_threshold_is_offered_with_its_false_alarm_and_miss_rates(ckpt, tmp_path):
     """Photos split by the model's own ranking (lower half 'real'), so it separates them by construction."""
-    from realitycheck.inference import Classifier
+    from realitycheck.model.inference import Classifier
 
     pool = [_jpeg(80 + i, noisy=i % 2 == 0) for i in range(8)]
     scores = [p.p_fake for p in Classifier.from_file(ckpt, precision="fp32").predict(pool)]
@@ -598,7 +598,7 @@ def test_best_threshold_is_offered_with_its_false_alarm_and_miss_rates(ckpt, tmp
 
 
 def test_separation_verdicts():
-    from realitycheck import metrics as M
+    from realitycheck.analysis import metrics as M
 
     assert M.separation({"roc_auc": 0.485, "ci95": {"roc_auc": [0.30, 0.66]}})[0] == "chance"
     assert M.separation({"roc_auc": 0.97, "ci95": {"roc_auc": [0.95, 0.99]}})[0] == "separates"
@@ -649,8 +649,8 @@ def test_several_images_get_a_summary_table_before_the_cards():
 
 
 def test_html_report_puts_metrics_before_the_model_card(labelled_folder, ckpt, tmp_path):
-    from realitycheck import evaluate
-    from realitycheck.inference import Classifier
+    from realitycheck.analysis import evaluate
+    from realitycheck.model.inference import Classifier
 
     clf = Classifier.from_file(ckpt, precision="fp32")
     result = evaluate.evaluate_folder(clf, labelled_folder, workers=0)
@@ -660,8 +660,8 @@ def test_html_report_puts_metrics_before_the_model_card(labelled_folder, ckpt, t
 
 
 def test_curve_legends_sit_below_the_plot():
-    from realitycheck import metrics as M
-    from realitycheck import plots
+    from realitycheck.analysis import metrics as M
+    from realitycheck.analysis import plots
 
     c = M.curves(["real", "fake"] * 5, [0.1, 0.9, 0.2, 0.8, 0.4, 0.6, 0.3, 0.7, 0.45, 0.55])
     name = "a model with a long name (a-long-file-name-for-its-weights.pt)"
@@ -687,8 +687,8 @@ def test_demo_mode_speaks_plainly_throughout():
 
 
 def test_uploads_become_a_labelled_folder_with_safe_unique_names(tmp_path):
-    from realitycheck import uploads
-    from realitycheck.data import discover
+    from realitycheck.intake import uploads
+    from realitycheck.intake.data import discover
 
     root = uploads.write_labelled_folder({"real": [("../../a.jpg", _jpeg(1)), ("a.jpg", _jpeg(2))],
                                           "fake": [("b c.jpg", _jpeg(3))]}, tmp_path)
@@ -698,8 +698,8 @@ def test_uploads_become_a_labelled_folder_with_safe_unique_names(tmp_path):
 
 
 def test_compare_models_is_a_package_function(ckpt, labelled_folder):
-    from realitycheck import evaluate
-    from realitycheck.inference import Classifier
+    from realitycheck.analysis import evaluate
+    from realitycheck.model.inference import Classifier
 
     seen = []
     comp = evaluate.compare_models({"a": Classifier.from_file(ckpt), "b": Classifier.from_file(ckpt, threshold=0.3)},
@@ -729,8 +729,8 @@ def test_evaluate_shows_each_source_of_a_folder(tmp_path):
 def test_an_unfamiliar_image_is_said_to_be_so(ckpt, tmp_path, monkeypatch):
     import numpy as np
 
-    from realitycheck import checkpoints
-    from realitycheck.ood import OODStats
+    from realitycheck.model import checkpoints
+    from realitycheck.model.ood import OODStats
 
     stats = OODStats.fit(np.random.default_rng(0).normal(size=(40, 1280)), n_components=4)
     stats.threshold = 0.0  # everything is unfamiliar to this model
@@ -744,7 +744,7 @@ def test_an_unfamiliar_image_is_said_to_be_so(ckpt, tmp_path, monkeypatch):
 
 def test_the_sidebar_threshold_starts_at_the_models_own(ckpt, tmp_path, monkeypatch):
     """A card's threshold (chosen on its validation data) is the dashboard's, so the app and the CLI agree."""
-    from realitycheck import checkpoints
+    from realitycheck.model import checkpoints
 
     model, card = checkpoints.load_checkpoint(ckpt)
     card.threshold = 0.8565

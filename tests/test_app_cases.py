@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from realitycheck import cases  # noqa: E402
+from realitycheck.analysis import cases  # noqa: E402
 from tests.helpers import APP_PAGES, REPO_ROOT, save_tiny_checkpoint  # noqa: E402
 from tests.test_app import _jpeg  # noqa: E402
 
@@ -152,8 +152,8 @@ def test_public_mode_stores_nothing_by_default(tmp_path, monkeypatch):
 def test_models_page_switches_version_and_rolls_back(tmp_path, monkeypatch, weights_env):
     import shutil
 
-    from realitycheck import registry
-    from realitycheck.inference import DEFAULT_WEIGHTS_NAME, default_weights_path
+    from realitycheck.model import registry
+    from realitycheck.model.inference import DEFAULT_WEIGHTS_NAME, default_weights_path
 
     wdir = tmp_path / "weights"
     wdir.mkdir()

@@ -23,7 +23,7 @@ print("RESULT " + json.dumps({
 
 
 def test_app_starts_on_the_shipped_default_model():
-    from realitycheck.inference import DEFAULT_WEIGHTS_NAME
+    from realitycheck.model.inference import DEFAULT_WEIGHTS_NAME
 
     if not (ROOT / "weights" / DEFAULT_WEIGHTS_NAME).exists():
         pytest.skip("no shipped default model in weights/")

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from realitycheck import examples as E  # noqa: E402
+from realitycheck.intake import examples as E  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -84,7 +84,9 @@ def test_outcome_words():
 
 
 def test_demo_gallery_says_which_fakes_the_model_misses():
-    from realitycheck.app.common import examples  # sample_images/ and, when present, the seed examples
+    from realitycheck.serving.app.common import (
+        examples,  # sample_images/ and, when present, the seed examples
+    )
 
     n_fake = sum(label == "fake" for _, label in examples())
     n_real = sum(label == "real" for _, label in examples())
@@ -100,8 +102,8 @@ def test_demo_gallery_says_which_fakes_the_model_misses():
 
 
 def test_demo_gallery_words_follow_the_models_own_verdicts(rated_model):
-    from realitycheck.app.common import examples
-    from realitycheck.inference import load_classifier, verdict
+    from realitycheck.model.inference import load_classifier, verdict
+    from realitycheck.serving.app.common import examples
 
     at = _demo(_app(), 0.5)
     clf = load_classifier(rated_model)
@@ -114,7 +116,7 @@ def test_demo_gallery_words_follow_the_models_own_verdicts(rated_model):
 
 
 def test_a_clicked_example_says_whether_its_verdict_is_right():
-    from realitycheck.app.common import examples
+    from realitycheck.serving.app.common import examples
 
     items = examples()
     at = _demo(_app(), 0.99)

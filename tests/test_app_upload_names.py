@@ -20,7 +20,7 @@ from PIL import Image
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from realitycheck import access  # noqa: E402
+from realitycheck.serving import access  # noqa: E402
 from tests.helpers import APP_PAGES, REPO_ROOT  # noqa: E402
 
 APP = str(REPO_ROOT / "streamlit_app.py")
@@ -96,7 +96,7 @@ def _server_paths(text: str, ev) -> list[str]:
 
 
 def test_zip_evaluation_names_files_by_their_path_inside_the_zip(local):
-    from realitycheck.app import evaluate_page
+    from realitycheck.serving.app import evaluate_page
 
     at = _evaluate_zip(AppTest.from_file(APP, default_timeout=120).run())
     ev = at.session_state["evaluation"]
@@ -109,7 +109,7 @@ def test_zip_evaluation_names_files_by_their_path_inside_the_zip(local):
     assert {f"my photos/real/{n}" for n in REAL} | {"my photos/fake/f1.jpg", "my photos/fake/broken.jpg"} == {
         line.split(",")[0].strip('"') for line in csv.splitlines()[1:]}
     assert not _server_paths(csv, ev)
-    from realitycheck.inference import load_classifier
+    from realitycheck.model.inference import load_classifier
 
     html = evaluate_page.report_html(ev, load_classifier(local / "weights" / "tiny.pt"), 0.01).decode()
     assert "my photos/real/" in html and "mine.zip" in html
@@ -151,8 +151,8 @@ def test_a_refused_checkpoint_upload_names_the_file_not_its_server_path(local):
 
 
 def test_public_mode_shows_no_server_path_on_any_page_or_download(public):
-    from realitycheck.app import evaluate_page
-    from realitycheck.inference import load_classifier
+    from realitycheck.model.inference import load_classifier
+    from realitycheck.serving.app import evaluate_page
 
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.file_uploader(key="classify_files").set_value([("mine.jpg", _jpeg(3), "image/jpeg"),

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from realitycheck.attribution import UNKNOWN, AttributionHead
+from realitycheck.model.attribution import UNKNOWN, AttributionHead
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MANIFEST = Path(__file__).resolve().parents[1] / "manifests" / "shared-data.toml"
@@ -56,7 +56,7 @@ def test_two_families_work_too_and_the_head_round_trips_through_its_storage():
 
 
 def test_the_evaluation_summary_is_a_hand_count_of_the_detected_fakes():
-    from realitycheck.evaluate import attribution_summary
+    from realitycheck.analysis.evaluate import attribution_summary
 
     table = pd.DataFrame({
         "path": list("abcdefg"), "true_label": ["fake"] * 6 + ["real"],
@@ -102,7 +102,7 @@ def _toy_families(root: Path, side=64, n=16) -> Path:
 
 @pytest.fixture(scope="module")
 def toy_model(tmp_path_factory):
-    from realitycheck.train import TrainConfig, fit
+    from realitycheck.training.train import TrainConfig, fit
 
     root = tmp_path_factory.mktemp("toy-families")
     manifest = _toy_families(root)
@@ -112,7 +112,7 @@ def toy_model(tmp_path_factory):
 
 
 def test_training_fits_the_head_on_the_families_the_manifest_names(toy_model):
-    from realitycheck import checkpoints
+    from realitycheck.model import checkpoints
 
     path, _ = toy_model
     _, card, extras = checkpoints.read_checkpoint_extras(path)
@@ -124,7 +124,7 @@ def test_training_fits_the_head_on_the_families_the_manifest_names(toy_model):
 
 
 def test_the_guess_rides_beside_p_fake_and_never_changes_it(toy_model):
-    from realitycheck.inference import Classifier
+    from realitycheck.model.inference import Classifier
 
     path, manifest = toy_model
     with_head = Classifier.from_file(path, precision="fp32")
@@ -177,7 +177,7 @@ def test_the_generator_field_on_the_cli_and_in_evaluate_and_the_report(toy_model
 
 
 def test_attribute_adds_a_head_to_an_existing_checkpoint_without_touching_its_answers(toy_model, tmp_path):
-    from realitycheck import checkpoints
+    from realitycheck.model import checkpoints
     from tests.helpers import run_cli as _run
 
     def run_cli(args):
@@ -202,7 +202,7 @@ def test_attribute_adds_a_head_to_an_existing_checkpoint_without_touching_its_an
 
 
 def test_one_t2i_image_number_stays_on_one_side_of_the_split_whichever_generator(tmp_path):
-    from realitycheck.data import load_manifest, collect_sources, split_items
+    from realitycheck.intake.data import collect_sources, load_manifest, split_items
 
     folder = tmp_path / "t2i"
     folder.mkdir()
@@ -224,7 +224,7 @@ def test_one_t2i_image_number_stays_on_one_side_of_the_split_whichever_generator
 def test_the_shared_manifest_splits_the_new_sources_leak_free():
     import re
 
-    from realitycheck.data import collect_sources, load_manifest, split_items
+    from realitycheck.intake.data import collect_sources, load_manifest, split_items
 
     splits = split_items(collect_sources(load_manifest(MANIFEST)))
     key = {"sdxl": r"_image_(\d+)", "flux1_schnell": r"_image_(\d+)", "flux1_dev": r"_image_(\d+)",
@@ -244,8 +244,8 @@ def test_the_shared_manifest_splits_the_new_sources_leak_free():
 def test_the_dashboard_shows_the_guess_beside_a_fake_verdict(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from realitycheck import checkpoints, models
-    from realitycheck.checkpoints import ModelCard, Preprocessing
+    from realitycheck.model import checkpoints, models
+    from realitycheck.model.checkpoints import ModelCard, Preprocessing
 
     rng = np.random.default_rng(0)
     head = AttributionHead(("FLUX", "SDXL"), rng.normal(size=(2, 1280)) * 0.01, np.array([0.0, 3.0]), 0.5)

@@ -4,7 +4,7 @@ The corpus (tests/bad_inputs_corpus.py) is generated in code. Each case goes thr
   (a) `load_image` (path and bytes) and `Classifier.predict` on the whole corpus at once,
   (b) ONE `realitycheck predict ... --json` process for all files, plus single-file runs,
   (c) afterwards the same classifier must still give the same verdict on a good image.
-Then: zip uploads (`realitycheck.uploads`) against traversal, symlinks, bombs and lying headers.
+Then: zip uploads (`realitycheck.intake.uploads`) against traversal, symlinks, bombs and lying headers.
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ from pathlib import Path
 import pytest
 from PIL import Image, features
 
-from realitycheck.images import MAX_FILE_BYTES, ImageError, load_image
-from realitycheck.uploads import UploadError, check_upload_size, extract_labelled_zip
+from realitycheck.intake.images import MAX_FILE_BYTES, ImageError, load_image
+from realitycheck.intake.uploads import (
+    UploadError,
+    check_upload_size,
+    extract_labelled_zip,
+)
 from tests.bad_inputs_corpus import Case, case_names, corpus, encode, gradient
 from tests.helpers import cli_command, cli_env, run_cli
 
@@ -219,7 +223,7 @@ def test_cli_single_bad_and_good_file(cases, tiny_checkpoint, sample_face, tmp_p
 def test_importing_the_package_leaves_pillow_settings_alone():
     """Pillow's limits are process-wide: the host program's choice, not ours to change on import."""
     code = ("from PIL import Image, ImageFile; before = (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES); "
-            "import realitycheck.images, realitycheck.uploads; "
+            "import realitycheck.intake.images, realitycheck.intake.uploads; "
             "assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == before, before")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -331,7 +335,7 @@ def tree(folder: Path) -> list[str]:
 
 def test_zip_good_flat(tmp_path):
     root, messages = extract_labelled_zip(make_zip(labelled_members()), tmp_path)
-    from realitycheck.data import discover
+    from realitycheck.intake.data import discover
 
     items = list(discover(root))
     assert len(items) == 6 and {lab for _, lab in items} == {"real", "fake"}
@@ -436,7 +440,7 @@ class _Overflowing:
     (10**9, 200_000, "unpacks to more than 200.0 KB"),
 ])
 def test_zip_byte_counter_stops_what_headers_hide(tmp_path, declared, limit, match):
-    from realitycheck import uploads
+    from realitycheck.intake import uploads
 
     info = zipfile.ZipInfo("real/x.png")
     info.file_size, info.compress_size = declared, 10**7
@@ -503,7 +507,7 @@ def test_zip_duplicate_names_are_reported(tmp_path):
 
 
 def test_zip_extracted_images_classify(tmp_path, tiny_classifier):
-    from realitycheck.evaluate import evaluate_folder
+    from realitycheck.analysis.evaluate import evaluate_folder
 
     root, _ = extract_labelled_zip(make_zip(labelled_members(n=2)), tmp_path)
     result = evaluate_folder(tiny_classifier, root, workers=0)

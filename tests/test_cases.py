@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from realitycheck import cases
-from realitycheck.cases import CaseStore, CaseStoreError
+from realitycheck.analysis import cases
+from realitycheck.analysis.cases import CaseStore, CaseStoreError
 
 
 def _png(seed: int, side: int = 40) -> bytes:

@@ -8,8 +8,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from realitycheck import cases
-from realitycheck.cli import main
+from realitycheck.analysis import cases
+from realitycheck.serving.cli import main
 from tests.helpers import SAMPLE_IMAGES, make_toy_folder
 
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from realitycheck import checkpoints, models
-from realitycheck.checkpoints import CheckpointError, ModelCard, Preprocessing
-from realitycheck.images import ImageError, load_image
-from realitycheck.inference import Classifier
+from realitycheck.intake.images import ImageError, load_image
+from realitycheck.model import checkpoints, models
+from realitycheck.model.checkpoints import CheckpointError, ModelCard, Preprocessing
+from realitycheck.model.inference import Classifier
 from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def test_lite_imagenet_weights_recognise_a_real_photo(arch):
 
 
 def test_cli_offers_every_architecture():
-    from realitycheck import cli
+    from realitycheck.serving import cli
 
     assert sorted(cli.ARCHS) == sorted(models.ARCHITECTURES)
 
@@ -255,7 +255,7 @@ def test_decompression_bomb_is_refused_from_the_header():
 # --- data ----------------------------------------------------------------------------------------
 
 def test_discover_maps_aliases_and_kaggle_layout(tmp_path):
-    from realitycheck.data import discover, split_of
+    from realitycheck.intake.data import discover, split_of
 
     for folder in ["flat/Real", "flat/AI", "kag/real_vs_fake/real-vs-fake/test/real",
                    "kag/real_vs_fake/real-vs-fake/test/fake", "kag/real_vs_fake/real-vs-fake/train/real"]:
@@ -332,7 +332,7 @@ def test_robustness_sweep_reports_every_perturbation(tmp_path, tiny_checkpoint):
                "--report", str(tmp_path / "r.html"))
     assert out.returncode == 0, out.stderr
     rob = json.loads(out.stdout)["robustness"]
-    from realitycheck.evaluate import PERTURBATIONS
+    from realitycheck.analysis.evaluate import PERTURBATIONS
 
     assert {(r["perturbation"], r["metric"]) for r in rob} == {(p, m) for p in PERTURBATIONS for m in ("accuracy", "roc_auc")}
     assert all(0.0 <= r["value"] <= 1.0 for r in rob if r["value"] is not None)
@@ -382,7 +382,7 @@ def test_classifier_device_is_explicit_and_cpu_by_default(tiny_checkpoint):
     """The forward pass runs where `device` says (a Ray actor with a GPU passes "cuda"); CPU by default."""
     import torch
 
-    from realitycheck.inference import Classifier
+    from realitycheck.model.inference import Classifier
 
     clf = Classifier.from_file(tiny_checkpoint, precision="fp32")
     assert clf.device.type == "cpu" and next(clf.model.parameters()).device.type == "cpu"

@@ -21,8 +21,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from realitycheck import cli, distributed, evaluate
-from realitycheck.inference import Classifier
+from realitycheck.analysis import evaluate
+from realitycheck.model.inference import Classifier
+from realitycheck.serving import cli, distributed
 from tests.helpers import REPO_ROOT, SAMPLE_IMAGES, cli_env
 
 try:
@@ -132,7 +133,7 @@ def test_predict_ray_reads_a_listing_file_and_prints_like_local(local_ray, label
     """A face-aligned card: one view per face, so images reach the actors with 0, 1 or 2 face views."""
     from dataclasses import replace
 
-    from realitycheck import checkpoints
+    from realitycheck.model import checkpoints
 
     model, card = checkpoints.load_checkpoint(tiny_checkpoint)
     aligned = checkpoints.save_checkpoint(tmp_path / "aligned.pt", model,
@@ -240,7 +241,7 @@ def test_an_address_nobody_answers_at_fails_in_one_line_without_waiting():
 # ---------------------------------------------------------------------------------------------
 
 def test_shards_of_an_epoch_cover_the_single_process_order_once():
-    from realitycheck.ddp import Dist, ShardSampler
+    from realitycheck.training.ddp import Dist, ShardSampler
 
     for kw in ({"shuffle": True}, {"shuffle": False}, {"weights": [1.0] * 7 + [3.0] * 3, "num_samples": 10}):
         single = ShardSampler(10, Dist(), seed=5, **kw)
@@ -287,7 +288,7 @@ def _digests(stderr: str) -> dict[int, dict[int, str]]:
 
 @pytest.mark.slow
 def test_two_ddp_processes_train_in_step_write_once_and_resume(toy, tmp_path):
-    from realitycheck import checkpoints
+    from realitycheck.model import checkpoints
 
     out = tmp_path / "ddp"
     common = [toy, "--out", out, "--max-steps", 4, "--batch-size", 8, "--resize", 48, "--crop", 40, "--lr", 3e-3,

@@ -39,13 +39,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """The shipped default model when present (real verdicts in the screenshots), else a small real checkpoint."""
-    from realitycheck.inference import default_weights_path
+    from realitycheck.model.inference import default_weights_path
 
     shipped = default_weights_path()
     if shipped.exists():
         return shipped
-    from realitycheck import checkpoints, models
-    from realitycheck.checkpoints import ModelCard, Preprocessing
+    from realitycheck.model import checkpoints, models
+    from realitycheck.model.checkpoints import ModelCard, Preprocessing
 
     path = tmp_path_factory.mktemp("w") / "e2e.pt"
     model = models.build_model("efficientnet_lite0", pretrained=True)
@@ -129,7 +129,7 @@ def test_classify_several_uploads_duplicate_and_evidence_choice(server, page, sh
     page.goto(server)
     page.get_by_text("Classify face photos").first.wait_for(timeout=90_000)
     _idle(page)
-    from realitycheck.examples import load_examples
+    from realitycheck.intake.examples import load_examples
 
     hopper = str(ROOT / "sample_images" / "grace_hopper.jpg")
     # the first shipped fake by name (sample_images/examples.csv), whatever the model says of it
@@ -139,7 +139,7 @@ def test_classify_several_uploads_duplicate_and_evidence_choice(server, page, sh
     page.get_by_text("evidence for").nth(1).wait_for(timeout=240_000)  # both heatmap captions
     _idle(page)
     body = _main_text(page)
-    from realitycheck.inference import Classifier
+    from realitycheck.model.inference import Classifier
 
     clf = Classifier.from_file(weights)  # the page must show what the package says for each photo
     for photo in (hopper, collins):
@@ -169,8 +169,8 @@ def test_classify_several_uploads_duplicate_and_evidence_choice(server, page, sh
 
 def test_demo_gallery_shows_each_examples_verdict_right_or_wrong(server, page, shots, weights):
     """Demo mode: every example with its verdict in words, the misses said as misses (counted from the model)."""
-    from realitycheck.examples import load_examples, outcome_words
-    from realitycheck.inference import Classifier
+    from realitycheck.intake.examples import load_examples, outcome_words
+    from realitycheck.model.inference import Classifier
 
     page.goto(server)
     page.get_by_text("Classify face photos").first.wait_for(timeout=90_000)
@@ -194,7 +194,7 @@ def test_demo_gallery_shows_each_examples_verdict_right_or_wrong(server, page, s
 def test_evaluate_page_runs_on_a_labelled_folder(server, page, shots, tmp_path):
     sample = ROOT.parent / "shared" / "data" / "faces-140k-sample"
     if sample.is_dir():  # real faces and StyleGAN fakes from the held-out test split: meaningful numbers
-        from realitycheck.data import split_of
+        from realitycheck.intake.data import split_of
 
         for label in ("real", "fake"):
             (tmp_path / label).mkdir()

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_e2e_browser import CHROMIUM, LAUNCH_ARGS, _free_port, _idle, _main_text, _no_exception, playwright_api
+from tests.test_e2e_browser import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    _free_port,
+    _idle,
+    _no_exception,
+    playwright_api,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -91,7 +98,7 @@ def _wait_shown(page, text: str, timeout_s: float = 30) -> None:
 
 
 def test_label_a_case_and_find_it_by_filter(server, page, db):
-    from realitycheck.cases import CaseStore
+    from realitycheck.analysis.cases import CaseStore
 
     page.goto(server)
     page.get_by_text("Classify face photos").first.wait_for(timeout=90_000)

@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.test_e2e_browser import (CHROMIUM, LAUNCH_ARGS, ROOT, _free_port, _idle, _main_text,  # noqa: F401
-                                    _no_exception, playwright_api)
+from tests.test_e2e_browser import (  # noqa: F401
+    CHROMIUM,
+    LAUNCH_ARGS,
+    ROOT,
+    _free_port,
+    _idle,
+    _main_text,
+    _no_exception,
+    playwright_api,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +57,7 @@ def _stop(proc) -> None:
 
 @pytest.fixture(scope="module")
 def shipped() -> Path:
-    from realitycheck.inference import default_weights_path, list_weights
+    from realitycheck.model.inference import default_weights_path, list_weights
 
     path = default_weights_path()
     if not path.is_file() or len(list_weights()) < 2:
@@ -103,8 +111,8 @@ def _photos(folder: Path, n: int) -> list[Path]:
 
 
 def test_comparison_scores_each_model_at_its_own_threshold(local_server, page, tmp_path):
-    from realitycheck.checkpoints import read_card
-    from realitycheck.inference import list_weights
+    from realitycheck.model.checkpoints import read_card
+    from realitycheck.model.inference import list_weights
 
     for label in ("real", "fake"):
         _photos(tmp_path / "set" / label, 2)

@@ -16,8 +16,8 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,10 +25,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from realitycheck import checkpoints, engines
-from realitycheck.checkpoints import ModelCard, Preprocessing
-from realitycheck.inference import Classifier
-from realitycheck.ood import OODStats
+from realitycheck.model import checkpoints, engines
+from realitycheck.model.checkpoints import ModelCard, Preprocessing
+from realitycheck.model.inference import Classifier
+from realitycheck.model.ood import OODStats
 
 CHILD = os.environ.get("REALITYCHECK_ENGINE_TESTS_CHILD") == "1"
 

@@ -20,8 +20,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from realitycheck import explain as E
-from realitycheck import models
-from realitycheck.checkpoints import ModelCard, Preprocessing
+from realitycheck.model import models
+from realitycheck.model.checkpoints import ModelCard, Preprocessing
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures and helpers
@@ -500,7 +500,7 @@ def test_explanation_helpers(effnet, card80):
 def test_where_words_come_from_the_face_found_in_the_input_image(effnet, card80):
     """Explanation.where(image): a whole-image model's evidence is placed on the face the detector finds
     in `image`, by its landmarks (the mouth is named); without an image, only a position in the crop."""
-    from realitycheck.faces import find_faces
+    from realitycheck.intake.faces import find_faces
     from tests.helpers import SAMPLE_IMAGES
 
     img = Image.open(SAMPLE_IMAGES / "grace_hopper.jpg").convert("RGB")
@@ -516,15 +516,15 @@ def test_where_words_come_from_the_face_found_in_the_input_image(effnet, card80)
     assert ex.where(None).startswith("No face was found")
     # Given the faces already found (the dashboard passes its Prediction's), the detector does not run again
     report = find_faces(img)
-    with mock.patch("realitycheck.faces.find_faces", side_effect=AssertionError("detected twice")):
+    with mock.patch("realitycheck.intake.faces.find_faces", side_effect=AssertionError("detected twice")):
         assert ex.where(img, report) == words
 
 
 def test_a_kept_prediction_carries_the_faces_found_in_its_image(effnet, card80):
     """predict(keep_images=True) keeps the FaceReport of the image it keeps (what Explanation.where
     reuses); the JSON form leaves both out."""
-    from realitycheck.faces import find_faces
-    from realitycheck.inference import Classifier
+    from realitycheck.intake.faces import find_faces
+    from realitycheck.model.inference import Classifier
     from tests.helpers import SAMPLE_IMAGES
 
     img = Image.open(SAMPLE_IMAGES / "grace_hopper.jpg").convert("RGB")

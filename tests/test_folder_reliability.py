@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from realitycheck.evaluate import evaluate_folder, evaluate_items
+from realitycheck.analysis.evaluate import evaluate_folder, evaluate_items
 from tests.helpers import cli_command, cli_env
 
 N_FILES = 1000
@@ -218,7 +218,7 @@ def test_cli_sigterm_then_resume(messy, tiny_checkpoint, tmp_path):
 
 def test_interrupt_during_csv_flush_writes_no_duplicates(tmp_path, tiny_classifier, monkeypatch):
     """A SIGTERM that lands while a batch is being flushed must not write that batch twice."""
-    import realitycheck.evaluate as ev
+    import realitycheck.analysis.evaluate as ev
 
     folder = tmp_path / "f"
     make_messy_folder(folder, n=100, seed=3)
@@ -286,7 +286,7 @@ def test_resume_after_a_torn_last_line(tmp_path, tiny_classifier):
 ], ids=["foreign_csv"])
 def test_resume_from_an_unusable_csv_is_a_clear_error(tmp_path, tiny_checkpoint, capsys, content, why):
     """`--resume --csv FILE` with a FILE it cannot use: exit 2 and one line, not a traceback."""
-    from realitycheck import cli
+    from realitycheck.serving import cli
 
     folder = tmp_path / "small"
     make_messy_folder(folder, n=60, seed=5)
@@ -304,7 +304,7 @@ def test_resume_from_an_unusable_csv_is_a_clear_error(tmp_path, tiny_checkpoint,
 
 def test_resume_drops_a_glued_row_and_redoes_it(tmp_path, tiny_checkpoint):
     """A torn line with the next row appended onto it (an older writer, a crash) is dropped and redone."""
-    from realitycheck import cli
+    from realitycheck.serving import cli
 
     folder = tmp_path / "small"
     make_messy_folder(folder, n=60, seed=5)
@@ -326,8 +326,8 @@ def test_resume_drops_a_glued_row_and_redoes_it(tmp_path, tiny_checkpoint):
 
 RSS_SCRIPT = textwrap.dedent("""
     import json, resource, sys
-    from realitycheck.evaluate import evaluate_folder
-    from realitycheck.inference import Classifier
+    from realitycheck.analysis.evaluate import evaluate_folder
+    from realitycheck.model.inference import Classifier
 
     def status(key):
         for line in open("/proc/self/status"):

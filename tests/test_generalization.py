@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realitycheck.data import (DataError, Item, SourceSpec, collect_sources, load_manifest, parse_data_arg,
-                               sample_weights, split_items)
-from realitycheck.metrics import per_source
-
+from realitycheck.analysis.metrics import per_source
+from realitycheck.intake.data import (
+    DataError,
+    Item,
+    SourceSpec,
+    collect_sources,
+    load_manifest,
+    parse_data_arg,
+    sample_weights,
+    split_items,
+)
 from tests.helpers import SAMPLE_IMAGES
 
 
@@ -128,7 +135,7 @@ def test_per_source_table_matches_a_hand_count():
 
 @pytest.mark.parametrize("name", ["grace_hopper.jpg", "astronaut_eileen_collins.jpg"])
 def test_yunet_finds_the_face_and_its_landmarks_in_the_sample_images(name):
-    from realitycheck.faces import find_faces
+    from realitycheck.intake.faces import find_faces
 
     img = Image.open(SAMPLE_IMAGES / name).convert("RGB")
     report = find_faces(img)
@@ -154,7 +161,7 @@ def _two_faces() -> Image.Image:
 @pytest.mark.parametrize("case", ["grace_hopper.jpg", "astronaut_eileen_collins.jpg", "two faces"])
 def test_yunet_in_onnxruntime_finds_what_opencv_finds(case):
     """The fast detector decodes YuNet as OpenCV does: same faces, landmarks and scores, one or several."""
-    from realitycheck.faces import find_faces
+    from realitycheck.intake.faces import find_faces
 
     img = _two_faces() if case == "two faces" else Image.open(SAMPLE_IMAGES / case).convert("RGB")
     fast, ref = find_faces(img, "onnxruntime"), find_faces(img, "opencv")
@@ -169,7 +176,7 @@ def test_face_detection_falls_back_to_opencv_without_onnxruntime(monkeypatch):
     import sys
     import threading
 
-    from realitycheck import faces
+    from realitycheck.intake import faces
 
     monkeypatch.setattr(faces, "_local", threading.local())
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
@@ -178,7 +185,12 @@ def test_face_detection_falls_back_to_opencv_without_onnxruntime(monkeypatch):
 
 
 def test_alignment_puts_the_eyes_where_the_framing_says():
-    from realitycheck.faces import align_face, aligned_quad, find_faces, landmark_position
+    from realitycheck.intake.faces import (
+        align_face,
+        aligned_quad,
+        find_faces,
+        landmark_position,
+    )
 
     img = Image.open(SAMPLE_IMAGES / "grace_hopper.jpg").convert("RGB")
     lm = find_faces(img).faces[0].landmarks
@@ -201,8 +213,8 @@ def test_alignment_puts_the_eyes_where_the_framing_says():
 
 
 def _aligned_classifier(tiny_checkpoint, tmp_path):
-    from realitycheck import checkpoints
-    from realitycheck.inference import Classifier
+    from realitycheck.model import checkpoints
+    from realitycheck.model.inference import Classifier
 
     model, card = checkpoints.load_checkpoint(tiny_checkpoint)
     card.preprocessing.align, card.preprocessing.zoom = "face", 0.7
@@ -238,7 +250,7 @@ def test_an_aligned_model_scores_the_whole_image_when_no_face_is_found(tiny_chec
 
 
 def test_a_damaged_alignment_setting_is_refused(tiny_checkpoint, tmp_path):
-    from realitycheck import checkpoints
+    from realitycheck.model import checkpoints
 
     model, card = checkpoints.load_checkpoint(tiny_checkpoint)
     card.preprocessing.align = "eyes"
@@ -253,9 +265,9 @@ def test_the_unfamiliar_flag_flips_for_a_clearly_out_of_distribution_input(tiny_
     """Fit the statistics on face photos (through the real feature path), store them, and read them back."""
     import io
 
-    from realitycheck import checkpoints
-    from realitycheck.inference import Classifier
-    from realitycheck.ood import OODStats
+    from realitycheck.model import checkpoints
+    from realitycheck.model.inference import Classifier
+    from realitycheck.model.ood import OODStats
 
     faces = []
     for name in ("grace_hopper.jpg", "astronaut_eileen_collins.jpg"):
@@ -288,8 +300,8 @@ def test_the_unfamiliar_flag_flips_for_a_clearly_out_of_distribution_input(tiny_
 def test_damaged_unfamiliarity_statistics_are_refused(tiny_checkpoint, tmp_path):
     import torch
 
-    from realitycheck import checkpoints
-    from realitycheck.inference import Classifier
+    from realitycheck.model import checkpoints
+    from realitycheck.model.inference import Classifier
 
     model, card = checkpoints.load_checkpoint(tiny_checkpoint)
     bad = {"mean": torch.zeros(1280), "components": torch.zeros(4, 7), "eigvals": torch.ones(4),
@@ -342,9 +354,9 @@ def test_evaluate_reports_each_source_as_a_hand_count_of_its_rows(tiny_checkpoin
 
 
 def test_training_on_several_sources_records_each(tmp_path, monkeypatch):
-    from realitycheck import checkpoints
-    from realitycheck.ood import OODStats
-    from realitycheck.train import TrainConfig, fit
+    from realitycheck.model import checkpoints
+    from realitycheck.model.ood import OODStats
+    from realitycheck.training.train import TrainConfig, fit
 
     asked = []  # the unfamiliarity threshold is chosen per source (the validation images' own sources)
     choose = OODStats.choose_threshold
@@ -398,9 +410,9 @@ def test_a_class_folder_itself_is_a_source_of_that_class(tmp_path):
 def test_combine_scores_chooses_thresholds_on_validation_and_reports_test_per_source(tmp_path):
     """Model A catches fake kind 'x', model B fake kind 'y': their max catches both, at a threshold
     chosen on the validation tables that keeps the real source's false alarms within 5%."""
-    import pandas as pd
-
     import importlib.util
+
+    import pandas as pd
 
     from tests.helpers import REPO_ROOT
 
@@ -433,14 +445,13 @@ def test_combine_scores_chooses_thresholds_on_validation_and_reports_test_per_so
 
 def test_finish_run_turns_a_cut_short_runs_best_weights_into_a_checkpoint(tmp_path, monkeypatch):
     """scripts/finish_run.py: the weights are the run's, the framing the run's, the epoch validation's."""
-    import sys
-
     import importlib.util
+    import sys
 
     import pandas as pd
     import torch
 
-    from realitycheck import checkpoints, models
+    from realitycheck.model import checkpoints, models
     from tests.helpers import REPO_ROOT
 
     spec = importlib.util.spec_from_file_location("finish_run", REPO_ROOT / "scripts" / "finish_run.py")
@@ -475,7 +486,7 @@ def test_finish_run_turns_a_cut_short_runs_best_weights_into_a_checkpoint(tmp_pa
 
 
 def test_unfamiliarity_threshold_flags_at_most_the_rate_in_every_source_and_is_the_lowest_that_does():
-    from realitycheck.ood import threshold_flagging_at_most
+    from realitycheck.model.ood import threshold_flagging_at_most
 
     rng = np.random.default_rng(0)
     groups = [rng.normal(0, 1, 302), rng.normal(0.5, 1, 31), np.append(rng.normal(0, 1, 99), np.nan)]
@@ -491,7 +502,7 @@ def test_unfamiliarity_threshold_flags_at_most_the_rate_in_every_source_and_is_t
 def test_training_chooses_the_unfamiliarity_threshold_per_source():
     """OODStats.choose_threshold(sources=...), what `train` uses: a small source far from the training
     features is held to the rate too, where one pooled rate would let most of it be flagged."""
-    from realitycheck.ood import OODStats
+    from realitycheck.model.ood import OODStats
 
     rng = np.random.default_rng(0)
     train = rng.normal(0, 1, (400, 8))

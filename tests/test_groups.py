@@ -1,4 +1,4 @@
-"""`evaluate --groups`: false alarms and detection per age band, gender and ethnicity (realitycheck.groups)."""
+"""`evaluate --groups`: false alarms and detection per age band, gender and ethnicity (realitycheck.analysis.groups)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from realitycheck import groups as G
-from realitycheck.metrics import wilson_interval
+from realitycheck.analysis import groups as G
+from realitycheck.analysis.metrics import wilson_interval
 
 
 def _utk(i: int, age: int, gender: int, race: int) -> str:
@@ -126,7 +126,7 @@ def test_cli_evaluate_groups(tiny_folder, tiny_checkpoint, tmp_path):
     assert rows.loc[("ethnicity", "White"), "n"] == 1 and rows.loc[("ethnicity", "Black"), "n"] == 2
     assert set(rows["label"]) == {"real"}  # the fakes' names carry no attribute
     table = pd.read_csv(tmp_path / "t.csv", keep_default_na=False)
-    from realitycheck.inference import load_classifier
+    from realitycheck.model.inference import load_classifier
 
     again = G.group_rates(table, G.attributes_for(table["path"]), load_classifier(tiny_checkpoint).threshold)
     assert list(again["called_fake"]) == list(rows["called_fake"])

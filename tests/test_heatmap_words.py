@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from realitycheck.explain import Faithfulness
-from realitycheck.heatmap_words import describe_evidence, faithfulness_words
+from realitycheck.explain.heatmap_words import describe_evidence, faithfulness_words
 
 # A 200x200 crop taken at (100, 50) of the image; the face box (x, y, w, h) is in image pixels.
 CROP = (100, 50, 300, 250)

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from realitycheck import cases, registry
-from realitycheck.cli import main
-from realitycheck.inference import DEFAULT_WEIGHTS_NAME, default_weights_path
-from realitycheck.learn import decide
-from realitycheck.train import TrainConfig, fit
+from realitycheck.analysis import cases
+from realitycheck.model import registry
+from realitycheck.model.inference import DEFAULT_WEIGHTS_NAME, default_weights_path
+from realitycheck.serving.cli import main
+from realitycheck.training.learn import decide
+from realitycheck.training.train import TrainConfig, fit
 from tests.helpers import make_toy_folder
 
 
@@ -87,7 +88,7 @@ def test_judge_label_learn_gate_and_roll_back(world, capsys):
     vdir = Path(meta["dir"])
     assert (vdir / "model.pt").is_file() and (vdir / "gate.md").is_file()
     assert meta["parent"] and registry.get(meta["parent"])["status"] == "base"
-    from realitycheck.checkpoints import read_card
+    from realitycheck.model.checkpoints import read_card
 
     card = read_card(vdir / "model.pt")
     assert card.training["learned"]["parent"] == meta["parent"] and card.threshold == meta["threshold"]
@@ -159,7 +160,7 @@ def test_gate_rule():
 
 
 def test_a_failed_learn_is_recorded_and_cannot_be_used(world, capsys, monkeypatch):
-    from realitycheck import train
+    from realitycheck.training import train
 
     def broken_fit(cfg, log=print, progress=None):
         raise ValueError("not enough images to make train and validation splits")

@@ -14,11 +14,11 @@ import torch  # noqa: F401  - imported before AppTest so the app's first run fit
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from realitycheck import video
+from realitycheck.serving import video
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
-LIVE = "realitycheck/app/live_page.py"
+LIVE = "realitycheck/serving/app/live_page.py"
 
 
 @pytest.fixture(scope="module", autouse=True)

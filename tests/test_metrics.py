@@ -1,4 +1,4 @@
-"""realitycheck.metrics: numbers agree with scikit-learn, edge cases do not raise, no model is run."""
+"""realitycheck.analysis.metrics: numbers agree with scikit-learn, edge cases do not raise, no model is run."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from realitycheck import metrics as M
+from realitycheck.analysis import metrics as M
 
 
 def _synthetic(n=400, seed=3, prevalence=0.4, shift=0.3):

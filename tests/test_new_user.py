@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realitycheck import cli
+from realitycheck.serving import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,8 +55,8 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
 # ---------------------------------------------------------------------------------------------
 
 def test_compare_scores_each_model_at_its_own_threshold(tiny_checkpoint, tmp_path):
-    from realitycheck import evaluate
-    from realitycheck.inference import Classifier
+    from realitycheck.analysis import evaluate
+    from realitycheck.model.inference import Classifier
 
     folder = _folder(tmp_path / "set", per_class=4)
     low = Classifier.from_file(tiny_checkpoint, precision="fp32", threshold=0.2)
@@ -88,8 +88,8 @@ def test_threshold_outside_0_1_is_a_usage_error(bad, tiny_checkpoint, capsys):
 
 
 def test_threshold_rule_is_the_packages(tiny_checkpoint, tmp_path):
-    from realitycheck import evaluate
-    from realitycheck.inference import Classifier, ThresholdError, check_threshold
+    from realitycheck.analysis import evaluate
+    from realitycheck.model.inference import Classifier, ThresholdError, check_threshold
 
     assert check_threshold(0) == 0.0 and check_threshold("1") == 1.0 and check_threshold(0.7745) == 0.7745
     for bad in (2, -1, float("nan"), "x", None):
@@ -156,8 +156,8 @@ def test_chance_level_is_said_and_no_threshold_suggested_everywhere(tiny_checkpo
 
 
 def test_a_separating_model_gets_advice_with_interval_size_and_where_it_applies(tmp_path):
-    from realitycheck import metrics as M
-    from realitycheck.evaluate import threshold_advice_words
+    from realitycheck.analysis import metrics as M
+    from realitycheck.analysis.evaluate import threshold_advice_words
 
     y = ["real"] * 15 + ["fake"] * 15
     p = list(np.linspace(0.01, 0.2, 15)) + list(np.linspace(0.0755, 0.9, 15))
@@ -179,7 +179,7 @@ def test_a_separating_model_gets_advice_with_interval_size_and_where_it_applies(
 # ---------------------------------------------------------------------------------------------
 
 def test_a_batch_over_the_rate_limit_is_scored_up_to_it_and_the_rest_later():
-    from realitycheck import access
+    from realitycheck.serving import access
 
     n, stamps, wait = access.rate_allowance([], 0.0, limit=30, want=40)  # 40 distinct images, 30 per 60 s
     assert n == 30 and len(stamps) == 30 and wait == pytest.approx(60.0)
@@ -227,7 +227,7 @@ def two_faces(path: Path, small_second: bool = False, blur_second: bool = False)
 def aligned_checkpoint(tmp_path_factory, tiny_checkpoint):
     from dataclasses import replace
 
-    from realitycheck import checkpoints
+    from realitycheck.model import checkpoints
 
     model, card = checkpoints.load_checkpoint(tiny_checkpoint)
     return checkpoints.save_checkpoint(tmp_path_factory.mktemp("aligned") / "aligned.pt", model,
@@ -237,8 +237,8 @@ def aligned_checkpoint(tmp_path_factory, tiny_checkpoint):
 def test_each_face_gets_a_row_and_the_poor_deciding_face_is_named(aligned_checkpoint, tmp_path):
     from dataclasses import replace
 
-    from realitycheck.face_table import deciding_face_caveat, face_rows
-    from realitycheck.inference import Classifier
+    from realitycheck.analysis.face_table import deciding_face_caveat, face_rows
+    from realitycheck.model.inference import Classifier
 
     clf = Classifier.from_file(aligned_checkpoint, precision="fp32")
     pred = clf.predict([str(two_faces(tmp_path / "pair.jpg", small_second=True, blur_second=True))],
@@ -263,7 +263,7 @@ def test_each_face_gets_a_row_and_the_poor_deciding_face_is_named(aligned_checkp
 
 def test_the_user_can_explain_any_face(aligned_checkpoint, tmp_path):
     from realitycheck import explain
-    from realitycheck.checkpoints import load_checkpoint
+    from realitycheck.model.checkpoints import load_checkpoint
 
     model, card = load_checkpoint(aligned_checkpoint)
     img = Image.open(two_faces(tmp_path / "pair.jpg")).convert("RGB")
@@ -277,7 +277,7 @@ def test_the_user_can_explain_any_face(aligned_checkpoint, tmp_path):
 
 
 def test_face_numbers_on_the_picture_are_legible():
-    from realitycheck.faces import draw_faces
+    from realitycheck.intake.faces import draw_faces
 
     img = Image.new("RGB", (1200, 800), (128, 128, 128))
     out = np.asarray(draw_faces(img, [(600, 400, 100, 100)], [0.9], 0.5))
@@ -292,9 +292,9 @@ def test_face_numbers_on_the_picture_are_legible():
 
 def test_without_a_face_the_verdict_is_headed_unreliable_and_the_region_is_named(aligned_checkpoint):
     from realitycheck import explain
-    from realitycheck.checkpoints import load_checkpoint
-    from realitycheck.face_table import verdict_caveat
-    from realitycheck.inference import Classifier
+    from realitycheck.analysis.face_table import verdict_caveat
+    from realitycheck.model.checkpoints import load_checkpoint
+    from realitycheck.model.inference import Classifier
 
     img = Image.open(io.BytesIO(_jpeg(7, size=200))).convert("RGB")  # stripes: no face
     pred = Classifier.from_file(aligned_checkpoint).predict([img])[0]
@@ -319,7 +319,7 @@ def test_without_a_face_the_verdict_is_headed_unreliable_and_the_region_is_named
 ])
 def test_faithfulness_conclusion_follows_the_numbers(hot, rnd, kind, words):
     from realitycheck.explain import Faithfulness
-    from realitycheck.heatmap_words import faithfulness_words
+    from realitycheck.explain.heatmap_words import faithfulness_words
 
     f = Faithfulness(hot, rnd, target_class="fake")
     assert f.conclusion == kind
@@ -331,7 +331,7 @@ def test_faithfulness_conclusion_follows_the_numbers(hot, rnd, kind, words):
 
 def test_an_empty_heatmap_has_no_highlighted_part_to_speak_of():
     from realitycheck.explain import Faithfulness
-    from realitycheck.heatmap_words import faithfulness_words
+    from realitycheck.explain.heatmap_words import faithfulness_words
 
     f = Faithfulness(0.2, 0.01, target_class="fake", empty=True)
     assert f.conclusion == "empty" and "highlighted 20%" not in faithfulness_words(f)
@@ -343,7 +343,7 @@ def test_an_empty_heatmap_has_no_highlighted_part_to_speak_of():
 # ---------------------------------------------------------------------------------------------
 
 def test_hair_inside_the_detector_box_is_outside_the_face():
-    from realitycheck.heatmap_words import describe_evidence
+    from realitycheck.explain.heatmap_words import describe_evidence
 
     crop = (100, 0, 300, 250)
     box = (140, 30, 120, 140)  # a roomy box: it holds the hair above the forehead and beside the temples
@@ -368,8 +368,8 @@ def test_hair_inside_the_detector_box_is_outside_the_face():
 def test_limitations_follow_the_models_card(tiny_checkpoint):
     from dataclasses import replace
 
-    from realitycheck.checkpoints import read_card
-    from realitycheck.model_limits import limitations
+    from realitycheck.model.checkpoints import read_card
+    from realitycheck.model.model_limits import limitations
 
     card = read_card(tiny_checkpoint)
     per_source = [{"source": "studio", "label": "real", "n": 50, "rate": 0.08, "ci95_low": 0.03, "ci95_high": 0.19},
@@ -386,9 +386,9 @@ def test_limitations_follow_the_models_card(tiny_checkpoint):
 
 
 def test_limitations_of_the_shipped_model_name_its_own_sources():
-    from realitycheck.checkpoints import read_card
-    from realitycheck.inference import default_weights_path
-    from realitycheck.model_limits import limitations
+    from realitycheck.model.checkpoints import read_card
+    from realitycheck.model.inference import default_weights_path
+    from realitycheck.model.model_limits import limitations
 
     path = default_weights_path()
     if not path.is_file():
@@ -408,8 +408,8 @@ def test_limitations_of_the_shipped_model_name_its_own_sources():
 def test_the_suggested_labelled_path_is_accepted_by_the_default_roots(tmp_path, monkeypatch):
     import re
 
-    from realitycheck import access
-    from realitycheck.app.common import LABELLED_PLACEHOLDER
+    from realitycheck.serving import access
+    from realitycheck.serving.app.common import LABELLED_PLACEHOLDER
 
     example = re.search(r"e\.g\. (\S+)", LABELLED_PLACEHOLDER).group(1)
     monkeypatch.chdir(tmp_path)
@@ -426,7 +426,7 @@ def test_the_suggested_labelled_path_is_accepted_by_the_default_roots(tmp_path, 
 def test_generator_with_a_model_name_reads_as_one_phrase():
     from PIL.PngImagePlugin import PngInfo
 
-    from realitycheck import provenance as P
+    from realitycheck.intake import provenance as P
 
     info = PngInfo()
     info.add_text("parameters", "a portrait\nSteps: 20, Sampler: Euler a, CFG scale: 7, Model: v2-1_768")
@@ -441,7 +441,7 @@ def test_generator_with_a_model_name_reads_as_one_phrase():
 
 def test_durations_and_counts_in_words():
     pytest.importorskip("streamlit")
-    from realitycheck.app.common import duration_words, plural
+    from realitycheck.serving.app.common import duration_words, plural
 
     assert duration_words(0.3) == "under 1 s" and duration_words(12.4) == "about 12 s"
     assert plural(1, "misclassified image") == "1 misclassified image" and plural(3, "image") == "3 images"

@@ -47,7 +47,7 @@ def env(weights, monkeypatch):
 @pytest.fixture
 def aligned(weights, tmp_path, monkeypatch) -> Path:
     """The active model: the tiny checkpoint with face alignment (each face scored)."""
-    from realitycheck import checkpoints
+    from realitycheck.model import checkpoints
 
     model, card = checkpoints.load_checkpoint(weights / "a-low.pt")
     path = checkpoints.save_checkpoint(tmp_path / "aligned.pt", model,
@@ -167,7 +167,7 @@ def test_summary_heading_counts_failures_and_history_counts_images_once(weights)
 
 # 10: "Use" sets exactly the value shown, and says where it applies
 def test_use_sets_exactly_the_shown_threshold(weights, tmp_path):
-    from realitycheck.inference import Classifier
+    from realitycheck.model.inference import Classifier
 
     pool = [_jpeg(80 + i, noisy=i % 2 == 0) for i in range(8)]
     scores = [p.p_fake for p in Classifier.from_file(weights / "a-low.pt", precision="fp32").predict(pool)]
@@ -205,7 +205,7 @@ def test_about_page_limitations_come_from_the_card():
 def test_history_histogram_is_coloured_by_verdict():
     import pandas as pd
 
-    from realitycheck import plots
+    from realitycheck.analysis import plots
 
     fig = plots.verdict_histogram(pd.DataFrame({"p_fake": [0.1, 0.2, 0.9], "label": ["real", "real", "fake"]}), 0.5)
     assert {t.marker.color for t in fig.data} == {plots.COLORS["real"], plots.COLORS["fake"]}

@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from realitycheck import checkpoints, models
-from realitycheck.checkpoints import ModelCard, Preprocessing
-from realitycheck.inference import Classifier
-from realitycheck.ood import FeatureTap, OODStats, head_module
+from realitycheck.model import checkpoints, models
+from realitycheck.model.checkpoints import ModelCard, Preprocessing
+from realitycheck.model.inference import Classifier
+from realitycheck.model.ood import FeatureTap, OODStats, head_module
 
 SMALL = dict(resize=64, crop=64)  # a 64 px card: every path at a fraction of the 224 px cost
 
@@ -104,7 +104,7 @@ def test_gradcam_heatmap_covers_the_crop(npr):
 
 
 def test_fit_trains_from_scratch_and_writes_a_loadable_checkpoint(tmp_path):
-    from realitycheck.train import TrainConfig, fit
+    from realitycheck.training.train import TrainConfig, fit
     from tests.helpers import make_toy_folder
 
     data = make_toy_folder(tmp_path / "toy", side=32, per_class=12, blur=2)
@@ -122,7 +122,7 @@ def test_fit_trains_from_scratch_and_writes_a_loadable_checkpoint(tmp_path):
 
 def test_crop_never_resize_keeps_the_native_pixel_grid():
     """resize = 0: training crops, the test-time centre crop and Grad-CAM's region are native pixels."""
-    from realitycheck.train import train_transform
+    from realitycheck.training.train import train_transform
 
     rng = np.random.default_rng(3)
     arr = (rng.random((70, 90, 3)) * 255).astype("uint8")

@@ -18,8 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from realitycheck import checkpoints, cli, models
-from realitycheck.checkpoints import ModelCard, Preprocessing
+from realitycheck.model import checkpoints, models
+from realitycheck.model.checkpoints import ModelCard, Preprocessing
+from realitycheck.serving import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 0.005

@@ -1,4 +1,4 @@
-"""realitycheck.plots and realitycheck.report: figures never raise, the report is offline and escaped."""
+"""realitycheck.analysis.plots and realitycheck.analysis.report: figures never raise, the report is offline and escaped."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import plotly.graph_objects as go
 import pytest
 from plotly.offline import get_plotlyjs
 
-from realitycheck import metrics as M
-from realitycheck import plots as P
-from realitycheck.report import render_html_report, write_html_report
+from realitycheck.analysis import metrics as M
+from realitycheck.analysis import plots as P
+from realitycheck.analysis.report import render_html_report, write_html_report
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from realitycheck import preprocess
-from realitycheck.checkpoints import Preprocessing
+from realitycheck.intake import preprocess
+from realitycheck.model.checkpoints import Preprocessing
 
 
 def _image(w: int, h: int, seed: int) -> Image.Image:
@@ -60,9 +60,9 @@ def test_unknown_interpolation_is_a_clear_error():
 
 def test_predicting_does_not_import_torchvision(tmp_path):
     """torchvision's import (with torch._dynamo) was a second of the CLI's cold start."""
-    code = ("import sys; from PIL import Image; from realitycheck.checkpoints import Preprocessing; "
+    code = ("import sys; from PIL import Image; from realitycheck.model.checkpoints import Preprocessing; "
             "Preprocessing(align='none').transform()(Image.new('RGB', (300, 200))); "
-            "from realitycheck.inference import Classifier; print('torchvision' in sys.modules)")
+            "from realitycheck.model.inference import Classifier; print('torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"

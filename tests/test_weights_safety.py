@@ -20,11 +20,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from realitycheck import checkpoints, cli, models
-from realitycheck.checkpoints import FORMAT, CheckpointError, ModelCard, Preprocessing
-from realitycheck.inference import Classifier
+from realitycheck.model import checkpoints, models
+from realitycheck.model.checkpoints import (
+    FORMAT,
+    CheckpointError,
+    ModelCard,
+    Preprocessing,
+)
+from realitycheck.model.inference import Classifier
+from realitycheck.serving import cli
 from tests.helpers import cli_command, cli_env
-
 
 # ---------------------------------------------------------------------------------------------
 # Hostile pickles. Each payload, if ever unpickled, leaves a sentinel file behind.

@@ -25,7 +25,14 @@ from realitycheck.explain.explainer import (
     shared_copy,
 )
 from realitycheck.explain.faithfulness import REMOVE_FRACTION, Faithfulness
-from realitycheck.explain.methods import DEFAULT_METHOD, METHOD_NOTES, METHODS, SLOW_METHODS, Method, get_method
+from realitycheck.explain.methods import (
+    DEFAULT_METHOD,
+    METHOD_NOTES,
+    METHODS,
+    SLOW_METHODS,
+    Method,
+    get_method,
+)
 from realitycheck.explain.render import (
     HotRegion,
     colorbar_image,

@@ -37,16 +37,21 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-from realitycheck import models
-from realitycheck.checkpoints import ModelCard
 from realitycheck.explain import faithfulness as faith
 from realitycheck.explain import render
 from realitycheck.explain.faithfulness import Faithfulness
-from realitycheck.explain.methods import DEFAULT_METHOD, Method, Progress, Ticker, get_method
+from realitycheck.explain.methods import (
+    DEFAULT_METHOD,
+    Method,
+    Progress,
+    Ticker,
+    get_method,
+)
+from realitycheck.model import models
+from realitycheck.model.checkpoints import ModelCard
 
 DEFAULT_BATCH_SIZE = 16
 # Grad-CAM costs about this many forwards per image (forward + backward through the head only);
@@ -79,7 +84,7 @@ class Explanation:
         face_boxes / landmarks: the detector's boxes and the largest face's five landmarks in the
         input image (both ignored for an aligned face, whose box and landmarks in the view are known).
         """
-        from realitycheck import heatmap_words
+        from realitycheck.explain import heatmap_words
 
         if self.view_face_box is not None:
             h, w = self.heatmap.shape
@@ -98,7 +103,7 @@ class Explanation:
         if self.view_face_box is not None or image is None:
             return self.describe()
         if faces is None:
-            from realitycheck.faces import find_faces
+            from realitycheck.intake.faces import find_faces
 
             faces = find_faces(image)
         return self.describe(faces.boxes, faces.faces[0].landmarks if faces.faces else None)
@@ -376,7 +381,7 @@ class Explainer:
     def _deciding_view(self, im: Image.Image, face: int | None = None) -> tuple[Image.Image, tuple]:
         """(the view whose p_fake is the verdict, or face `face`'s view, (its face box, its five
         landmarks) in the view, or (None, None) when no face was found) for an aligned card."""
-        from realitycheck.faces import find_faces
+        from realitycheck.intake.faces import find_faces
 
         pre = self.card.preprocessing
         report = find_faces(im)
@@ -392,7 +397,7 @@ class Explainer:
             with torch.inference_mode():
                 p = torch.softmax(self.model(x.to(next(self.model.parameters()).device)).float(), -1)[:, fake]
             best = int(p.argmax())
-        from realitycheck.faces import box_in_aligned_view, landmark_position
+        from realitycheck.intake.faces import box_in_aligned_view, landmark_position
 
         face = report.faces[best]
         return views[best][0], (box_in_aligned_view(face, pre.crop, pre.zoom),

@@ -13,10 +13,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
-from torch import nn
-
 from pytorch_grad_cam.metrics.road import ROADMostRelevantFirst
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+from torch import nn
 
 REMOVE_FRACTION = 0.2  # the faithfulness check removes this share of the pixels
 

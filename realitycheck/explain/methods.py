@@ -11,8 +11,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
-
 from pytorch_grad_cam import (
     AblationCAM,
     AblationLayer,
@@ -25,7 +23,11 @@ from pytorch_grad_cam import (
     XGradCAM,
 )
 from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+from pytorch_grad_cam.utils.model_targets import (
+    ClassifierOutputSoftmaxTarget,
+    ClassifierOutputTarget,
+)
+from torch import nn
 
 Progress = Callable[[int, int], None]
 
