@@ -336,6 +336,7 @@ def worker_stages(spec: str, files: list[str]) -> dict:
     from realitycheck.intake.faces import find_faces
     from realitycheck.intake.images import load_image
     from realitycheck.model import engines
+    from realitycheck.model.views import image_views
 
     clf = _classifier(spec, precision="fp32")
     files = files[:64]
@@ -344,9 +345,9 @@ def worker_stages(spec: str, files: list[str]) -> dict:
     pre = clf.card.preprocessing
     find_faces(load_image(files[0]).image, "opencv")  # both detectors loaded before timing
     for f in files:
-        t0 = time.perf_counter(); img = load_image(f, draft_size=clf._draft_size()).image
+        t0 = time.perf_counter(); img = load_image(f).image
         t1 = time.perf_counter(); report = find_faces(img)
-        t2 = time.perf_counter(); xs.append(pre.to_tensor(pre.views(img, report)[0]))  # aligned: the warp
+        t2 = time.perf_counter(); xs.append(image_views(img, pre, report)[0].tensor)  # aligned: the warp
         t3 = time.perf_counter(); find_faces(img, "opencv")  # the detector the original loop uses
         t4 = time.perf_counter()
         t["decode"] += t1 - t0; t["face_check"] += t2 - t1; t["preprocess"] += t3 - t2; t["face_check_opencv"] += t4 - t3

@@ -52,6 +52,12 @@ from realitycheck.explain.methods import (
 )
 from realitycheck.model import models
 from realitycheck.model.checkpoints import ModelCard
+from realitycheck.model.views import (
+    deciding,
+    explained_image,
+    face_geometry,
+    find_views,
+)
 
 DEFAULT_BATCH_SIZE = 16
 # Grad-CAM costs about this many forwards per image (forward + backward through the head only);
@@ -379,29 +385,30 @@ class Explainer:
         return out
 
     def _deciding_view(self, im: Image.Image, face: int | None = None) -> tuple[Image.Image, tuple]:
-        """(the view whose p_fake is the verdict, or face `face`'s view, (its face box, its five
-        landmarks) in the view, or (None, None) when no face was found) for an aligned card."""
-        from realitycheck.intake.faces import find_faces
+        """(the view to explain at input size, (its face box, its five landmarks) in the view, or
+        (None, None) when no face was found) for an aligned card.
 
+        Which face: `face` when given (callers that predicted first pass `Prediction.deciding_face`, so
+        the heatmap is of the view that decided the verdict); else the most suspicious face, scored here
+        with the card's mirror rule (an explainer has no engine: an exported graph may differ in the 6th
+        digit, which is why product paths pass the prediction's face).
+        """
         pre = self.card.preprocessing
-        report = find_faces(im)
-        views = pre.views(im, report)
-        if face is not None and not 0 <= face < (report.count if views[0][2] is not None else 0):
+        views, report = find_views(im, pre, face_check=False)
+        if face is not None and not 0 <= face < (report.count if views[0].face is not None else 0):
             raise ValueError(f"face {face + 1} was asked for, but {report.count} face(s) were found")
-        if views[0][2] is None:
-            return pre.transform().framed(im), (None, None)
+        if views[0].face is None:
+            return explained_image(views[0], pre), (None, None)
         best = 0 if face is None else face
         if len(views) > 1 and face is None:
             fake = list(self.card.classes).index("fake")
-            x = torch.stack([pre.to_tensor(v) for v in views])
+            x = torch.stack([v.tensor for v in views]).to(next(self.model.parameters()).device)
             with torch.inference_mode():
-                p = torch.softmax(self.model(x.to(next(self.model.parameters()).device)).float(), -1)[:, fake]
-            best = int(p.argmax())
-        from realitycheck.intake.faces import box_in_aligned_view, landmark_position
-
-        face = report.faces[best]
-        return views[best][0], (box_in_aligned_view(face, pre.crop, pre.zoom),
-                                landmark_position(face.landmarks, pre.crop, pre.zoom))
+                p = torch.softmax(self.model(x).float(), -1)[:, fake]
+                if pre.mirror_average:
+                    p = (p + torch.softmax(self.model(x.flip(3)).float(), -1)[:, fake]) / 2
+            best = deciding(p.tolist())
+        return views[best].image, face_geometry(report.faces[best], pre)
 
     def _explain_batch(self, model, layer, transform, imgs, spec: Method, target_class, batch_size,
                        want_faith, ticker, seed) -> list[Explanation]:

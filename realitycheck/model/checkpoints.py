@@ -80,26 +80,6 @@ class Preprocessing:
 
         return Normalized(self.mean, self.std)
 
-    def views(self, image, report) -> list[tuple[object, str, int | None]]:
-        """What the model looks at: (PIL image at input size or whole image, region words, face index).
-
-        The one rule for every path (predict, evaluate, explain, train): aligned cards score each
-        detected face; otherwise, or when no face was found, the whole image is scored.
-        """
-        if self.align == "face" and report is not None and report.count:
-            from realitycheck.intake.faces import align_face
-
-            return [(align_face(image, f.landmarks, self.crop, self.zoom), f"aligned face {i + 1}", i)
-                    for i, f in enumerate(report.faces)]
-        return [(image, "centre crop", None)]
-
-    def to_tensor(self, view) -> "torch.Tensor":
-        """The tensor of one view from `views` (aligned faces are already at input size)."""
-        img, region, face = view
-        if face is not None:
-            return self.tensor_transform()(img)
-        return self.transform()(img)
-
     def crop_box(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
         """The (left, top, right, bottom) region of an image of `size` that the model actually sees."""
         w, h = size

@@ -596,8 +596,7 @@ def preprocessed_batches(clf, files: Sequence[Path], batch: int = 16, *, views: 
     for i in range(0, len(files), batch):
         xs = []
         for f in files[i:i + batch]:
-            pr = prepare(f, None, clf.card.preprocessing, face_check=False, crop_face=clf.crop_face,
-                         draft_size=clf._draft_size())
+            pr = prepare(f, None, clf.card.preprocessing, face_check=False, crop_face=clf.crop_face)
             if pr.error is None:
                 xs.append(pr.tensor[0].numpy())  # the first view (an aligned card's largest face)
         if xs:
@@ -820,8 +819,7 @@ def _probabilities(ref, runners: dict, files: Sequence[Path]) -> tuple[dict, dic
     for i in range(0, len(files), 16):
         xs = []
         for f in files[i:i + 16]:
-            pr = prepare(f, None, ref.card.preprocessing, face_check=False, crop_face=ref.crop_face,
-                         draft_size=ref._draft_size())
+            pr = prepare(f, None, ref.card.preprocessing, face_check=False, crop_face=ref.crop_face)
             ok.append(pr.error is None)
             if pr.error is None:
                 xs.append(torch.as_tensor(pr.tensor)[0])  # the first view (an aligned card's largest face)

@@ -18,45 +18,22 @@ import torch
 from PIL import Image
 from torch import nn
 
-from realitycheck import REPO_ROOT
-from realitycheck.intake.faces import FaceReport, crop_to_face, find_faces
+from realitycheck.intake.faces import FaceReport
 from realitycheck.intake.images import ImageError, LoadedImage, load_image
 from realitycheck.intake.images import _describe as describe_name
 from realitycheck.model import checkpoints, engines
 from realitycheck.model.checkpoints import CheckpointError, ModelCard, Preprocessing
+from realitycheck.model.registry import (  # noqa: F401  (where the CLI, app and tests have long found them)
+    DEFAULT_WEIGHTS_NAME,
+    NoWeightsError,
+    default_weights_path,
+    list_weights,
+    weights_dir,
+)
+from realitycheck.model.views import deciding, find_views, needs_faces
 
 if TYPE_CHECKING:
     from realitycheck.intake.provenance import Provenance
-
-DEFAULT_WEIGHTS_NAME = "realitycheck-lite2-t2i.pt"
-
-
-class NoWeightsError(FileNotFoundError):
-    """No trained weights are available; the app and CLI say so instead of guessing."""
-
-
-def weights_dir() -> Path:
-    """The weights folder: $REALITYCHECK_WEIGHTS_DIR, read at each call (the app and tests set it late)."""
-    env = os.environ.get("REALITYCHECK_WEIGHTS_DIR")
-    return Path(env) if env else REPO_ROOT / "weights"
-
-
-def default_weights_path() -> Path:
-    """$REALITYCHECK_WEIGHTS, else the model registry's active version (`learn`, `models use`), else the shipped file."""
-    env = os.environ.get("REALITYCHECK_WEIGHTS")
-    if env:
-        return Path(env)
-    from realitycheck.model.registry import active_weights
-
-    return active_weights() or weights_dir() / DEFAULT_WEIGHTS_NAME
-
-
-def list_weights(folder: str | os.PathLike | None = None) -> list[Path]:
-    folder = Path(folder) if folder else weights_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix in (".pt", ".pth") and ".train-state" not in p.name)
-
 
 def verdict(p_fake: float, threshold: float) -> str:
     """The decision rule everywhere: fake iff p_fake >= threshold."""
@@ -95,6 +72,7 @@ class Prediction:
     region: str = "centre crop"  # the part of the image the model saw
     face_p_fake: list = field(default_factory=list)  # aligned models: p_fake of each face (boxes' order)
     face_unfamiliar: list = field(default_factory=list)  # aligned models with the check: each face's flag (same order)
+    deciding_face: int | None = None  # aligned models: the face whose p_fake is the verdict (what explain shows)
     unfamiliar: bool | None = None  # True: outside what the model trained on (None: the model has no such check)
     # which generator family the deciding face looks like ({"name", "probabilities"}; None: the model has no
     # attribution head). Said of every image, read only for a fake verdict; never part of p_fake
@@ -173,15 +151,12 @@ class _Prepared:
 Prepared = _Prepared  # the public name, for pipelines that decode in one place and predict in another (distributed)
 
 
-def draft_size_for(card: ModelCard) -> None:
-    """No reduced-size JPEG draft decode: `explain` and training decode in full, and a draft
-    decode moved p_fake by up to 0.015, so every path (local, Ray) decodes the same way."""
-    return None
-
-
 def prepare(source, name: str | None, pre: Preprocessing, *, face_check: bool = True, crop_face: bool = False,
-            draft_size: int | None = None, keep_image: bool = False) -> _Prepared:
-    """Decode + face check + the card's views (aligned faces or whole image), never raising for a bad image."""
+            keep_image: bool = False) -> _Prepared:
+    """Decode + face check + the card's views (`views.find_views`), never raising for a bad image.
+
+    Decoding is always full-size (no JPEG draft): a draft decode moved p_fake by up to 0.015, and every
+    path (local, Ray, explain, training) must see the same pixels."""
     t0 = time.perf_counter()
     label = describe_name(name or (str(source) if isinstance(source, (str, os.PathLike)) else "image"))
     try:
@@ -190,21 +165,18 @@ def prepare(source, name: str | None, pre: Preprocessing, *, face_check: bool = 
         elif isinstance(source, Image.Image):
             loaded = LoadedImage(image=source.convert("RGB"), name=label, format=None)
         else:
-            loaded = load_image(source, name=name, draft_size=draft_size)
-        img = loaded.image
+            loaded = load_image(source, name=name)
+        views, report = find_views(loaded.image, pre, face_check=face_check, crop_face=crop_face)
+        tensor = torch.stack([v.tensor for v in views])
         aligned = pre.align == "face"
-        report = find_faces(img) if (face_check or aligned) else FaceReport(count=0, available=False)
-        if crop_face and report.count and not aligned:
-            img = crop_to_face(img, report.boxes[0])
-        views = pre.views(img, report) if aligned else [(img, "face crop" if crop_face and report.count else "centre crop", None)]
-        tensor = torch.stack([pre.to_tensor(v) for v in views])
-        per_face = aligned and report.count > 0
-        message = report.message if (face_check or aligned) else "face check off"
+        per_face = views[0].face is not None
+        message = report.message if needs_faces(pre, face_check) else "face check off"
         if aligned and report.count > 1:
             message += ": each face is scored; the image's verdict is its most suspicious face"
         elif aligned and report.available and not report.count:
             message += " (the whole image was scored)"
-        region = (views[0][1] if len(views) == 1 else f"{len(views)} aligned faces") if per_face else views[0][1]
+        region = f"{len(views)} aligned faces" if len(views) > 1 else views[0].region
+        img = views[0].image if views[0].region == "face crop" else loaded.image
         return _Prepared(loaded.name, tensor, report.count if report.available else None, report.boxes,
                          message, region, loaded.notes, seconds=time.perf_counter() - t0,
                          image=img if keep_image else None, per_face=per_face,
@@ -217,16 +189,16 @@ def prepare(source, name: str | None, pre: Preprocessing, *, face_check: bool = 
 
 
 class _PathDataset(torch.utils.data.Dataset):
-    def __init__(self, items: Sequence, pre, face_check, crop_face, draft_size):
+    def __init__(self, items: Sequence, pre, face_check, crop_face):
         self.items, self.pre = items, pre
-        self.face_check, self.crop_face, self.draft_size = face_check, crop_face, draft_size
+        self.face_check, self.crop_face = face_check, crop_face
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
         pr = prepare(self.items[i], None, self.pre, face_check=self.face_check,
-                     crop_face=self.crop_face, draft_size=self.draft_size)
+                     crop_face=self.crop_face)
         if pr.tensor is not None:
             # Plain bytes through the pipe, not a shared-memory tensor: torch's fd sharing runs a
             # resource-sharer thread that prints tracebacks when a run is interrupted mid-transfer.
@@ -335,9 +307,6 @@ class Classifier:
         return self.engine.label if self.engine is not None else "torch"
 
     # -- the model -----------------------------------------------------------------------------
-    def _draft_size(self) -> None:
-        return draft_size_for(self.card)
-
     def probabilities(self, x: torch.Tensor, precision: str | None = None) -> np.ndarray:
         """p_fake for a batch of preprocessed tensors (averaged with the mirror image if the card says so)."""
         return self.scores(x, precision)[0]
@@ -395,10 +364,11 @@ class Classifier:
                 continue
             n_views = int(pr.tensor.shape[0])
             views = [float(v) for v in p_fake[k:k + n_views]]
-            pf = max(views)  # the image is as suspicious as its most suspicious face
-            deciding = k + views.index(pf)
-            score = float(ood[deciding]) if ood is not None else None  # of the deciding face
-            generator = self.attribution.guess(gen[deciding]) if gen is not None else None
+            best = deciding(views)
+            pf = views[best]
+            deciding_view = k + best
+            score = float(ood[deciding_view]) if ood is not None else None  # of the deciding face
+            generator = self.attribution.guess(gen[deciding_view]) if gen is not None else None
             each = ([bool(v > self.ood.threshold) for v in ood[k:k + n_views]]
                     if ood is not None and pr.per_face else [])
             k += n_views
@@ -406,6 +376,7 @@ class Classifier:
                 name=pr.name, label=verdict(pf, self.threshold), p_fake=pf, p_real=1.0 - pf,
                 threshold=self.threshold, faces=pr.faces, face_boxes=pr.boxes, face_message=pr.face_message,
                 region=pr.region, face_p_fake=views if pr.per_face else [], face_unfamiliar=each,
+                deciding_face=best if pr.per_face else None,
                 seconds=pr.seconds + share,
                 unfamiliar=None if score is None else bool(score > self.ood.threshold), ood_score=score,
                 generator=generator, notes=pr.notes, image=pr.image, face_report=pr.face_report))
@@ -431,7 +402,7 @@ class Classifier:
         results: list[Prediction] = []
         for start in range(0, len(inputs), self.batch_size):
             chunk = [prepare(src, nm, self.card.preprocessing, face_check=self.face_check, crop_face=self.crop_face,
-                             draft_size=self._draft_size(), keep_image=keep_images)
+                             keep_image=keep_images)
                      for src, nm in zip(inputs[start:start + self.batch_size], names[start:start + self.batch_size])]
             results += self._run_batch(chunk, precision)
         return results
@@ -449,7 +420,7 @@ class Classifier:
         items = items if isinstance(items, Sequence) else list(items)
         total = len(items) if total is None else total
         workers = default_workers() if workers is None else workers
-        ds = _PathDataset(items, self.card.preprocessing, self.face_check, self.crop_face, self._draft_size())
+        ds = _PathDataset(items, self.card.preprocessing, self.face_check, self.crop_face)
         loader = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, num_workers=workers,
                                              collate_fn=_identity_collate, prefetch_factor=2 if workers else None)
         done = 0
@@ -469,7 +440,7 @@ class Classifier:
         from realitycheck.model.ood import FeatureTap
 
         workers = default_workers() if workers is None else workers
-        ds = _PathDataset(list(items), self.card.preprocessing, self.face_check, self.crop_face, self._draft_size())
+        ds = _PathDataset(list(items), self.card.preprocessing, self.face_check, self.crop_face)
         loader = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, num_workers=workers,
                                              collate_fn=_identity_collate, prefetch_factor=2 if workers else None)
         for chunk in loader:

@@ -7,7 +7,7 @@ checkpoint that lives elsewhere (the model `learn` started from), so rolling bac
 that file's answers. ``active.json`` names the active version and the ones active before it.
 
 The active version is what "the default model" means to the CLI and the dashboard
-(`inference.default_weights_path`), unless ``$REALITYCHECK_WEIGHTS`` names a file explicitly.
+(`default_weights_path` below), unless ``$REALITYCHECK_WEIGHTS`` names a file explicitly.
 No torch here: reading the registry is cheap.
 """
 
@@ -20,9 +20,40 @@ import os
 import uuid
 from pathlib import Path
 
+from realitycheck import REPO_ROOT
+
 REGISTRY_ENV = "REALITYCHECK_REGISTRY"
 ACTIVE_FILE = "active.json"
 VERSION_FILE = "version.json"
+
+
+# The shipped default (what a fresh clone runs), unless the registry has an active version
+DEFAULT_WEIGHTS_NAME = "realitycheck-lite2-t2i.pt"
+
+
+class NoWeightsError(FileNotFoundError):
+    """No trained weights are available; the app and CLI say so instead of guessing."""
+
+
+def weights_dir() -> Path:
+    """The weights folder: $REALITYCHECK_WEIGHTS_DIR, read at each call (the app and tests set it late)."""
+    env = os.environ.get("REALITYCHECK_WEIGHTS_DIR")
+    return Path(env) if env else REPO_ROOT / "weights"
+
+
+def default_weights_path() -> Path:
+    """$REALITYCHECK_WEIGHTS, else the model registry's active version (`learn`, `models use`), else the shipped file."""
+    env = os.environ.get("REALITYCHECK_WEIGHTS")
+    if env:
+        return Path(env)
+    return active_weights() or weights_dir() / DEFAULT_WEIGHTS_NAME
+
+
+def list_weights(folder: str | os.PathLike | None = None) -> list[Path]:
+    folder = Path(folder) if folder else weights_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".pt", ".pth") and ".train-state" not in p.name)
 
 
 class RegistryError(ValueError):
@@ -33,8 +64,6 @@ def registry_dir() -> Path:
     env = os.environ.get(REGISTRY_ENV)
     if env:
         return Path(env).expanduser()
-    from realitycheck.model.inference import weights_dir
-
     return weights_dir() / "registry"
 
 

@@ -205,8 +205,6 @@ def _report_recorder(recorder) -> bool:
 def cmd_explain(args) -> int:
     from realitycheck import explain
     from realitycheck.intake.images import ImageError, load_image
-    from realitycheck.model.inference import verdict
-    from realitycheck.serving.records import explained_p_fake
 
     if args.method not in explain.METHODS:
         raise UserError(f"unknown method {args.method!r}; choose from {', '.join(explain.METHODS)}")
@@ -225,15 +223,20 @@ def cmd_explain(args) -> int:
             records.append({"path": src, "error": str(exc)})
             failed += 1
             continue
+        pred = clf.predict_one(loaded)  # the verdict, and the face that decided it: the one explained
+        if not pred.ok:
+            records.append({"path": src, "error": pred.error})
+            failed += 1
+            continue
         exp = explainer.explain([loaded.image], method=args.method, target_class=args.target_class,
-                                batch_size=args.batch_size, progress=None if args.progress else False)[0]
-        p_fake = explained_p_fake(clf, loaded, exp)  # = predict's (records.explained_p_fake says why)
+                                batch_size=args.batch_size, progress=None if args.progress else False,
+                                face=pred.deciding_face)[0]
         panel = explain.render_panel(exp.region_image, exp.heatmap, opacity=args.opacity)  # original | overlay + bar
         png = out / f"{Path(src).stem}.{args.method}.png"
         panel.save(png)
         f = exp.faithfulness
         records.append({
-            "path": src, "label": verdict(p_fake, clf.threshold), "p_fake": p_fake, "method": args.method,
+            "path": src, "label": pred.label, "p_fake": pred.p_fake, "method": args.method,
             "explained_class": exp.target_class, "region": exp.region, "overlay": str(png),
             "faithfulness": None if f is None else {"drop_hot": f.drop_hot, "drop_random": f.drop_random,
                                                     "score": f.score, "meaning": f.meaning},
@@ -436,6 +439,7 @@ def cmd_video(args) -> int:
     out = result.to_dict()
     if args.heatmaps:  # Grad-CAM of the most suspicious frames (the deciding face of each)
         from realitycheck import explain
+        from realitycheck.model.views import deciding
 
         folder = Path(args.heatmaps)
         folder.mkdir(parents=True, exist_ok=True)
@@ -443,7 +447,9 @@ def cmd_video(args) -> int:
         out["heatmaps"] = []
         for k in result.suspicious:
             fr = result.frames[k]
-            exp = explainer.explain([frames[fr.frame]], method="gradcam", target_class="fake", progress=False)[0]
+            face = deciding(fr.face_p_fake) if fr.face_p_fake else None  # the face the frame's verdict came from
+            exp = explainer.explain([frames[fr.frame]], method="gradcam", target_class="fake", progress=False,
+                                    face=face)[0]
             png = folder / f"{Path(args.file).stem}.frame{fr.frame:06d}.gradcam.png"
             exp.panel(caption=f"frame {fr.frame} ({fr.time_s:.2f} s): p_fake {fr.p_fake:.3f}").save(png)
             out["heatmaps"].append({"frame": fr.frame, "png": str(png), "where": exp.where(frames[fr.frame])})

@@ -29,7 +29,6 @@ from realitycheck.model.inference import (
     Classifier,
     Prediction,
     Prepared,
-    draft_size_for,
     prepare,
 )
 
@@ -117,7 +116,7 @@ def _read_uri(uri: str) -> bytes:
 # The two stages
 # ---------------------------------------------------------------------------------------------
 
-def decode_batch(batch: dict, *, preprocessing, face_check: bool, crop_face: bool, draft_size: int) -> dict:
+def decode_batch(batch: dict, *, preprocessing, face_check: bool, crop_face: bool) -> dict:
     """CPU stage: `inference.prepare` on each path; a bad image becomes a row with its error.
 
     An image yields one view per aligned face (or one whole-image view): its tensor travels as raw
@@ -134,11 +133,10 @@ def decode_batch(batch: dict, *, preprocessing, face_check: bool, crop_face: boo
                 pr = Prepared(path, error=f"{path}: cannot read ({str(exc).splitlines()[0]})")
                 declared = read_provenance(path)  # says the file cannot be read
             else:
-                pr = prepare(data, path, preprocessing, face_check=face_check, crop_face=crop_face,
-                             draft_size=draft_size)
+                pr = prepare(data, path, preprocessing, face_check=face_check, crop_face=crop_face)
                 declared = read_provenance(data)  # here, where the bytes are: the driver may not reach them
         else:  # exactly what the local loader does with a path
-            pr = prepare(path, None, preprocessing, face_check=face_check, crop_face=crop_face, draft_size=draft_size)
+            pr = prepare(path, None, preprocessing, face_check=face_check, crop_face=crop_face)
             declared = read_provenance(path)
         cols["provenance"].append(json.dumps(declared.to_dict()))
         ok = pr.error is None
@@ -237,7 +235,7 @@ def build_dataset(clf: Classifier, paths: Sequence[str], *, actors: int = 1, cpu
     decode_args = {} if fuse_decode else {"memory": DECODE_TASK_MEMORY}
     ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=batch, num_cpus=decode_cpus,
                         fn_kwargs={"preprocessing": clf.card.preprocessing, "face_check": clf.face_check,
-                                   "crop_face": clf.crop_face, "draft_size": draft_size_for(clf.card)},
+                                   "crop_face": clf.crop_face},
                         **decode_args)
     return ds.map_batches(ModelActor, batch_format="numpy", batch_size=batch,
                           compute=ray.data.ActorPoolStrategy(size=actors),

@@ -35,15 +35,3 @@ def model_record(clf: "Classifier", sha256: str | None = None) -> dict:
     return {"id": clf.name, "sha256": sha256, "file": clf.path.name if clf.path else None, "arch": clf.arch,
             "threshold": clf.threshold, "engine": clf.engine_label, "classes": list(clf.card.classes),
             "unfamiliar_check": clf.ood is not None}
-
-
-def explained_p_fake(clf: "Classifier", loaded, explanation) -> float:
-    """The p_fake to show beside a heatmap: the Classifier's whenever it differs from the CAM's forward.
-
-    explain's forward pass scores the view it explains with PyTorch; that is the prediction unless the
-    card averages the image with its mirror image or an exported engine predicts: then the Classifier
-    gives the verdict, so it equals `predict`'s.
-    """
-    if clf.mirror_average or clf.engine is not None:
-        return clf.predict([loaded])[0].p_fake
-    return explanation.p_fake

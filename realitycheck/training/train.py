@@ -155,7 +155,8 @@ class AlignedTrainTransform:
         self.tensor = pre.tensor_transform()
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        from realitycheck.intake.faces import align_face, find_faces
+        from realitycheck.intake.faces import find_faces
+        from realitycheck.model.views import face_view
 
         for step in self.photo:
             img = step(img)
@@ -167,7 +168,7 @@ class AlignedTrainTransform:
                 lm = centre + (lm - centre) * random.uniform(0.94, 1.06)
                 eye_dist = float(np.hypot(*(lm[1] - lm[0])))
                 lm = lm + np.array([random.uniform(-1, 1), random.uniform(-1, 1)]) * 0.03 * 4 * eye_dist * self.pre.zoom
-            view = align_face(img, lm, self.pre.crop, self.pre.zoom)
+            view = face_view(img, lm, self.pre)  # the framing prediction uses (model.views)
         else:
             view = self.whole(img)
         if self.flip and random.random() < 0.5:

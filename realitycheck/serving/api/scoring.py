@@ -31,19 +31,21 @@ def explain_record(clf, data: bytes, name: str, method: str, target_class: str |
     """
     from realitycheck import explain
     from realitycheck.intake.images import ImageError, load_image
-    from realitycheck.model.inference import verdict
 
     try:
         loaded = load_image(data, name=name)
     except ImageError as exc:
         raise Refused(400, "bad_image", str(exc)) from None
     t0 = time.perf_counter()
-    exp = clf.explainer.explain([loaded.image], method=method, target_class=target_class, progress=False)[0]
-    p_fake = records.explained_p_fake(clf, loaded, exp)
+    pred = clf.predict_one(loaded)  # the verdict, and the face that decided it: the one explained
+    if not pred.ok:
+        raise Refused(400, "bad_image", pred.error)
+    exp = clf.explainer.explain([loaded.image], method=method, target_class=target_class, progress=False,
+                                face=pred.deciding_face)[0]
     png = explain.to_png_bytes(exp.panel(max_side=None))
     f = exp.faithfulness
     out = {
-        "path": loaded.name, "label": verdict(p_fake, clf.threshold), "p_fake": p_fake, "threshold": clf.threshold,
+        "path": loaded.name, "label": pred.label, "p_fake": pred.p_fake, "threshold": clf.threshold,
         "method": exp.method, "explained_class": exp.target_class, "region": exp.region, "where": exp.where(loaded.image),
         "faithfulness": None if f is None else {"drop_hot": f.drop_hot, "drop_random": f.drop_random,
                                                 "score": f.score, "meaning": f.meaning},
