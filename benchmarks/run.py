@@ -314,7 +314,7 @@ def _graph_variants(clf, spec: str) -> list:
     path = None if spec == "resnet50-original" else Path(spec)
     key = engines.file_sha256(path) if path else engines.model_sha256(clf.model, clf.card)
     out, seen = [], set()
-    for folder in engines._folders(key, path):
+    for folder in engines.engine_folders(key, path):
         m = engines.read_manifest(folder)
         if not m or m.get("checkpoint_sha256") != key:
             continue
@@ -336,6 +336,7 @@ def worker_stages(spec: str, files: list[str]) -> dict:
     from realitycheck.intake.faces import find_faces
     from realitycheck.intake.images import load_image
     from realitycheck.model import engines
+    from realitycheck.model.export import images_per_second
     from realitycheck.model.views import image_views
 
     clf = _classifier(spec, precision="fp32")
@@ -367,11 +368,11 @@ def worker_stages(spec: str, files: list[str]) -> dict:
         def run(b, prec=prec):
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
                 return model(torch.from_numpy(np.ascontiguousarray(b)).contiguous(memory_format=torch.channels_last))
-        fwd[f"torch {prec} batch 16"] = 1000 / engines._images_per_second(run, xv, TIMING_SECONDS) * views
+        fwd[f"torch {prec} batch 16"] = 1000 / images_per_second(run, xv, TIMING_SECONDS) * views
     gate = {}
     for eng, prec, f, passed in _graph_variants(clf, spec):
         ge = engines.GraphEngine(eng, prec, f)
-        fwd[f"{eng} {prec} batch 16"] = 1000 / engines._images_per_second(ge.run, xv, TIMING_SECONDS) * views
+        fwd[f"{eng} {prec} batch 16"] = 1000 / images_per_second(ge.run, xv, TIMING_SECONDS) * views
         gate[f"{eng} {prec} batch 16"] = passed
     return {"stages_ms": out, "forward_ms": fwd, "gate_passed": gate, "views": views, "images": len(files)}
 

@@ -29,14 +29,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from realitycheck.model import checkpoints, engines
+from realitycheck.model import checkpoints, engines, export
 from realitycheck.model.inference import Classifier
 from realitycheck.model.ood import OODStats
 
 
 def calibration_views(ref, data, seed: int, n: int) -> list[np.ndarray]:
     """The export's calibration batches: its n training-split images, with their mirror images."""
-    return list(engines.preprocessed_batches(ref, [r[0] for r in engines.calibration_files(data, seed, n)], views=True))
+    return list(export.preprocessed_batches(ref, [r[0] for r in export.calibration_files(data, seed, n)], views=True))
 
 
 def is_depthwise(node) -> bool:
@@ -48,7 +48,7 @@ def prepared_fp32(model, card, folder: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     raw, pre = folder / "fp32.raw.onnx", folder / "fp32.pre.onnx"
-    engines._save_proto(engines._export_proto(model, card), raw)
+    engines.save_proto(engines.export_proto(model, card), raw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quant_pre_process(str(raw), str(pre), skip_symbolic_shape=True)
@@ -116,7 +116,7 @@ def main() -> None:
     ood = OODStats.from_tensors(extras["ood"]) if "ood" in extras else None
     ref = Classifier(model, card, precision="fp32", engine="torch", ood=ood)
     seed = int(((card.training or {}).get("settings") or {}).get("seed", 0) or 0)
-    val = engines.labelled_files(a.data, "val", seed)
+    val = export.labelled_files(a.data, "val", seed)
     print(f"{len(val)} validation images; threshold {ref.threshold}", flush=True)
 
     calib = calibration_views(ref, a.data, seed, a.calibration_images)
@@ -128,16 +128,16 @@ def main() -> None:
     def build(name: str, keep: list[str], method: str = "minmax") -> Path:
         path = out / f"{name}.onnx"
         t0 = time.perf_counter()
-        engines.quantize_int8(model, card, path, iter(calib), method=method, keep_fp32=keep)
+        export.quantize_int8(model, card, path, iter(calib), method=method, keep_fp32=keep)
         print(f"{name}: calibrated in {time.perf_counter() - t0:.0f} s ({len(keep)} nodes fp32)", flush=True)
         return path
 
-    base_keep = engines.default_keep_fp32(nodes)  # what `realitycheck export --int8` keeps fp32
+    base_keep = export.default_keep_fp32(nodes)  # what `realitycheck export --int8` keeps fp32
     graphs = {"export (stem + head fp32)": (build("export", base_keep), len(base_keep))}
 
     # 1. per-layer noise of the export's graph, on a few validation views
-    debug = [r[0] for r in engines._spread(val, a.debug_views // 2)]
-    views = np.concatenate(list(engines.preprocessed_batches(ref, debug, views=True)))
+    debug = [r[0] for r in export.spread(val, a.debug_views // 2)]
+    views = np.concatenate(list(export.preprocessed_batches(ref, debug, views=True)))
     sens = layer_sensitivity(out / "fp32.pre.onnx", graphs["export (stem + head fp32)"][0], views, out)
     order = worst_first(sens)
     print("most sensitive convolutions: " + ", ".join(order[:10]), flush=True)
@@ -163,20 +163,20 @@ def main() -> None:
     runners = {("onnxruntime", name): engines.GraphEngine("onnxruntime", "int8", path) for name, (path, _) in graphs.items()}
     runners[("onnxruntime", "fp32")] = engines.GraphEngine("onnxruntime", "fp32", out / "fp32.pre.onnx")
     t0 = time.perf_counter()
-    p, scores, ok = engines._probabilities(ref, runners, [r[0] for r in val])
+    p, scores, ok = export.probabilities(ref, runners, [r[0] for r in val])
     print(f"scored {len(val)} validation images with {len(runners) + 1} variants in {time.perf_counter() - t0:.0f} s", flush=True)
     kept = [i for i, good in enumerate(ok) if good]
     labels, sources = [val[i][1] for i in kept], [val[i][2] for i in kept]
     x = calib[0]
     results = []
     for key, r in runners.items():
-        res = engines.gate(p["torch", "fp32"], p[key], labels, sources, ref.threshold,
-                           ood_reference=scores.get(("torch", "fp32")), ood_engine=scores.get(key),
-                           ood_threshold=ood.threshold if ood is not None else None)
+        res = export.gate(p["torch", "fp32"], p[key], labels, sources, ref.threshold,
+                          ood_reference=scores.get(("torch", "fp32")), ood_engine=scores.get(key),
+                          ood_threshold=ood.threshold if ood is not None else None)
         worst = min((c for c in res.checks), key=lambda c: c.agreement)
         flips = int(np.sum((p["torch", "fp32"] >= ref.threshold) != (p[key] >= ref.threshold)))
         results.append({"variant": key[1], "fp32_nodes": graphs.get(key[1], (None, None))[1],
-                        "views_per_second": engines._images_per_second(r.run, x, 2.0),
+                        "views_per_second": export.images_per_second(r.run, x, 2.0),
                         "passed_on_validation": res.passed, "label_flips": flips,
                         "worst": f"{worst.name} {worst.agreement:.2%}",
                         "max_abs_dp": float(np.max(np.abs(p[key] - p["torch", "fp32"]))),

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from realitycheck.model import checkpoints, engines
+from realitycheck.model import checkpoints, engines, export
 from realitycheck.model.checkpoints import ModelCard, Preprocessing
 from realitycheck.model.inference import Classifier
 from realitycheck.model.ood import OODStats
@@ -205,23 +205,23 @@ def test_gate_checks_agreement_and_auc_overall_and_per_source():
     ref = np.array([0.1, 0.2, 0.8, 0.9, 0.3, 0.7] * 50)
     labels = ["real", "real", "fake", "fake", "real", "fake"] * 50
     sources = (["a"] * 4 + ["b"] * 2) * 50
-    assert engines.gate(ref, ref + 0.01, labels, sources).passed
+    assert export.gate(ref, ref + 0.01, labels, sources).passed
     flipped = ref.copy()
     flipped[[4, 10]] = 0.6  # two real images of source b now read fake: 98% agreement there
-    res = engines.gate(ref, flipped, labels, sources)
+    res = export.gate(ref, flipped, labels, sources)
     assert not res.passed
     assert any(f.startswith("b:") and "label agreement" in f for f in res.failed)
     assert all(not f.startswith("a:") for f in res.failed)
     # a one-class source is scored against the other class of the pooled set
-    one_class = engines.gate(ref[:100], ref[:100], ["real"] * 50 + ["fake"] * 50, ["r"] * 50 + ["f"] * 50)
+    one_class = export.gate(ref[:100], ref[:100], ["real"] * 50 + ["fake"] * 50, ["r"] * 50 + ["f"] * 50)
     assert one_class.passed and all(c.auc_reference is not None for c in one_class.checks)
     # a model with the unfamiliar check: the engine must keep its flags too
     scores = np.linspace(0.5, 1.5, len(ref))
     moved = scores.copy()
     moved[np.flatnonzero(scores > 1.0)[:6]] = 0.9  # six flagged images (2%) are no longer flagged
     kw = dict(ood_reference=scores, ood_threshold=1.0)
-    assert engines.gate(ref, ref, labels, sources, ood_engine=scores + 1e-4, **kw).passed
-    res = engines.gate(ref, ref, labels, sources, ood_engine=moved, **kw)
+    assert export.gate(ref, ref, labels, sources, ood_engine=scores + 1e-4, **kw).passed
+    res = export.gate(ref, ref, labels, sources, ood_engine=moved, **kw)
     assert not res.passed and res.failed == ["unfamiliar flag (all sources): unfamiliar-flag agreement 98.00% < 99.5%"]
 
 
@@ -231,21 +231,21 @@ def test_int8_gate_rejects_a_broken_calibration_and_records_why(tiny, labelled_f
     # a classic calibration bug: raw 0-255 pixels instead of the card's normalisation, so every
     # quantization step is ~100x too coarse for the real inputs
     broken = [np.random.default_rng(0).uniform(0, 255, (16, 3, SIZE, SIZE)).astype(np.float32)]
-    m = engines.export(model=model, card=card, out_dir=out, engines=["onnxruntime"], int8=True,
-                       calibration_batches=broken, check=[labelled_folder], timing_seconds=0.05)
+    m = export.export(model=model, card=card, out_dir=out, engines=["onnxruntime"], int8=True,
+                      calibration_batches=broken, check=[labelled_folder], timing_seconds=0.05)
     rows = {(v["engine"], v["precision"]): v for v in m["variants"]}
     assert rows["onnxruntime", "fp32"]["passed"]
     bad = rows["onnxruntime", "int8"]
     assert not bad["passed"] and any("label agreement" in f for f in bad["failed"])
     assert m["default"]["engine"] == "onnxruntime" and m["default"]["precision"] == "fp32"  # fell back
     assert json.loads((out / engines.MANIFEST).read_text())["variants"] == m["variants"]
-    md = engines.engines_markdown(m)
+    md = export.engines_markdown(m)
     assert "| onnxruntime | int8 |" in md and "label agreement" in md
 
     # the same gate accepts INT8 calibrated properly on the folder's training split
-    good = engines.export(model=model, card=card, out_dir=tmp_path / "good", engines=["onnxruntime"], int8=True,
-                          calibration=[labelled_folder], calibration_images=64, check=[labelled_folder],
-                          timing_seconds=0.05)
+    good = export.export(model=model, card=card, out_dir=tmp_path / "good", engines=["onnxruntime"], int8=True,
+                         calibration=[labelled_folder], calibration_images=64, check=[labelled_folder],
+                         timing_seconds=0.05)
     assert {(v["engine"], v["precision"]): v["passed"] for v in good["variants"]}["onnxruntime", "int8"]
     assert good["calibration"]["split"].startswith("train")
     assert good["check"]["split"].startswith("test")
@@ -268,8 +268,8 @@ def _classifier_from(path, model, card, **kw):
 
 def test_auto_uses_the_exported_default_and_missing_or_corrupt_files_fall_back(tiny, exported_checkpoint):
     model, card = tiny
-    m = engines.export(model=model, card=card, out_dir=engines.beside_dir(exported_checkpoint),
-                       engines=["onnxruntime"], timing_seconds=0.05)
+    m = export.export(model=model, card=card, out_dir=engines.beside_dir(exported_checkpoint),
+                      engines=["onnxruntime"], timing_seconds=0.05)
     # export keys the folder by the model's hash; a file checkpoint is keyed by the file's hash
     m["checkpoint_sha256"] = engines.file_sha256(exported_checkpoint)
     (engines.beside_dir(exported_checkpoint) / engines.MANIFEST).write_text(json.dumps(m))
@@ -354,7 +354,7 @@ def test_benchmark_engine_stages_and_folder_path(tiny_checkpoint, tmp_path):
     bench.TIMING_SECONDS = 0.05
     ckpt = tmp_path / "model.pt"
     shutil.copy(tiny_checkpoint, ckpt)
-    engines.export(ckpt, engines=["onnxruntime"], timing_seconds=0.05)
+    export.export(ckpt, engines=["onnxruntime"], timing_seconds=0.05)
     bench._make_images(tmp_path / "imgs", 6)
     files = bench._list_images(tmp_path / "imgs", 6)
     stages = bench.worker_stages(str(ckpt), files)
@@ -391,7 +391,7 @@ def test_int8_sensitivity_measures_each_quantized_convolution_and_ranks_the_nois
     imgs, _ = _images(32, seed=3)
     x = np.stack([card.preprocessing.transform()(im).numpy() for im in imgs])
     fp32 = study.prepared_fp32(model, card, tmp_path)
-    int8 = engines.quantize_int8(model, card, tmp_path / "int8.onnx", iter([x]), keep_fp32=["/net/pw/"])
+    int8 = export.quantize_int8(model, card, tmp_path / "int8.onnx", iter([x]), keep_fp32=["/net/pw/"])
     rows = {r["node"].split("/")[2]: r for r in study.layer_sensitivity(fp32, int8, x[:8], tmp_path)}
     assert sorted(rows) == ["dw", "pw", "stem"] and rows["dw"]["depthwise"] and not rows["pw"]["depthwise"]
     assert rows["pw"]["weight_sqnr"] is None  # left fp32: its weights are not quantized

@@ -311,24 +311,32 @@ class Classifier:
         """p_fake for a batch of preprocessed tensors (averaged with the mirror image if the card says so)."""
         return self.scores(x, precision)[0]
 
-    def scores(self, x: torch.Tensor, precision: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """(p_fake, unfamiliarity score or None) for a batch of preprocessed tensors."""
-        p, ood, _ = self.view_scores(x, precision)
+    def scores(self, x: torch.Tensor, precision: str | None = None, *,
+               runner: engines.GraphEngine | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(p_fake, unfamiliarity score or None) for a batch of preprocessed tensors.
+
+        `runner`: another exported graph to run the forward pass instead of this Classifier's own
+        engine, with everything around it (mirror views, softmax, unfamiliar check) unchanged; what
+        `realitycheck export` compares engines with. None: this Classifier's own forward pass.
+        """
+        p, ood, _ = self.view_scores(x, precision, runner=runner)
         return p, ood
 
-    def view_scores(self, x: torch.Tensor, precision: str | None = None):
+    def view_scores(self, x: torch.Tensor, precision: str | None = None, *,
+                    runner: engines.GraphEngine | None = None):
         """(p_fake, unfamiliarity score or None, generator probabilities (N, K) or None) per view."""
         from realitycheck.model.ood import FeatureTap
 
         precision = resolve_precision(precision or self.precision, x.shape[0])
         n = x.shape[0]
         features = None  # penultimate features of every view, when the unfamiliar check or attribution need them
-        if self.engine is not None:  # an exported graph runs at the precision it was exported and gated at
+        engine = self.engine if runner is None else runner
+        if engine is not None:  # an exported graph runs at the precision it was exported and gated at
             # numpy, not torch: torch's thread pool would fight the engine's own threads for the cores
             xn = np.asarray(x, dtype=np.float32)
             if self.mirror_average:
                 xn = np.concatenate([xn, xn[..., ::-1]])
-            out, features = self.engine.run_with_features(xn)
+            out, features = engine.run_with_features(xn)
             logits = torch.from_numpy(out)
         else:
             x = torch.as_tensor(x)

@@ -380,12 +380,13 @@ def cmd_export(args) -> int:
     if args.int8 and not args.calibration:
         raise UserError("--int8 needs --calibration FOLDER (its training-split images calibrate the INT8 model)")
     from realitycheck.intake.data import DataError
-    from realitycheck.model import engines
+    from realitycheck.model import export
     from realitycheck.model.checkpoints import CheckpointError
+    from realitycheck.model.engines import GRAPH_ENGINES
 
     try:
-        manifest = engines.export(
-            args.weights, out_dir=args.out, engines=engines.GRAPH_ENGINES if args.engine == "all" else [args.engine],
+        manifest = export.export(
+            args.weights, out_dir=args.out, engines=GRAPH_ENGINES if args.engine == "all" else [args.engine],
             int8=args.int8, calibration=args.calibration or [], calibration_images=args.calibration_images,
             check=args.check or [], check_limit=args.check_limit, prune=args.prune,
             command=_export_command(args),
@@ -395,7 +396,7 @@ def cmd_export(args) -> int:
     if args.json:
         print(json.dumps(manifest, indent=2, default=float))
     else:
-        print(engines.engines_markdown(manifest))
+        print(export.engines_markdown(manifest))
     return EXIT_OK
 
 
