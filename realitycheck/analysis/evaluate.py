@@ -120,6 +120,32 @@ def _table(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
+def _open_csv(csv_file: Path, done: pd.DataFrame):
+    """(writer, file) appending to `csv_file` after the rows kept from an earlier run.
+
+    What is kept is rewritten atomically (dropping a torn last line), then appended to: the CSV stays
+    well-formed and an interrupt at any moment loses no finished row."""
+    csv_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = csv_file.with_name(csv_file.name + ".tmp")
+    with open(tmp, "w", newline="") as out:
+        w = csv.DictWriter(out, fieldnames=TABLE_COLUMNS + EXTRA_COLUMNS)
+        w.writeheader()
+        w.writerows(done.to_dict("records"))
+    os.replace(tmp, csv_file)
+    fh = open(csv_file, "a", newline="")
+    return csv.DictWriter(fh, fieldnames=TABLE_COLUMNS + EXTRA_COLUMNS), fh
+
+
+def _progress_bar(progress: bool | Callable[[int, int], None], total: int):
+    """(a tqdm bar or None, the callback the stream reports to): progress=True draws a bar."""
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="evaluate", unit="img", file=sys.stderr, mininterval=0.5, disable=None)
+        return bar, lambda d, t: bar.update(d - bar.n)
+    return None, progress if callable(progress) else None
+
+
 def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: str | os.PathLike | None = None,
                    resume: bool = False, progress: bool | Callable[[int, int], None] = False,
                    workers: int | None = None, log: Callable[[str], None] = lambda m: None,
@@ -141,27 +167,8 @@ def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], *, csv_path: 
     labels = {str(it[0]): it[1] for it in items}
     sources = {str(it[0]): (it[2] if len(it) > 2 else "") for it in items}
     rows: list[dict] = []
-    writer = fh = None
-    if csv_file:
-        csv_file.parent.mkdir(parents=True, exist_ok=True)
-        # Rewrite what is kept (dropping a torn last line) atomically, then append: the CSV stays
-        # well-formed and an interrupt at any moment loses no finished row.
-        tmp = csv_file.with_name(csv_file.name + ".tmp")
-        with open(tmp, "w", newline="") as out:
-            w = csv.DictWriter(out, fieldnames=TABLE_COLUMNS + EXTRA_COLUMNS)
-            w.writeheader()
-            w.writerows(done.to_dict("records"))
-        os.replace(tmp, csv_file)
-        fh = open(csv_file, "a", newline="")
-        writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS + EXTRA_COLUMNS)
-    bar = None
-    if progress is True:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(items), desc="evaluate", unit="img", file=sys.stderr, mininterval=0.5, disable=None)
-        progress_cb = lambda d, t: bar.update(d - bar.n)  # noqa: E731
-    else:
-        progress_cb = progress if callable(progress) else None
+    writer, fh = _open_csv(csv_file, done) if csv_file else (None, None)
+    bar, progress_cb = _progress_bar(progress, len(items))
     t0 = time.perf_counter()
     interrupted = False
     try:

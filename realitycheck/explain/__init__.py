@@ -21,6 +21,7 @@ from realitycheck.explain.explainer import (
     PrivateCopy,
     estimate_seconds,
     explain,
+    explainer_for,
     model_lock,
     shared_copy,
 )
@@ -47,6 +48,6 @@ from realitycheck.explain.render import (
 __all__ = [
     "METHODS", "SLOW_METHODS", "DEFAULT_METHOD", "METHOD_NOTES", "Method", "get_method", "Explanation",
     "Explainer", "PrivateCopy", "shared_copy", "Faithfulness", "REMOVE_FRACTION", "DEFAULT_BATCH_SIZE",
-    "explain", "estimate_seconds", "model_lock", "hot_regions", "HotRegion",
+    "explain", "explainer_for", "estimate_seconds", "model_lock", "hot_regions", "HotRegion",
     "overlay", "outline_hot_regions", "side_by_side", "colorbar_image", "render_panel", "to_png_bytes",
 ]

@@ -495,6 +495,19 @@ class Explainer:
 # One-call functions (the model's shared private copy)
 # ---------------------------------------------------------------------------------------------
 
+_explainers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_explainers_lock = threading.Lock()
+
+
+def explainer_for(clf) -> Explainer:
+    """The `Explainer` of a loaded Classifier: one per classifier, so its private copy and timings live
+    (and die) with it. Kept here, not on the Classifier, because explaining sits above the model layer."""
+    with _explainers_lock:
+        if clf not in _explainers:
+            _explainers[clf] = Explainer(clf.model, clf.card)
+        return _explainers[clf]
+
+
 def explain(
     model: nn.Module,
     card: ModelCard,

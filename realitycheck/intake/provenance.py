@@ -438,22 +438,9 @@ def _pillow_metadata(data: bytes, notes: list[str]) -> dict:
     camera = _clip(f"{make} {model}".strip(), 80)
     if camera:
         out["camera"] = camera
-        exposure = []
-        if sub.get(EXIF_EXPOSURE):
-            try:
-                t = float(sub[EXIF_EXPOSURE])
-                exposure.append(f"1/{round(1 / t)} s" if 0 < t < 1 else f"{t:g} s")
-            except (TypeError, ValueError, ZeroDivisionError):
-                pass
-        if sub.get(EXIF_FNUMBER):
-            try:
-                exposure.append(f"f/{float(sub[EXIF_FNUMBER]):g}")
-            except (TypeError, ValueError, ZeroDivisionError):
-                pass
-        if sub.get(EXIF_ISO):
-            exposure.append(f"ISO {_text(sub[EXIF_ISO])}")
+        exposure = _exposure(sub)
         if exposure:
-            out["exposure"] = ", ".join(exposure)
+            out["exposure"] = exposure
     if exif.get(EXIF_SOFTWARE):
         out["software"] = _text(exif[EXIF_SOFTWARE])
     if sub.get(EXIF_USER_COMMENT):
@@ -463,6 +450,25 @@ def _pillow_metadata(data: bytes, notes: list[str]) -> dict:
         if m:
             out["creator_tool"] = (m.group(1) or m.group(2) or "").strip()
     return out
+
+
+def _exposure(sub) -> str:
+    """"1/250 s, f/2.8, ISO 100" from the EXIF sub-IFD; a damaged value is left out."""
+    exposure = []
+    if sub.get(EXIF_EXPOSURE):
+        try:
+            t = float(sub[EXIF_EXPOSURE])
+            exposure.append(f"1/{round(1 / t)} s" if 0 < t < 1 else f"{t:g} s")
+        except (TypeError, ValueError, ZeroDivisionError):
+            pass
+    if sub.get(EXIF_FNUMBER):
+        try:
+            exposure.append(f"f/{float(sub[EXIF_FNUMBER]):g}")
+        except (TypeError, ValueError, ZeroDivisionError):
+            pass
+    if sub.get(EXIF_ISO):
+        exposure.append(f"ISO {_text(sub[EXIF_ISO])}")
+    return ", ".join(exposure)
 
 
 def _user_comment(raw: Any) -> str:

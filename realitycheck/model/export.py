@@ -320,8 +320,6 @@ def images_per_second(fn: Callable[[np.ndarray], object], x: np.ndarray, seconds
 
 
 def _torch_logits(clf, x: np.ndarray) -> np.ndarray:
-    import torch
-
     with torch.inference_mode():
         return clf.model(torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=torch.channels_last)).float().numpy()
 

@@ -133,26 +133,28 @@ def resolve_precision(precision: str, batch: int) -> str:
     return precision
 
 
-class _Prepared:
-    """What decoding one image yields: tensor + face info, or an error. Picklable for workers."""
+@dataclass(slots=True)
+class Prepared:
+    """What decoding one image yields: its views' tensor + face info, or an error. Picklable for workers;
+    public for pipelines that decode in one place and predict in another (distributed)."""
 
-    __slots__ = ("name", "tensor", "faces", "boxes", "face_message", "region", "notes", "error", "seconds", "image",
-                 "per_face", "face_report")
+    name: str
+    tensor: object = None  # (views, 3, H, W): one view per aligned face, or one whole-image view
+    faces: int | None = None
+    boxes: list = field(default_factory=list)
+    face_message: str = ""
+    region: str = "centre crop"
+    notes: list = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    image: Image.Image | None = None  # kept only when asked (the app)
+    per_face: bool = False
+    face_report: FaceReport | None = None
 
-    def __init__(self, name, tensor=None, faces=None, boxes=(), face_message="", region="centre crop",
-                 notes=(), error=None, seconds=0.0, image=None, per_face=False, face_report=None):
-        # tensor: (views, 3, H, W): one view per aligned face, or one whole-image view
-        self.name, self.tensor, self.faces, self.boxes = name, tensor, faces, list(boxes)
-        self.face_message, self.region, self.notes = face_message, region, list(notes)
-        self.error, self.seconds, self.image, self.per_face = error, seconds, image, per_face
-        self.face_report = face_report
-
-
-Prepared = _Prepared  # the public name, for pipelines that decode in one place and predict in another (distributed)
 
 
 def prepare(source, name: str | None, pre: Preprocessing, *, face_check: bool = True, crop_face: bool = False,
-            keep_image: bool = False) -> _Prepared:
+            keep_image: bool = False) -> Prepared:
     """Decode + face check + the card's views (`views.find_views`), never raising for a bad image.
 
     Decoding is always full-size (no JPEG draft): a draft decode moved p_fake by up to 0.015, and every
@@ -177,14 +179,14 @@ def prepare(source, name: str | None, pre: Preprocessing, *, face_check: bool = 
             message += " (the whole image was scored)"
         region = f"{len(views)} aligned faces" if len(views) > 1 else views[0].region
         img = views[0].image if views[0].region == "face crop" else loaded.image
-        return _Prepared(loaded.name, tensor, report.count if report.available else None, report.boxes,
-                         message, region, loaded.notes, seconds=time.perf_counter() - t0,
+        return Prepared(loaded.name, tensor, report.count if report.available else None, list(report.boxes),
+                         message, region, list(loaded.notes), seconds=time.perf_counter() - t0,
                          image=img if keep_image else None, per_face=per_face,
                          face_report=report if keep_image and report.available and not (crop_face and report.count) else None)
     except ImageError as exc:
-        return _Prepared(label, error=str(exc), seconds=time.perf_counter() - t0)
+        return Prepared(label, error=str(exc), seconds=time.perf_counter() - t0)
     except Exception as exc:  # an unexpected decoder failure must not end a folder run
-        return _Prepared(label, error=f"{label}: could not process the image ({type(exc).__name__}: {exc})",
+        return Prepared(label, error=f"{label}: could not process the image ({type(exc).__name__}: {exc})",
                          seconds=time.perf_counter() - t0)
 
 
@@ -361,7 +363,7 @@ class Classifier:
                 gen = (gen[:n] + gen[n:]) / 2
         return p.numpy(), ood, gen
 
-    def _finish(self, prepared: list[_Prepared], p_fake: np.ndarray | None, forward_s: float,
+    def _finish(self, prepared: list[Prepared], p_fake: np.ndarray | None, forward_s: float,
                 ood: np.ndarray | None = None, gen: np.ndarray | None = None) -> list[Prediction]:
         good = [pr for pr in prepared if pr.error is None]
         share = forward_s / max(1, len(good))
@@ -390,7 +392,7 @@ class Classifier:
                 generator=generator, notes=pr.notes, image=pr.image, face_report=pr.face_report))
         return out
 
-    def _run_batch(self, prepared: list[_Prepared], precision: str | None = None) -> list[Prediction]:
+    def _run_batch(self, prepared: list[Prepared], precision: str | None = None) -> list[Prediction]:
         good = [np.asarray(pr.tensor) for pr in prepared if pr.error is None]
         if not good:
             return self._finish(prepared, None, 0.0)
@@ -399,7 +401,7 @@ class Classifier:
         return self._finish(prepared, p, time.perf_counter() - t0, ood, gen)
 
     # -- public API ----------------------------------------------------------------------------
-    def predict_prepared(self, prepared: list[_Prepared], precision: str | None = None) -> list[Prediction]:
+    def predict_prepared(self, prepared: list[Prepared], precision: str | None = None) -> list[Prediction]:
         """One batch of already-decoded inputs (`prepare` ran elsewhere, e.g. a Ray task) -> Predictions."""
         return self._run_batch(prepared, precision)
 

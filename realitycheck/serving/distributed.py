@@ -20,6 +20,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -116,14 +117,33 @@ def _read_uri(uri: str) -> bytes:
 # The two stages
 # ---------------------------------------------------------------------------------------------
 
-def decode_batch(batch: dict, *, preprocessing, face_check: bool, crop_face: bool) -> dict:
-    """CPU stage: `inference.prepare` on each path; a bad image becomes a row with its error.
+# A Prepared travels between the stages as one row: its tensor as raw float32 bytes (so images with
+# different numbers of views share one column), its other fields as JSON, derived from the dataclass so
+# a field added to Prepared travels without an edit here. Pictures stay where they were decoded.
+_NOT_SENT = ("tensor", "image", "face_report")
 
-    An image yields one view per aligned face (or one whole-image view): its tensor travels as raw
-    float32 bytes of (views, 3, crop, crop), so rows of different view counts share one column.
-    """
-    cols: dict[str, list] = {k: [] for k in ("path", "name", "tensor", "ok", "faces", "boxes", "face_message",
-                                             "region", "notes", "error", "seconds", "per_face", "provenance")}
+
+def _json_value(o):
+    return o.item() if isinstance(o, np.generic) else list(o)
+
+
+def prepared_row(pr: Prepared, path: str, declared: Provenance) -> dict:
+    meta = {f.name: getattr(pr, f.name) for f in fields(Prepared) if f.name not in _NOT_SENT}
+    return {"path": path, "tensor": pr.tensor.numpy().astype(np.float32).tobytes() if pr.error is None else b"",
+            "prepared": json.dumps(meta, default=_json_value), "provenance": json.dumps(declared.to_dict())}
+
+
+def prepared_from_row(tensor: bytes, meta: str, view_shape: tuple) -> Prepared:
+    pr = Prepared(**json.loads(meta))
+    pr.boxes = [tuple(b) for b in pr.boxes]
+    if pr.error is None:
+        pr.tensor = np.frombuffer(tensor, dtype=np.float32).reshape(-1, *view_shape).copy()
+    return pr
+
+
+def decode_batch(batch: dict, *, preprocessing, face_check: bool, crop_face: bool) -> dict:
+    """CPU stage: `inference.prepare` on each path; a bad image becomes a row with its error."""
+    rows = []
     for path in batch["path"]:
         path = str(path)
         if is_uri(path):
@@ -138,26 +158,8 @@ def decode_batch(batch: dict, *, preprocessing, face_check: bool, crop_face: boo
         else:  # exactly what the local loader does with a path
             pr = prepare(path, None, preprocessing, face_check=face_check, crop_face=crop_face)
             declared = read_provenance(path)
-        cols["provenance"].append(json.dumps(declared.to_dict()))
-        ok = pr.error is None
-        cols["path"].append(path)
-        cols["name"].append(pr.name)
-        cols["tensor"].append(pr.tensor.numpy().astype(np.float32).tobytes() if ok else b"")
-        cols["ok"].append(ok)
-        cols["faces"].append(-1 if pr.faces is None else int(pr.faces))
-        cols["boxes"].append(json.dumps([list(map(int, b)) for b in pr.boxes]))
-        cols["face_message"].append(pr.face_message)
-        cols["region"].append(pr.region)
-        cols["notes"].append(json.dumps(pr.notes))
-        cols["error"].append(pr.error or "")
-        cols["seconds"].append(float(pr.seconds))
-        cols["per_face"].append(bool(pr.per_face))
-    out = {k: np.array(v, dtype=object) for k, v in cols.items() if k not in ("ok", "faces", "seconds", "per_face")}
-    out["ok"] = np.array(cols["ok"], dtype=bool)
-    out["per_face"] = np.array(cols["per_face"], dtype=bool)
-    out["faces"] = np.array(cols["faces"], dtype=np.int64)
-    out["seconds"] = np.array(cols["seconds"], dtype=np.float64)
-    return out
+        rows.append(prepared_row(pr, path, declared))
+    return {k: np.array([r[k] for r in rows], dtype=object) for k in ("path", "tensor", "prepared", "provenance")}
 
 
 class ModelActor:
@@ -169,19 +171,8 @@ class ModelActor:
         self.view_shape = (3, crop, crop)
 
     def __call__(self, batch: dict) -> dict:
-        prepared = []
-        for i in range(len(batch["path"])):
-            if batch["ok"][i]:
-                faces = int(batch["faces"][i])
-                tensor = np.frombuffer(batch["tensor"][i], dtype=np.float32).reshape(-1, *self.view_shape).copy()
-                prepared.append(Prepared(
-                    str(batch["name"][i]), tensor=tensor, faces=None if faces < 0 else faces,
-                    per_face=bool(batch["per_face"][i]), boxes=[tuple(b) for b in json.loads(batch["boxes"][i])], face_message=str(batch["face_message"][i]),
-                    region=str(batch["region"][i]), notes=json.loads(batch["notes"][i]),
-                    seconds=float(batch["seconds"][i])))
-            else:
-                prepared.append(Prepared(str(batch["name"][i]), error=str(batch["error"][i]),
-                                         seconds=float(batch["seconds"][i])))
+        prepared = [prepared_from_row(tensor, meta, self.view_shape)
+                    for tensor, meta in zip(batch["tensor"], batch["prepared"])]
         preds = self.clf.predict_prepared(prepared)
         for pred, declared in zip(preds, batch["provenance"]):
             pred.provenance = Provenance.from_dict(json.loads(declared))

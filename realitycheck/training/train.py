@@ -21,7 +21,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -719,21 +719,76 @@ def fit(cfg: TrainConfig, log: Callable[[str], None] = print, progress: bool | N
         ddp.cleanup(d)
 
 
-def _fit(cfg: TrainConfig, log: Callable[[str], None], progress: bool | None, d: ddp.Dist) -> Path:
-    log_all, log = log, (log if d.is_main else (lambda m: None))
-    seed_everything(cfg.seed)
-    device = d.device
-    precision = resolve_precision(cfg.precision, cfg.batch_size) if device.type == "cpu" else \
-        ("fp32" if cfg.precision == "fp32" else "bf16")
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
-    out = Path(cfg.out)
-    if out.suffix not in (".pt", ".pth"):
-        out = out.with_suffix(".pt")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state_path, log_path, best_path = out.with_suffix(".train-state.pt"), out.with_suffix(".log.csv"), out.with_suffix(".best-tmp.pt")
+@dataclass
+class _Files:
+    """Where a run writes: the checkpoint, its resumable state, its per-epoch log, the best epoch's weights."""
 
-    # 1. data
-    pre = preprocessing_of(cfg)
+    out: Path
+    state: Path
+    log: Path
+    best: Path
+
+    @classmethod
+    def of(cls, out: str) -> "_Files":
+        path = Path(out)
+        if path.suffix not in (".pt", ".pth"):
+            path = path.with_suffix(".pt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(path, path.with_suffix(".train-state.pt"), path.with_suffix(".log.csv"),
+                   path.with_suffix(".best-tmp.pt"))
+
+
+@dataclass
+class _Progress:
+    """What the epochs carry forward (and a resumed run restores)."""
+
+    start_epoch: int = 1
+    best_auc: float = -1.0
+    best_epoch: int = 0
+    log_rows: list = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+@dataclass
+class _Training:
+    """The objects one run trains with (step 3)."""
+
+    opt: object
+    sched: object
+    groups: list
+    loss_fn: nn.Module
+    distiller: object
+    ema: object
+
+
+@dataclass
+class _Run:
+    """Everything the epochs and the finish share (steps 1-4's results)."""
+
+    cfg: TrainConfig
+    d: ddp.Dist
+    model: nn.Module
+    trained: nn.Module  # `model`, or DDP around it under torchrun
+    tr: _Training
+    files: _Files
+    card: ModelCard
+    data: object
+    train_dl: object
+    shards: object
+    steps: int
+    log: Callable[[str], None]
+    log_all: Callable[[str], None]
+    autocast: Callable
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> str:
+    if device.type == "cpu":
+        return resolve_precision(cfg.precision, cfg.batch_size)
+    return "fp32" if cfg.precision == "fp32" else "bf16"
+
+
+def _data_step(cfg: TrainConfig, pre: Preprocessing, d: ddp.Dist, log) -> tuple:
+    """1. data: the split, the class-balanced loader (each torchrun rank takes its share of the same epoch)."""
     data = build_data(cfg)
     log(f"data: {data.description}; split train/val/test = {len(data.splits['train'])}/{len(data.splits['val'])}/"
         f"{len(data.splits['test'])} (+{data.n_extra} extra real in train); sources: {', '.join(data.sources)}")
@@ -741,23 +796,24 @@ def _fit(cfg: TrainConfig, log: Callable[[str], None], progress: bool | None, d:
         raise ValueError("not enough images to make train and validation splits")
     transform = (AlignedTrainTransform(pre, cfg.augment, cfg.rescale_p) if cfg.align == "face"
                  else train_transform(pre, cfg.augment, cfg.rescale_p))
-    # torchrun: every rank draws the same class-balanced epoch and takes its share of it
     shards = ddp.ShardSampler(len(data.weights), d, seed=cfg.seed, weights=data.weights) if d.enabled else None
     train_dl = _loader(TrainDataset(data.splits["train"], transform, cfg.max_side), cfg.batch_size, cfg.workers,
                        cfg.seed + 1000 * d.rank, data.weights, sampler=shards)
     steps = math.ceil(len(shards or data.splits["train"]) / cfg.batch_size)
-    if cfg.max_steps:
-        steps = min(steps, cfg.max_steps)
+    return data, train_dl, shards, min(steps, cfg.max_steps) if cfg.max_steps else steps
 
-    # 2. model
+
+def _model_step(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, str]:
+    """2. model: built (or loaded from --init-weights), the backbone frozen in feature-extract mode."""
     model, init = build_model(cfg)
     if cfg.mode == "feature-extract":
         models.freeze_backbone(model, cfg.arch)
-    model = model.to(device).to(memory_format=torch.channels_last)
+    return model.to(device).to(memory_format=torch.channels_last), init
 
-    # 3. optimiser, schedule, loss, EMA, teacher
+
+def _training_step(model, cfg: TrainConfig, init: str, steps: int, pre, device, log) -> _Training:
+    """3. optimiser, schedule, loss, EMA of the weights, teacher."""
     opt, sched, groups = build_optimizer(model, cfg, init, steps)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     distiller = Distiller(cfg, pre, device) if cfg.teacher else None
     if distiller:
         log(f"distilling from {cfg.teacher} (weight {cfg.distill_weight}, T={cfg.distill_temperature})")
@@ -766,86 +822,115 @@ def _fit(cfg: TrainConfig, log: Callable[[str], None], progress: bool | None, d:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    return _Training(opt, sched, groups, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), distiller, ema)
 
-    # 4. resume
-    start_epoch, best_auc, best_epoch, log_rows, train_seconds = 1, -1.0, 0, [], 0.0
-    if cfg.resume and state_path.exists():
-        st = restore_state(state_path, model, opt, sched, ema, device)
-        start_epoch, best_auc, best_epoch = st["start_epoch"], st["best_auc"], st["best_epoch"]
-        train_seconds, log_rows = st["train_seconds"], st["log_rows"]
-        log(f"resumed from {state_path} after epoch {st['epoch']} (best val AUC {best_auc:.4f} at epoch {best_epoch})")
-    if cfg.resume and start_epoch > 1 and not best_path.exists():
+
+def _resume_step(cfg: TrainConfig, files: _Files, model, tr: _Training, device, log) -> _Progress:
+    """4. resume: the state of the last finished epoch, if asked and there is one."""
+    prog = _Progress()
+    if cfg.resume and files.state.exists():
+        st = restore_state(files.state, model, tr.opt, tr.sched, tr.ema, device)
+        prog = _Progress(st["start_epoch"], st["best_auc"], st["best_epoch"], st["log_rows"], st["train_seconds"])
+        log(f"resumed from {files.state} after epoch {st['epoch']} (best val AUC {prog.best_auc:.4f} at epoch "
+            f"{prog.best_epoch})")
+    if cfg.resume and prog.start_epoch > 1 and not files.best.exists():
         log("warning: best-epoch weights missing; the best will be re-chosen from here on")
-        best_auc = -1.0
+        prog.best_auc = -1.0
+    return prog
 
-    trained = ddp.wrap(model, d)  # DDP around `model` under torchrun: backward() averages the gradients
+
+def _epoch_step(epoch: int, run: "_Run", prog: _Progress) -> bool:
+    """5. one epoch: train, validate through the product's path, keep the best, save state. True: stop early."""
+    cfg, d, model, tr, files, log = run.cfg, run.d, run.model, run.tr, run.files, run.log
+    t0 = time.time()
+    if run.shards is not None:
+        run.shards.set_epoch(epoch)
+    stats = train_one_epoch(run.trained, run.train_dl, tr.opt, tr.sched, tr.loss_fn, tr.ema, cfg, run.steps,
+                            run.autocast, d.device, tr.distiller, desc=f"epoch {epoch}/{cfg.epochs}")
     if d.enabled:
-        seed_everything(cfg.seed + 1000 * d.rank + start_epoch)  # each rank augments differently
-        log(f"distributed: {d.world} processes ({torch.distributed.get_backend()}), "
-            f"batch {cfg.batch_size} per process = {cfg.batch_size * d.world} per step")
-    card = checkpoints.default_card(out.stem, cfg.arch, preprocessing=pre, init=init)
-    log(f"model {cfg.arch} ({init}), mode {cfg.mode}, precision {precision}, device {device}, "
-        f"{sum(p.numel() for g in groups for p in g['params']) / 1e6:.2f}M trainable parameters")
-
-    # 5. epochs: train, validate through the product's path, keep the best, save state, stop early
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        t0 = time.time()
-        if shards is not None:
-            shards.set_epoch(epoch)
-        stats = train_one_epoch(trained, train_dl, opt, sched, loss_fn, ema, cfg, steps, autocast, device,
-                                distiller, desc=f"epoch {epoch}/{cfg.epochs}")
-        if d.enabled:
-            ddp.average_buffers(model, d)
-            stats = gather_train_stats(d, stats)
-            log_all(f"rank {d.rank}: weights sha1 {weights_digest(model)} after epoch {epoch}")  # equal on all ranks
-        scored = ema.module if ema is not None else model  # the weights that would be shipped
-        p, yv, _ = ddp.gather_scores(d, *score_items(scored, card, ddp.shard(data.splits["val"], d),
-                                                      workers=cfg.workers))
-        val = _val_stats(p, yv)
-        epoch_s = time.time() - t0
-        train_seconds += epoch_s
-        row = {"epoch": epoch, "train_loss": stats["train_loss"], "train_accuracy": stats["train_accuracy"], **val,
-               "lr": opt.param_groups[0]["lr"], "seconds": round(epoch_s, 1),
-               "images_per_second": round(stats["seen"] / max(epoch_s, 1e-9), 1)}
-        log_rows.append(row)
-        improved = val["val_auc"] > best_auc or best_epoch == 0  # (a NaN AUC still keeps the first epoch)
-        if improved:
-            best_auc, best_epoch = val["val_auc"], epoch
-            if d.is_main:
-                torch.save({k: v.cpu() for k, v in scored.state_dict().items()}, best_path)
-        log(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
-            f"val loss {val['val_loss']:.4f} acc {val['val_accuracy']:.3f} AUC {val['val_auc']:.4f}"
-            f"{' *' if improved else ''} | {epoch_s:.0f}s ({row['images_per_second']} img/s)")
+        ddp.average_buffers(model, d)
+        stats = gather_train_stats(d, stats)
+        run.log_all(f"rank {d.rank}: weights sha1 {weights_digest(model)} after epoch {epoch}")  # equal on all ranks
+    scored = tr.ema.module if tr.ema is not None else model  # the weights that would be shipped
+    p, yv, _ = ddp.gather_scores(d, *score_items(scored, run.card, ddp.shard(run.data.splits["val"], d),
+                                                  workers=cfg.workers))
+    val = _val_stats(p, yv)
+    epoch_s = time.time() - t0
+    prog.train_seconds += epoch_s
+    row = {"epoch": epoch, "train_loss": stats["train_loss"], "train_accuracy": stats["train_accuracy"], **val,
+           "lr": tr.opt.param_groups[0]["lr"], "seconds": round(epoch_s, 1),
+           "images_per_second": round(stats["seen"] / max(epoch_s, 1e-9), 1)}
+    prog.log_rows.append(row)
+    improved = val["val_auc"] > prog.best_auc or prog.best_epoch == 0  # (a NaN AUC still keeps the first epoch)
+    if improved:
+        prog.best_auc, prog.best_epoch = val["val_auc"], epoch
         if d.is_main:
-            write_log(log_rows, log_path)
-            save_state(state_path, model, opt, sched, ema, epoch, best_auc, best_epoch, train_seconds, log_rows)
-        ddp.barrier(d)  # the epoch's files are written before any rank reads them or goes on
-        if epoch - best_epoch >= cfg.patience:
-            log(f"early stop: no validation-AUC improvement for {cfg.patience} epochs")
-            break
+            torch.save({k: v.cpu() for k, v in scored.state_dict().items()}, files.best)
+    log(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
+        f"val loss {val['val_loss']:.4f} acc {val['val_accuracy']:.3f} AUC {val['val_auc']:.4f}"
+        f"{' *' if improved else ''} | {epoch_s:.0f}s ({row['images_per_second']} img/s)")
+    if d.is_main:
+        write_log(prog.log_rows, files.log)
+        save_state(files.state, model, tr.opt, tr.sched, tr.ema, epoch, prog.best_auc, prog.best_epoch,
+                   prog.train_seconds, prog.log_rows)
+    ddp.barrier(d)  # the epoch's files are written before any rank reads them or goes on
+    if epoch - prog.best_epoch >= cfg.patience:
+        log(f"early stop: no validation-AUC improvement for {cfg.patience} epochs")
+        return True
+    return False
 
-    if not d.is_main:  # rank 0 alone scores the test split and writes the checkpoint and card
-        return out
-    _plot_curves(log_rows, out.with_suffix(".curves.png"))
-    model = model.cpu()
-    model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+
+def _finish_step(run: "_Run", prog: _Progress, precision: str) -> Path:
+    """6-8 (rank 0): the best epoch's weights; the unfamiliarity check and generator head; the test split,
+    touched once; the card and checkpoint."""
+    cfg, d, files, card, data, log = run.cfg, run.d, run.files, run.card, run.data, run.log
+    _plot_curves(prog.log_rows, files.out.with_suffix(".curves.png"))
+    model = run.model.cpu()
+    model.load_state_dict(torch.load(files.best, map_location="cpu", weights_only=True))
     model = model.to(memory_format=torch.contiguous_format).eval()
-
     # 6. the unfamiliarity check and the generator-attribution head (training features, cut-offs on validation)
     extras = {"ood": fit_unfamiliarity(model, card, data, cfg.workers, log).to_tensors()}
     head = fit_attribution(model, card, data, cfg.workers, log)
     if head is not None:
         extras["attribution"] = head.to_tensors()
-
     # 7. the test split, touched once, here, with the weights chosen on validation
     test_metrics, errors = score_test(model, card, data, cfg.workers, log, extras)
-
     # 8. card and checkpoint
-    write_card(card, cfg, data, log_rows, best_epoch, precision, train_seconds, test_metrics, errors, device)
+    write_card(card, cfg, data, prog.log_rows, prog.best_epoch, precision, prog.train_seconds, test_metrics, errors,
+               d.device)
     if d.enabled:
         card.training.update(processes=d.world, command=f"torchrun --nproc_per_node {d.world} -m "
                                                         + card.training["command"])
-    path = checkpoints.save_checkpoint(out, model, card, half=cfg.half, extras=extras)
-    best_path.unlink(missing_ok=True)
-    log(f"best epoch {best_epoch} (val AUC {best_auc:.4f}); test: {card.test_summary()}; wrote {path}")
+    path = checkpoints.save_checkpoint(files.out, model, card, half=cfg.half, extras=extras)
+    files.best.unlink(missing_ok=True)
+    log(f"best epoch {prog.best_epoch} (val AUC {prog.best_auc:.4f}); test: {card.test_summary()}; wrote {path}")
     return path
+
+
+def _fit(cfg: TrainConfig, log: Callable[[str], None], progress: bool | None, d: ddp.Dist) -> Path:
+    """The run, step by step (torchvision's references/classification/train.py order)."""
+    log_all, log = log, (log if d.is_main else (lambda m: None))
+    seed_everything(cfg.seed)
+    precision = _precision(cfg, d.device)
+    files = _Files.of(cfg.out)
+    pre = preprocessing_of(cfg)
+    data, train_dl, shards, steps = _data_step(cfg, pre, d, log)
+    model, init = _model_step(cfg, d.device)
+    tr = _training_step(model, cfg, init, steps, pre, d.device, log)
+    prog = _resume_step(cfg, files, model, tr, d.device, log)
+    trained = ddp.wrap(model, d)  # DDP around `model` under torchrun: backward() averages the gradients
+    if d.enabled:
+        seed_everything(cfg.seed + 1000 * d.rank + prog.start_epoch)  # each rank augments differently
+        log(f"distributed: {d.world} processes ({torch.distributed.get_backend()}), "
+            f"batch {cfg.batch_size} per process = {cfg.batch_size * d.world} per step")
+    card = checkpoints.default_card(files.out.stem, cfg.arch, preprocessing=pre, init=init)
+    log(f"model {cfg.arch} ({init}), mode {cfg.mode}, precision {precision}, device {d.device}, "
+        f"{sum(p.numel() for g in tr.groups for p in g['params']) / 1e6:.2f}M trainable parameters")
+    run = _Run(cfg, d, model, trained, tr, files, card, data, train_dl, shards, steps, log, log_all,
+               autocast=lambda: torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"))
+    for epoch in range(prog.start_epoch, cfg.epochs + 1):
+        if _epoch_step(epoch, run, prog):
+            break
+    if not d.is_main:  # rank 0 alone scores the test split and writes the checkpoint and card
+        return files.out
+    return _finish_step(run, prog, precision)

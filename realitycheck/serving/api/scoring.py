@@ -40,7 +40,7 @@ def explain_record(clf, data: bytes, name: str, method: str, target_class: str |
     pred = clf.predict_one(loaded)  # the verdict, and the face that decided it: the one explained
     if not pred.ok:
         raise Refused(400, "bad_image", pred.error)
-    exp = clf.explainer.explain([loaded.image], method=method, target_class=target_class, progress=False,
+    exp = explain.explainer_for(clf).explain([loaded.image], method=method, target_class=target_class, progress=False,
                                 face=pred.deciding_face)[0]
     png = explain.to_png_bytes(exp.panel(max_side=None))
     f = exp.faithfulness
