@@ -697,37 +697,45 @@ def cmd_models(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# the parser: one function per subcommand, and the option groups several of them share
+# ---------------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="realitycheck", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _ray_opts(p: argparse.ArgumentParser) -> None:
+    """--ray and its pipeline options (`_ray_pipeline` reads them), for predict and evaluate."""
+    p.add_argument("--ray", action="store_true", help="run on Ray Data: a local Ray, or the cluster at --ray-address")
+    p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
+    p.add_argument("--ray-actors", type=int, default=1, help="model actors, each loads the checkpoint once (default 1)")
+    p.add_argument("--ray-gpus-per-actor", type=float, default=0.0, help="GPUs reserved per model actor (default 0)")
 
-    def ray_opts(p):
-        p.add_argument("--ray", action="store_true", help="run on Ray Data: a local Ray, or the cluster at --ray-address")
-        p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
-        p.add_argument("--ray-actors", type=int, default=1, help="model actors, each loads the checkpoint once (default 1)")
-        p.add_argument("--ray-gpus-per-actor", type=float, default=0.0, help="GPUs reserved per model actor (default 0)")
 
-    def weights_opts(p):
-        p.add_argument("--weights", help="checkpoint file (default: the shipped model in weights/)")
-        p.add_argument("--threshold", type=_threshold_arg, default=None,
-                       help="decision threshold on p_fake (default: the one in the model's card, 0.5 unless it says)")
-        p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+def _weights_opts(p: argparse.ArgumentParser) -> None:
+    """Which checkpoint, at which threshold, with or without progress bars."""
+    p.add_argument("--weights", help="checkpoint file (default: the shipped model in weights/)")
+    p.add_argument("--threshold", type=_threshold_arg, default=None,
+                   help="decision threshold on p_fake (default: the one in the model's card, 0.5 unless it says)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
-    def log_opt(p):
-        p.add_argument("--log", action="store_true",
-                       help="record every judgement in the case database ($REALITYCHECK_DB, default "
-                            "~/.realitycheck/cases.db) for review: `realitycheck cases`")
 
-    def engine_opt(p):
-        p.add_argument("--engine", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
-                       help="what runs the forward pass (auto: the engine the model's export chose by measurement, "
-                            "else PyTorch; --precision applies to PyTorch only); decoding, face check and "
-                            "thresholds are the same for all")
+def _log_opt(p: argparse.ArgumentParser) -> None:
+    """--log: every judgement into the case database."""
+    p.add_argument("--log", action="store_true",
+                   help="record every judgement in the case database ($REALITYCHECK_DB, default "
+                        "~/.realitycheck/cases.db) for review: `realitycheck cases`")
 
+
+def _engine_opt(p: argparse.ArgumentParser) -> None:
+    """--engine: what runs the forward pass."""
+    p.add_argument("--engine", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
+                   help="what runs the forward pass (auto: the engine the model's export chose by measurement, "
+                        "else PyTorch; --precision applies to PyTorch only); decoding, face check and "
+                        "thresholds are the same for all")
+
+
+def _add_predict(sub) -> None:
+    """predict: real or AI-generated, per image (cmd_predict)."""
     p = sub.add_parser("predict", help="classify images and folders")
     p.add_argument("paths", nargs="+", help="image files and/or folders")
-    weights_opts(p)
+    _weights_opts(p)
     p.add_argument("--json", action="store_true", help="print a JSON list of results")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
@@ -737,11 +745,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prevalence", metavar="P",
                    help="share of fakes among the photos you check (0.001, 0.1%% or 1/1000): each verdict then "
                         "says how often a verdict like it is right there, from the model card's measured rates")
-    log_opt(p)
-    ray_opts(p)
-    engine_opt(p)
+    _log_opt(p)
+    _ray_opts(p)
+    _engine_opt(p)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_explain(sub) -> None:
+    """explain: heatmap PNGs (cmd_explain)."""
     p = sub.add_parser("explain", help="write Grad-CAM family heatmaps for images")
     p.add_argument("images", nargs="+")
     p.add_argument("--out", required=True, help="folder for the overlay PNGs")
@@ -750,10 +761,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opacity", type=float, default=0.45)
     p.add_argument("--batch-size", type=int, default=32, help="masked forwards per batch for scorecam/ablationcam")
     p.add_argument("--json", action="store_true")
-    weights_opts(p)
-    engine_opt(p)
+    _weights_opts(p)
+    _engine_opt(p)
     p.set_defaults(func=cmd_explain)
 
+
+def _add_evaluate(sub) -> None:
+    """evaluate: metrics on labelled data (cmd_evaluate)."""
     p = sub.add_parser("evaluate", help="measure a model on a labelled folder (real/ and fake/ subfolders)")
     p.add_argument("folder", nargs="*", help="folder with real/ and fake/, the Kaggle 140k layout, or a CSV of path,label")
     p.add_argument("--data", action="append", default=[],
@@ -765,7 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="false-alarm and detection rates per group (age band, gender, ethnicity) with 95%% intervals: "
                         "from file names (UTKFace, All-Age-Faces) or, with CSV, from rows of path,attribute,value")
     p.add_argument("--group-by", metavar="ATTR[,ATTR]", help="with --groups: only these attributes (e.g. 'age band,gender')")
-    weights_opts(p)
+    _weights_opts(p)
     p.add_argument("--split", help="for the Kaggle layout: train, valid or test (default test)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--csv", help="write the per-image table here (also the resume file)")
@@ -776,15 +790,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: from the cores)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--parquet", help="also write the per-image table as Parquet (same columns as --csv)")
-    log_opt(p)
-    ray_opts(p)
-    engine_opt(p)
+    _log_opt(p)
+    _ray_opts(p)
+    _engine_opt(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_train(sub) -> None:
+    """train: every option from train_config.TrainConfig (cmd_train)."""
     p = sub.add_parser("train", help="train or fine-tune a detector on labelled sources")
     add_train_arguments(p)  # every option comes from train_config.TrainConfig
     p.set_defaults(func=cmd_train)
 
+
+def _add_attribute(sub) -> None:
+    """attribute: fit a checkpoint's generator-attribution head (cmd_attribute)."""
     p = sub.add_parser("attribute", help="fit the generator-attribution head of a checkpoint on its training sources")
     p.add_argument("weights", help="checkpoint file (rewritten in place unless --out)")
     p.add_argument("--data", action="append", required=True,
@@ -793,6 +813,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="decoding processes")
     p.set_defaults(func=cmd_attribute)
 
+
+def _add_export(sub) -> None:
+    """export: engine files for a checkpoint (cmd_export)."""
     p = sub.add_parser("export", help="export a checkpoint to ONNX Runtime / OpenVINO (INT8 gated on agreement)")
     p.add_argument("weights", help="checkpoint file; engine files go to NAME.engines/ beside it")
     p.add_argument("--engine", choices=["all", "onnxruntime", "openvino"], default="all")
@@ -809,22 +832,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the engine card as JSON")
     p.set_defaults(func=cmd_export)
 
+
+def _case_filter_opts(q: argparse.ArgumentParser) -> None:
+    """The filters `cases list` and `cases export` share (`_case_filters` reads them)."""
+    q.add_argument("--unreviewed", action="store_true", help="no true label yet")
+    q.add_argument("--reviewed", action="store_true", help="with a true label")
+    q.add_argument("--disagreements", action="store_true", help="the latest verdict differs from the true label")
+    q.add_argument("--unfamiliar", action="store_true", help="the latest judgement flagged the image unfamiliar")
+    q.add_argument("--declared-ai-said-real", action="store_true",
+                   help="the file declares AI generation but the model said real")
+    q.add_argument("--model", help="the latest judgement's model id (card name) or model hash prefix")
+    q.add_argument("--since", help="last seen on or after this date (YYYY-MM-DD)")
+    q.add_argument("--until", help="last seen on or before this date (YYYY-MM-DD)")
+
+
+def _add_cases(sub) -> None:
+    """cases and its actions: the case database (cmd_cases)."""
     p = sub.add_parser("cases", help="review judged images: list, show, label, export, delete (the case database)")
     csub = p.add_subparsers(dest="action", required=True)
-
-    def case_filters(q):
-        q.add_argument("--unreviewed", action="store_true", help="no true label yet")
-        q.add_argument("--reviewed", action="store_true", help="with a true label")
-        q.add_argument("--disagreements", action="store_true", help="the latest verdict differs from the true label")
-        q.add_argument("--unfamiliar", action="store_true", help="the latest judgement flagged the image unfamiliar")
-        q.add_argument("--declared-ai-said-real", action="store_true",
-                       help="the file declares AI generation but the model said real")
-        q.add_argument("--model", help="the latest judgement's model id (card name) or model hash prefix")
-        q.add_argument("--since", help="last seen on or after this date (YYYY-MM-DD)")
-        q.add_argument("--until", help="last seen on or before this date (YYYY-MM-DD)")
-
     q = csub.add_parser("list", help="one row per case with its latest judgement")
-    case_filters(q)
+    _case_filter_opts(q)
     q.add_argument("--sort", default="last_seen",
                    choices=["last_seen", "first_seen", "p_fake", "name", "judgements", "ood_score", "reviewed_at"])
     q.add_argument("--ascending", action="store_true")
@@ -842,11 +869,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bulk: a labelled folder (real/ and fake/, or a CSV of path,label); cases matched by file hash")
     q = csub.add_parser("export", help="write the case table as CSV or Parquet (by the file's extension)")
     q.add_argument("out", help="FILE.csv or FILE.parquet")
-    case_filters(q)
+    _case_filter_opts(q)
     q = csub.add_parser("delete", help="delete cases: rows, judgements, thumbnails and stored images")
     q.add_argument("sha", nargs="+")
     p.set_defaults(func=cmd_cases)
 
+
+def _add_learn(sub) -> None:
+    """learn: fine-tune on reviewed cases (cmd_learn)."""
     p = sub.add_parser("learn", help="fine-tune a candidate on reviewed cases + replay, gate it, version it")
     p.add_argument("--weights", help="the model to start from (default: the active model)")
     p.add_argument("--replay", action="append",
@@ -864,6 +894,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_learn)
 
+
+def _add_models(sub) -> None:
+    """models and its actions: the model registry (cmd_models)."""
     p = sub.add_parser("models", help="the model registry: list versions, use one, roll back one step")
     msub = p.add_subparsers(dest="action", required=True)
     q = msub.add_parser("list")
@@ -872,10 +905,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("version")
     msub.add_parser("rollback", help="make the previously active version active again")
     p.set_defaults(func=cmd_models)
+
+
+def _add_video(sub) -> None:
+    """video: a verdict for a video file (cmd_video)."""
     p = sub.add_parser("video", help="check a video file: sampled frames, per-face p_fake, a video verdict")
     p.add_argument("file")
-    weights_opts(p)
-    engine_opt(p)
+    _weights_opts(p)
+    _engine_opt(p)
     p.add_argument("--every-s", type=float, default=1.0, help="sample a frame every N seconds (default 1)")
     p.add_argument("--every-k", type=int, help="or sample every k-th frame")
     p.add_argument("--max-frames", type=int, default=600, help="at most this many sampled frames (limit 600)")
@@ -887,6 +924,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_video)
 
+
+def _add_serve(sub) -> None:
+    """serve: the HTTP API (cmd_serve)."""
     p = sub.add_parser("serve", help="HTTP API for other programs (FastAPI; docs at /docs); --ray for Ray Serve")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; another needs API keys)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
@@ -908,15 +948,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, default=1, help="model replicas on Ray Serve (default 1)")
     p.add_argument("--max-batch-size", type=int, default=8, help="images batched per replica call on Ray Serve")
     p.set_defaults(progress=False)
-    engine_opt(p)
+    _engine_opt(p)
     p.set_defaults(func=cmd_serve)
 
+
+def _add_info(sub) -> None:
+    """info: model cards (cmd_info)."""
     p = sub.add_parser("info", help="show model cards")
     p.add_argument("weights", nargs="*")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
-    return parser
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `realitycheck` parser: each subcommand is added by its own function, in --help's order."""
+    parser = argparse.ArgumentParser(prog="realitycheck", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_predict(sub)
+    _add_explain(sub)
+    _add_evaluate(sub)
+    _add_train(sub)
+    _add_attribute(sub)
+    _add_export(sub)
+    _add_cases(sub)
+    _add_learn(sub)
+    _add_models(sub)
+    _add_video(sub)
+    _add_serve(sub)
+    _add_info(sub)
+    return parser
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
