@@ -468,11 +468,11 @@ def test_bad_input_corpus_through_the_upload(tmp_path):
     _sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bad_inputs_corpus import upload_cases
 
-    from realitycheck.serving.app import common
+    from realitycheck.serving.app import inputs
 
     # The uploader only admits image extensions (Streamlit enforces it server-side too), so a .pdf or
     # .svg never reaches the app; everything else, including garbage named .jpg, does.
-    allowed = {"." + t.lower() for t in common.IMAGE_TYPES}
+    allowed = {"." + t.lower() for t in inputs.IMAGE_TYPES}
     cases = [c for c in upload_cases(tmp_path) if Path(c.filename).suffix.lower() in allowed]
     assert len(cases) >= 40
     at = _app()

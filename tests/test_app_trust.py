@@ -84,7 +84,7 @@ def test_outcome_words():
 
 
 def test_demo_gallery_says_which_fakes_the_model_misses():
-    from realitycheck.serving.app.common import (
+    from realitycheck.serving.app.gallery import (
         examples,  # sample_images/ and, when present, the seed examples
     )
 
@@ -103,7 +103,7 @@ def test_demo_gallery_says_which_fakes_the_model_misses():
 
 def test_demo_gallery_words_follow_the_models_own_verdicts(rated_model):
     from realitycheck.model.inference import load_classifier, verdict
-    from realitycheck.serving.app.common import examples
+    from realitycheck.serving.app.gallery import examples
 
     at = _demo(_app(), 0.5)
     clf = load_classifier(rated_model)
@@ -116,7 +116,7 @@ def test_demo_gallery_words_follow_the_models_own_verdicts(rated_model):
 
 
 def test_a_clicked_example_says_whether_its_verdict_is_right():
-    from realitycheck.serving.app.common import examples
+    from realitycheck.serving.app.gallery import examples
 
     items = examples()
     at = _demo(_app(), 0.99)

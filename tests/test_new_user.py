@@ -409,7 +409,7 @@ def test_the_suggested_labelled_path_is_accepted_by_the_default_roots(tmp_path, 
     import re
 
     from realitycheck.serving import access
-    from realitycheck.serving.app.common import LABELLED_PLACEHOLDER
+    from realitycheck.serving.app.inputs import LABELLED_PLACEHOLDER
 
     example = re.search(r"e\.g\. (\S+)", LABELLED_PLACEHOLDER).group(1)
     monkeypatch.chdir(tmp_path)
@@ -441,7 +441,7 @@ def test_generator_with_a_model_name_reads_as_one_phrase():
 
 def test_durations_and_counts_in_words():
     pytest.importorskip("streamlit")
-    from realitycheck.serving.app.common import duration_words, plural
+    from realitycheck.serving.app.display import duration_words, plural
 
     assert duration_words(0.3) == "under 1 s" and duration_words(12.4) == "about 12 s"
     assert plural(1, "misclassified image") == "1 misclassified image" and plural(3, "image") == "3 images"
