@@ -12,22 +12,9 @@ import pytest
 from PIL import Image
 
 from realitycheck.serving import cli
+from tests.helpers import jpeg as _jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _jpeg(seed: int, size: int = 96, noisy: bool = False) -> bytes:
-    rng = np.random.default_rng(seed)
-    if noisy:
-        arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    else:
-        y, x = np.mgrid[0:size, 0:size]
-        base = rng.integers(60, 200, 3)
-        arr = np.clip(np.stack([base[c] + 40 * np.sin((x + y * (c + 1)) / (8 + seed % 5)) for c in range(3)], -1),
-                      0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 def _folder(root: Path, per_class: int = 3, broken: bool = False, same: bool = False) -> Path:
