@@ -1,6 +1,9 @@
-"""Shared fixtures: a small real checkpoint (built once per run) and the sample photos.
+"""Shared fixtures: a small real checkpoint (built once per run), the sample photos, and the browser tests'
+Chromium and page.
 
-Plain helpers (running the CLI, writing a checkpoint) are in `tests/helpers.py`.
+Plain helpers (running the CLI, writing a checkpoint, synthetic photos) are in `tests/helpers.py`; the
+dashboard tests' (AppTest) in `tests/app_helpers.py`; the browser tests' (server, Chromium) in
+`tests/e2e_helpers.py`.
 
 The checkpoint is a real EfficientNet-Lite0 (ImageNet weights, untrained 2-class head) with a
 96 px / 80 px crop card: every test that needs "a model" gets the real loading and inference
@@ -53,3 +56,22 @@ def _private_case_database(tmp_path_factory):
         os.environ.pop("REALITYCHECK_DB", None)
     else:
         os.environ["REALITYCHECK_DB"] = saved
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium through Playwright, one per browser-test module (tests/e2e_helpers.py)."""
+    from tests.e2e_helpers import chromium
+
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh page in a browser context of its own: 1400 px wide, as tall as the test module's
+    VIEWPORT_HEIGHT (else 1400)."""
+    from tests.e2e_helpers import new_page
+
+    with new_page(browser, getattr(request.module, "VIEWPORT_HEIGHT", 1400)) as pg:
+        yield pg

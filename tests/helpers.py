@@ -54,6 +54,58 @@ APP_PAGES = {
 }
 
 
+def jpeg(seed: int, size: int = 96, noisy: bool = False, quality: int = 90) -> bytes:
+    """A small synthetic JPEG, the same for the same arguments: smooth stripes, or (`noisy`) random pixels."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    if noisy:
+        arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    else:
+        y, x = np.mgrid[0:size, 0:size]
+        base = rng.integers(60, 200, 3)
+        arr = np.stack([(base[c] + 40 * np.sin((x + y * (c + 1)) / (8 + seed % 5))) for c in range(3)], -1)
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def folder_ranked_by(clf, root: Path) -> Path:
+    """real/ and fake/ of 8 synthetic photos split by `clf`'s own p_fake (its 4 lowest are 'real'), so the
+    model separates them by construction, whatever it has learnt."""
+    pool = [jpeg(80 + i, noisy=i % 2 == 0) for i in range(8)]
+    scores = [p.p_fake for p in clf.predict(pool)]
+    order = sorted(range(8), key=scores.__getitem__)
+    for label, idx in (("real", order[:4]), ("fake", order[4:])):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in idx:
+            (root / label / f"{i}.jpg").write_bytes(pool[i])
+    return root
+
+
+def weights_of_its_own(tmp_path: Path, checkpoint: Path, monkeypatch, roots: Path) -> Path:
+    """The app in local mode with a weights folder of its own under `tmp_path` (a copy of `checkpoint`, the
+    only model), server paths under `roots`, no settings file, and `tmp_path` as the working folder."""
+    import shutil
+
+    from realitycheck.serving import access
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(checkpoint, weights / "tiny.pt")
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(weights / "tiny.pt"))
+    monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv(access.ROOTS_ENV, str(roots))
+    monkeypatch.delenv(access.PUBLIC_ENV, raising=False)
+    monkeypatch.delenv(access.CONFIG_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return weights
+
+
 def make_toy_folder(root, side: int = 64, per_class: int = 40, blur: float = 4) -> "Path":
     """A labelled folder a model learns in a few steps: 'real' = smooth blurred noise, 'fake' = the same
     plus a fine checkerboard (a high-frequency trace, as generators leave)."""

@@ -9,25 +9,24 @@ Verdicts are therefore arbitrary; the tests check behaviour, not accuracy.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from realitycheck.model import checkpoints, models  # noqa: E402
-from realitycheck.model.checkpoints import ModelCard, Preprocessing  # noqa: E402
+from realitycheck.model import checkpoints  # noqa: E402
+from tests.app_helpers import app_weights  # noqa: E402
+from tests.app_helpers import classify as _classify  # noqa: E402
+from tests.app_helpers import errors as _errors  # noqa: E402
+from tests.app_helpers import start_app as _app  # noqa: E402
+from tests.app_helpers import texts as _texts  # noqa: E402
+from tests.helpers import APP_PAGES, REPO_ROOT, folder_ranked_by, save_tiny_checkpoint  # noqa: E402
+from tests.helpers import jpeg as _jpeg  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "streamlit_app.py")
-from tests.helpers import APP_PAGES  # noqa: E402
-
+ROOT = REPO_ROOT
 PAGES = APP_PAGES
-TIMEOUT = 120  # the first run imports torch; Grad-CAM + faithfulness on 2 shared cores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -36,48 +35,22 @@ TIMEOUT = 120  # the first run imports torch; Grad-CAM + faithfulness on 2 share
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("weights")
-    model = models.build_model("efficientnet_lite0", pretrained=True)
-    card = ModelCard(name="test-lite0", arch="efficientnet_lite0",
-                     preprocessing=Preprocessing(resize=96, crop=80, mean=(0.5,) * 3, std=(0.5,) * 3),
-                     training={"data": "none (test checkpoint)"},
-                     metrics={"test": {"accuracy": 0.5, "roc_auc": 0.5, "n": 6}})
-    return checkpoints.save_checkpoint(folder / "test-lite0.pt", model, card)
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "test-lite0.pt", name="test-lite0",
+                                training={"data": "none (test checkpoint)"},
+                                metrics={"test": {"accuracy": 0.5, "roc_auc": 0.5, "n": 6}})
 
 
 @pytest.fixture(scope="module", autouse=True)
 def weights_env(ckpt):
     """Point the app at the test checkpoint for the whole module (restored afterwards)."""
-    saved = {k: os.environ.get(k) for k in ("REALITYCHECK_WEIGHTS", "REALITYCHECK_WEIGHTS_DIR", "REALITYCHECK_ROOTS")}
-    os.environ["REALITYCHECK_WEIGHTS"] = str(ckpt)
-    os.environ["REALITYCHECK_WEIGHTS_DIR"] = str(ckpt.parent)
-    os.environ["REALITYCHECK_ROOTS"] = str(ckpt.parent.parent)  # server paths: the test's temporary folders
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with app_weights(ckpt, roots=ckpt.parent.parent):  # server paths: the test's temporary folders
+        yield
 
 
 @pytest.fixture
 def no_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(tmp_path / "absent.pt"))
-
-
-def _jpeg(seed: int, size: int = 96, noisy: bool = False) -> bytes:
-    rng = np.random.default_rng(seed)
-    if noisy:
-        arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    else:
-        y, x = np.mgrid[0:size, 0:size]
-        base = rng.integers(60, 200, 3)
-        arr = np.stack([(base[c] + 40 * np.sin((x + y * (c + 1)) / (8 + seed % 5))) for c in range(3)], -1)
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -91,34 +64,9 @@ def labelled_folder(tmp_path_factory) -> Path:
     return root
 
 
-def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
-    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
-    return "\n".join(str(p) for p in parts)
-
-
-def _classify(at: AppTest, files) -> AppTest:
-    at.file_uploader(key="classify_files").set_value(files)
-    at.button(key="FormSubmitter:classify_form-Classify").click()
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 def _heatmaps(at: AppTest, method: str = "gradcam") -> list:
     """The original | heatmap panels on screen (example thumbnails are images too)."""
     return [im for im in at.image if any(f"{method} evidence for" in c for c in im.captions)]
-
-
-def _errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,11 +416,11 @@ def test_bad_input_corpus_through_the_upload(tmp_path):
     _sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bad_inputs_corpus import upload_cases
 
-    from realitycheck.serving.app import common
+    from realitycheck.serving.app import inputs
 
     # The uploader only admits image extensions (Streamlit enforces it server-side too), so a .pdf or
     # .svg never reaches the app; everything else, including garbage named .jpg, does.
-    allowed = {"." + t.lower() for t in common.IMAGE_TYPES}
+    allowed = {"." + t.lower() for t in inputs.IMAGE_TYPES}
     cases = [c for c in upload_cases(tmp_path) if Path(c.filename).suffix.lower() in allowed]
     assert len(cases) >= 40
     at = _app()
@@ -579,13 +527,7 @@ def test_best_threshold_is_offered_with_its_false_alarm_and_miss_rates(ckpt, tmp
     """Photos split by the model's own ranking (lower half 'real'), so it separates them by construction."""
     from realitycheck.model.inference import Classifier
 
-    pool = [_jpeg(80 + i, noisy=i % 2 == 0) for i in range(8)]
-    scores = [p.p_fake for p in Classifier.from_file(ckpt, precision="fp32").predict(pool)]
-    order = sorted(range(8), key=scores.__getitem__)
-    for label, idx in (("real", order[:4]), ("fake", order[4:])):
-        (tmp_path / label).mkdir()
-        for i in idx:
-            (tmp_path / label / f"{i}.jpg").write_bytes(pool[i])
+    folder_ranked_by(Classifier.from_file(ckpt, precision="fp32"), tmp_path)
     at = _app()
     at.switch_page(PAGES["evaluate"]).run()
     at.text_input(key="eval_path").set_value(str(tmp_path))

@@ -10,26 +10,18 @@ pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from realitycheck.analysis import cases  # noqa: E402
-from tests.helpers import APP_PAGES, REPO_ROOT, save_tiny_checkpoint  # noqa: E402
-from tests.test_app import _jpeg  # noqa: E402
-
-APP = str(REPO_ROOT / "streamlit_app.py")
-TIMEOUT = 120
+from tests.app_helpers import app_weights, texts  # noqa: E402
+from tests.app_helpers import classify as _classify  # noqa: E402
+from tests.app_helpers import start_app as _app  # noqa: E402
+from tests.helpers import APP_PAGES, save_tiny_checkpoint  # noqa: E402
+from tests.helpers import jpeg as _jpeg  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
 def weights_env(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    ckpt = save_tiny_checkpoint(folder / "test-lite0.pt", name="test-lite0")
-    saved = {k: os.environ.get(k) for k in ("REALITYCHECK_WEIGHTS", "REALITYCHECK_WEIGHTS_DIR")}
-    os.environ["REALITYCHECK_WEIGHTS"] = str(ckpt)
-    os.environ["REALITYCHECK_WEIGHTS_DIR"] = str(folder)
-    yield ckpt
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with app_weights(save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "test-lite0.pt",
+                                          name="test-lite0")) as ckpt:
+        yield ckpt
 
 
 @pytest.fixture
@@ -39,25 +31,8 @@ def db(tmp_path, monkeypatch):
     return tmp_path / "cases.db"
 
 
-def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _classify(at: AppTest, files) -> None:
-    at.file_uploader(key="classify_files").set_value(files)
-    at.button(key="FormSubmitter:classify_form-Classify").click()
-    at.run()
-    assert not at.exception, at.exception
-
-
-def _texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
-    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
-    parts += [s.value for s in at.success]
-    return "\n".join(str(p) for p in parts)
+def _texts(at) -> str:
+    return texts(at, "success")
 
 
 def _table(at: AppTest):

@@ -8,53 +8,31 @@ and false alarms is known by hand from examples.csv.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from realitycheck.intake import examples as E  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "streamlit_app.py")
-TIMEOUT = 120
+from tests.app_helpers import app_weights, texts  # noqa: E402
+from tests.app_helpers import start_app as _app  # noqa: E402
+from tests.helpers import REPO_ROOT as ROOT  # noqa: E402
+from tests.helpers import save_tiny_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
 def rated_model(tmp_path_factory):
     """A checkpoint whose card records measured rates (90% detection, 2% false alarms at 0.5)."""
-    from tests.helpers import save_tiny_checkpoint
-
     folder = tmp_path_factory.mktemp("weights-trust")
     ckpt = save_tiny_checkpoint(folder / "rated.pt", name="rated",
                                 metrics={"test": {"recall_fake": 0.9, "fpr": 0.02, "n_fake": 100, "n_real": 100,
                                                   "threshold": 0.5, "accuracy": 0.9, "roc_auc": 0.9, "n": 200}})
-    saved = {k: os.environ.get(k) for k in ("REALITYCHECK_WEIGHTS", "REALITYCHECK_WEIGHTS_DIR")}
-    os.environ["REALITYCHECK_WEIGHTS"] = str(ckpt)
-    os.environ["REALITYCHECK_WEIGHTS_DIR"] = str(folder)
-    yield ckpt
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    with app_weights(ckpt):
+        yield ckpt
 
 
 def _texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
-    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
-    parts += [s.value for s in at.success]
-    return "\n".join(str(p) for p in parts)
+    return texts(at, "success")
 
 
 def _demo(at: AppTest, threshold: float) -> AppTest:
@@ -84,7 +62,7 @@ def test_outcome_words():
 
 
 def test_demo_gallery_says_which_fakes_the_model_misses():
-    from realitycheck.serving.app.common import (
+    from realitycheck.serving.app.gallery import (
         examples,  # sample_images/ and, when present, the seed examples
     )
 
@@ -103,7 +81,7 @@ def test_demo_gallery_says_which_fakes_the_model_misses():
 
 def test_demo_gallery_words_follow_the_models_own_verdicts(rated_model):
     from realitycheck.model.inference import load_classifier, verdict
-    from realitycheck.serving.app.common import examples
+    from realitycheck.serving.app.gallery import examples
 
     at = _demo(_app(), 0.5)
     clf = load_classifier(rated_model)
@@ -116,7 +94,7 @@ def test_demo_gallery_words_follow_the_models_own_verdicts(rated_model):
 
 
 def test_a_clicked_example_says_whether_its_verdict_is_right():
-    from realitycheck.serving.app.common import examples
+    from realitycheck.serving.app.gallery import examples
 
     items = examples()
     at = _demo(_app(), 0.99)

@@ -9,19 +9,16 @@ every real photo is a mistake (listed) and the group counts are known by hand.
 from __future__ import annotations
 
 import io
-import shutil
 import tempfile
 import zipfile
 
-import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from realitycheck.serving import access  # noqa: E402
-from tests.helpers import APP_PAGES, REPO_ROOT  # noqa: E402
+from tests.helpers import APP_PAGES, REPO_ROOT, jpeg, weights_of_its_own  # noqa: E402
 
 APP = str(REPO_ROOT / "streamlit_app.py")
 TMP = tempfile.gettempdir()
@@ -30,10 +27,7 @@ REAL = ["utk_70_1_0_20170101000000001.jpg", "utk_72_0_1_20170101000000002.jpg", 
 
 
 def _jpeg(seed: int, size: int = 64) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
+    return jpeg(seed, size, noisy=True, quality=75)
 
 
 def _zip() -> bytes:
@@ -48,15 +42,7 @@ def _zip() -> bytes:
 
 @pytest.fixture
 def local(tmp_path, tiny_checkpoint, monkeypatch):
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    shutil.copy(tiny_checkpoint, weights / "tiny.pt")
-    monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(weights / "tiny.pt"))
-    monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(weights))
-    monkeypatch.setenv(access.ROOTS_ENV, str(tmp_path))
-    monkeypatch.delenv(access.PUBLIC_ENV, raising=False)
-    monkeypatch.delenv(access.CONFIG_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
+    weights_of_its_own(tmp_path, tiny_checkpoint, monkeypatch, roots=tmp_path)
     return tmp_path
 
 

@@ -8,32 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.e2e_helpers import idle, local_streamlit, main_text, no_exception
+from tests.helpers import REPO_ROOT as ROOT
+
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if not Path(CHROMIUM).exists():
-    pytest.skip("Debian chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+VIEWPORT_HEIGHT = 1000  # the `page` fixture's (tests/conftest.py): the README's screenshots
 
 
 @pytest.fixture(scope="module")
@@ -56,47 +40,8 @@ def weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(weights, tmp_path_factory):
-    port = _free_port()
-    env = {**os.environ, "REALITYCHECK_WEIGHTS": str(weights), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
-           "REALITYCHECK_ROOTS": str(tmp_path_factory.getbasetemp())}  # the Evaluate test types a temporary folder
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not answer /_stcore/health within 90 s:\n" + (proc.stdout.read() or "")[-3000:])
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
+    with local_streamlit(weights, tmp_path_factory) as url:  # the Evaluate test types a temporary folder
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -106,29 +51,12 @@ def shots(tmp_path_factory) -> Path:
     return d
 
 
-def _idle(page, timeout=180_000):
-    """Wait until Streamlit has finished its script run (the status widget disappears)."""
-    page.wait_for_timeout(300)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
-
-
-def _no_exception(page):
-    """No traceback and no error box: pages turn failures into st.error messages, so both count."""
-    for test_id in ("stException", "stAlertContentError"):
-        found = page.locator(f"[data-testid='{test_id}']")
-        assert found.count() == 0, found.first.inner_text()
-
-
-def _main_text(page) -> str:
-    return page.locator("section.main, [data-testid='stMain']").first.inner_text()
-
-
 def test_classify_several_uploads_duplicate_and_evidence_choice(server, page, shots, weights):
     """Two photos (a real one and a shipped AI-generated example) plus one of them again in one submit: a
     summary table, each photo once, no key clash; then the heatmap switched to the other class than the verdict."""
     page.goto(server)
     page.get_by_text("Classify face photos").first.wait_for(timeout=90_000)
-    _idle(page)
+    idle(page)
     from realitycheck.intake.examples import load_examples
 
     hopper = str(ROOT / "sample_images" / "grace_hopper.jpg")
@@ -137,8 +65,8 @@ def test_classify_several_uploads_duplicate_and_evidence_choice(server, page, sh
     page.locator("input[type=file]").first.set_input_files([hopper, collins, hopper])
     page.get_by_role("button", name="Classify", exact=True).click()
     page.get_by_text("evidence for").nth(1).wait_for(timeout=240_000)  # both heatmap captions
-    _idle(page)
-    body = _main_text(page)
+    idle(page)
+    body = main_text(page)
     from realitycheck.model.inference import Classifier
 
     clf = Classifier.from_file(weights)  # the page must show what the package says for each photo
@@ -151,20 +79,20 @@ def test_classify_several_uploads_duplicate_and_evidence_choice(server, page, sh
     assert "2 images:" in body  # the summary table's heading
     assert page.locator("[data-testid='stDataFrame']").count() >= 1
     assert body.count("evidence for '") == 2
-    _no_exception(page)
+    no_exception(page)
     page.set_viewport_size({"width": 1400, "height": 1500})
     page.wait_for_timeout(1000)
     page.screenshot(path=str(shots / "classify.png"))
 
     before = body.count("(not the verdict)")
     page.get_by_text("fake (AI-generated)", exact=True).first.click()
-    _idle(page)
+    idle(page)
     page.get_by_text("evidence for 'fake'").first.wait_for(timeout=240_000)
-    _idle(page)
-    body = _main_text(page)
+    idle(page)
+    body = main_text(page)
     assert "evidence for 'fake'" in body and "evidence for 'real'" not in body
     assert body.count("(not the verdict)") >= before  # a photo judged real now shows what looks fake
-    _no_exception(page)
+    no_exception(page)
 
 
 def test_demo_gallery_shows_each_examples_verdict_right_or_wrong(server, page, shots, weights):
@@ -174,18 +102,18 @@ def test_demo_gallery_shows_each_examples_verdict_right_or_wrong(server, page, s
 
     page.goto(server)
     page.get_by_text("Classify face photos").first.wait_for(timeout=90_000)
-    _idle(page)
+    idle(page)
     page.get_by_text("Demo mode", exact=True).first.click()
-    _idle(page)
+    idle(page)
     page.get_by_text("Real or AI-generated?").first.wait_for(timeout=60_000)
     page.get_by_text("The model calls this").first.wait_for(timeout=180_000)
-    _idle(page)
-    body = _main_text(page)
+    idle(page)
+    body = main_text(page)
     clf = Classifier.from_file(weights)
     shipped = load_examples(ROOT / "sample_images")
     for e, pred in zip(shipped, clf.predict([str(e.path) for e in shipped])):
         assert outcome_words(e.label, pred.label) in body, (e.path.name, pred.p_fake)
-    _no_exception(page)
+    no_exception(page)
     page.set_viewport_size({"width": 1400, "height": 1300})
     page.wait_for_timeout(1000)
     page.screenshot(path=str(shots / "demo.png"))
@@ -210,21 +138,21 @@ def test_evaluate_page_runs_on_a_labelled_folder(server, page, shots, tmp_path):
     (tmp_path / "fake" / "broken.jpg").write_bytes(b"not an image")
     page.goto(server + "/evaluate")
     page.get_by_text("Evaluate on labelled images").first.wait_for(timeout=90_000)
-    _idle(page)
+    idle(page)
     box = page.get_by_label("Folder or CSV path on the server", exact=True).and_(page.locator("input"))
     box.fill(str(tmp_path))
     box.press("Enter")
-    _idle(page)
+    idle(page)
     page.get_by_role("button", name="Evaluate", exact=True).first.click()
     page.locator("[data-testid='stMetric']").first.wait_for(timeout=180_000)
-    _idle(page)
+    idle(page)
     labels = " ".join(page.locator("[data-testid='stMetricLabel']").all_inner_texts()).lower()
     assert "accuracy" in labels
     page.set_viewport_size({"width": 1400, "height": 2000})  # charts render once they are in view
     page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)  # confusion matrix, curves, histogram ...
     main = page.locator("[data-testid='stMain']").first
     assert "1 file could not be scored" in main.inner_text()  # the broken file is listed, not fatal
-    _no_exception(page)
+    no_exception(page)
     page.wait_for_timeout(1500)
     page.screenshot(path=str(shots / "evaluate.png"))
 
@@ -247,18 +175,18 @@ def test_evaluate_page_runs_on_a_labelled_folder(server, page, shots, tmp_path):
     # browse (public-domain real photos put in the AI-generated box): the picker must follow each run.
     page.set_viewport_size({"width": 1400, "height": 1000})
     page.get_by_text("Image files upload", exact=True).click()
-    _idle(page)
+    idle(page)
     photos = [str(ROOT / "sample_images" / n) for n in ("grace_hopper.jpg", "astronaut_eileen_collins.jpg")]
     for run in range(2):
         boxes = page.locator("input[type=file]")
         boxes.nth(0).set_input_files(photos[run])
         boxes.nth(1).set_input_files(photos)
         page.get_by_role("button", name="Evaluate", exact=True).first.click()
-        _idle(page)
+        idle(page)
         page.get_by_text("Mistakes at this threshold").first.wait_for(timeout=180_000)
         # (the mistakes browser's heatmap itself is checked by tests/test_app.py: waiting for it here
         # timed out now and then on the shared 2-core machine, cause not found)
-        _idle(page)
-        main = _main_text(page)
+        idle(page)
+        main = main_text(page)
         assert "out-of-bounds" not in main and "Something went wrong" not in main, main[-2000:]
-        _no_exception(page)
+        no_exception(page)

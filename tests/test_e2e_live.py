@@ -8,25 +8,16 @@ the snapshot's faces with their p(fake), the verdict, and the heatmap when asked
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.e2e
+from tests.e2e_helpers import chromium, idle, new_page, streamlit_server
+from tests.helpers import REPO_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if not Path(CHROMIUM).exists():
-    pytest.skip("Debian chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+pytestmark = pytest.mark.e2e
 
 
 def write_y4m(path: Path, frames: list[Image.Image], fps: int = 10) -> Path:
@@ -51,56 +42,24 @@ def fake_camera(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "REALITYCHECK_WEIGHTS": str(tiny_checkpoint), "REALITYCHECK_WEIGHTS_DIR": str(tiny_checkpoint.parent)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(180):
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def _idle(page, timeout=180_000):
-    page.wait_for_timeout(300)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+    with streamlit_server({"REALITYCHECK_WEIGHTS": str(tiny_checkpoint),
+                           "REALITYCHECK_WEIGHTS_DIR": str(tiny_checkpoint.parent)}) as url:
+        yield url
 
 
 def test_camera_snapshot_is_checked(server, fake_camera, tmp_path):
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-video-capture={fake_camera}"]
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
-        ctx = browser.new_context(viewport={"width": 1400, "height": 1100}, permissions=["camera"])
-        page = ctx.new_page()
+    camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+              f"--use-file-for-fake-video-capture={fake_camera}"]
+    with chromium(*camera) as browser, new_page(browser, 1100, permissions=["camera"]) as page:
         page.goto(server + "/live")
         page.get_by_text("Live camera and video").first.wait_for(timeout=120_000)
-        _idle(page)
+        idle(page)
         take = page.get_by_role("button", name="Take Photo")
         take.wait_for(timeout=60_000)
         page.wait_for_timeout(1500)  # let the fake camera deliver frames
         take.click()
         page.get_by_text("Faces found, each with its p(fake)").wait_for(timeout=120_000)
-        _idle(page)
+        idle(page)
         body = page.locator("body").inner_text()
         assert "p(fake)" in body and ("REAL" in body or "FAKE" in body)
         assert "1 face found" in body  # YuNet found the face the fake camera shows
@@ -110,4 +69,3 @@ def test_camera_snapshot_is_checked(server, fake_camera, tmp_path):
         shots = Path(os.environ.get("REALITYCHECK_SCREENSHOTS") or tmp_path)
         shots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shots / "live.png"), full_page=True)
-        browser.close()

@@ -3,56 +3,21 @@ public-mode batch limit and the per-face table. Run alone with `pytest -m e2e te
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.test_e2e_browser import (  # noqa: F401
-    CHROMIUM,
-    LAUNCH_ARGS,
-    ROOT,
-    _free_port,
-    _idle,
-    _main_text,
-    _no_exception,
-    playwright_api,
+from tests.e2e_helpers import (
+    idle,
+    local_streamlit,
+    main_text,
+    no_exception,
+    streamlit_server,
 )
+from tests.helpers import REPO_ROOT as ROOT
 
 pytestmark = pytest.mark.e2e
-
-
-def _serve(env_extra: dict):
-    port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), **env_extra}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    pytest.fail("streamlit did not answer /_stcore/health within 90 s:\n" + (proc.stdout.read() or "")[-3000:])
-
-
-def _stop(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -67,34 +32,16 @@ def shipped() -> Path:
 
 @pytest.fixture(scope="module")
 def local_server(shipped, tmp_path_factory):
-    proc, url = _serve({"REALITYCHECK_WEIGHTS": str(shipped), "REALITYCHECK_ROOTS": str(tmp_path_factory.getbasetemp())})
-    yield url
-    _stop(proc)
+    with local_streamlit(shipped, tmp_path_factory) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def public_server(shipped, tmp_path_factory):
     config = tmp_path_factory.mktemp("public") / "realitycheck.toml"
     config.write_text("[realitycheck]\npublic = true\nclassifications_per_minute = 2\n")
-    proc, url = _serve({"REALITYCHECK_WEIGHTS": str(shipped), "REALITYCHECK_CONFIG": str(config)})
-    yield url
-    _stop(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1400})
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
+    with streamlit_server({"REALITYCHECK_WEIGHTS": str(shipped), "REALITYCHECK_CONFIG": str(config)}) as url:
+        yield url
 
 
 def _photos(folder: Path, n: int) -> list[Path]:
@@ -120,29 +67,29 @@ def test_comparison_scores_each_model_at_its_own_threshold(local_server, page, t
     expected = {p: read_card(p) for p in (a, b)}
     page.goto(local_server + "/models")
     page.get_by_text("Compare two models").first.wait_for(timeout=90_000)
-    _idle(page)
+    idle(page)
     box = page.get_by_label("Labelled folder or CSV on the server", exact=True).and_(page.locator("input"))
     box.fill(str(tmp_path / "set"))
     page.get_by_role("button", name="Compare", exact=True).click()
     page.get_by_text("each model at its own card's threshold (").first.wait_for(timeout=300_000)  # the result
-    _idle(page)
-    text = _main_text(page)
+    idle(page)
+    text = main_text(page)
     for p, card in expected.items():
         assert f"{card.name} ({p.name}) {card.threshold:g}" in text, (p.name, card.threshold)
     assert "at threshold 0.77" not in text  # the old caption: one (the active model's) threshold for both
-    _no_exception(page)
+    no_exception(page)
 
 
 def test_public_mode_scores_a_batch_up_to_the_limit_and_says_what_is_left(public_server, page, tmp_path):
     photos = _photos(tmp_path, 3)
     page.goto(public_server)
     page.get_by_text("Classify face photos").first.wait_for(timeout=90_000)
-    _idle(page)
+    idle(page)
     page.locator("input[type=file]").first.set_input_files([str(p) for p in photos])
     page.get_by_role("button", name="Classify", exact=True).click()
     page.get_by_text("1 was left for later").first.wait_for(timeout=300_000)
-    _idle(page)
-    text = _main_text(page)
+    idle(page)
+    text = main_text(page)
     assert "2 of these 3 were classified now" in text and "Submit it again in" in text
     assert text.count("Verdict: ") == 2  # the two within the budget were scored and shown
 
@@ -153,15 +100,15 @@ def test_a_group_photo_gets_a_face_table_and_a_face_to_explain(local_server, pag
     photo = two_faces(tmp_path / "pair.jpg")
     page.goto(local_server)
     page.get_by_text("Classify face photos").first.wait_for(timeout=90_000)
-    _idle(page)
+    idle(page)
     page.locator("input[type=file]").first.set_input_files(str(photo))
     page.get_by_role("button", name="Classify", exact=True).click()
     page.get_by_text("Explain face").first.wait_for(timeout=300_000)
-    _idle(page)
-    text = _main_text(page)
+    idle(page)
+    text = main_text(page)
     assert "2 faces found" in text and "Faces by number" in text
     pick = page.locator("[data-testid='stSelectbox']").filter(has_text="Explain face").first
     shown = pick.inner_text() + " " + " ".join(i.input_value() for i in pick.locator("input").all())
     assert "decides the verdict" in shown, shown  # the deciding face is the one explained first
     assert page.locator("[data-testid='stDataFrame']").count() == 1  # one photo: no summary table, the face table
-    _no_exception(page)
+    no_exception(page)

@@ -4,9 +4,6 @@ timeline, verdict rule and most suspicious frames; a corrupt file gets one clear
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -15,23 +12,17 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from realitycheck.serving import video
+from tests.app_helpers import app_weights, start_app, texts
+from tests.helpers import APP_PAGES, REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "streamlit_app.py")
-LIVE = "realitycheck/serving/app/live_page.py"
+ROOT = REPO_ROOT
+LIVE = APP_PAGES["live"]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def weights_env(tiny_checkpoint):
-    saved = {k: os.environ.get(k) for k in ("REALITYCHECK_WEIGHTS", "REALITYCHECK_WEIGHTS_DIR")}
-    os.environ["REALITYCHECK_WEIGHTS"] = str(tiny_checkpoint)
-    os.environ["REALITYCHECK_WEIGHTS_DIR"] = str(tiny_checkpoint.parent)
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with app_weights(tiny_checkpoint):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -46,22 +37,17 @@ def clip_bytes(tmp_path_factory) -> bytes:
 
 
 def _live() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
+    at = start_app()
     at.switch_page(LIVE).run()
     assert not at.exception, at.exception
     return at
-
-
-def _texts(at) -> str:
-    return "\n".join(str(x.value) for x in [*at.markdown, *at.caption, *at.error, *at.warning])
 
 
 def test_page_renders_with_camera_and_video_tabs():
     at = _live()
     assert at.title[0].value == "Live camera and video"
     assert len(at.tabs) == 2 and at.file_uploader(key="live_video") is not None
-    assert video.VERDICT_RULE in _texts(at)
+    assert video.VERDICT_RULE in texts(at)
 
 
 def test_video_upload_gives_timeline_verdict_and_frames(clip_bytes):
@@ -70,7 +56,7 @@ def test_video_upload_gives_timeline_verdict_and_frames(clip_bytes):
     at.file_uploader(key="live_video").set_value(("clip.avi", clip_bytes, "video/x-msvideo")).run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    text = _texts(at)
+    text = texts(at)
     assert "3 frames (every 1 s (every 4 frames))" in text  # 12 frames at 4 fps, one a second
     assert "REAL" in text or "FAKE" in text
     assert at.get("plotly_chart"), "no timeline"

@@ -12,22 +12,9 @@ import pytest
 from PIL import Image
 
 from realitycheck.serving import cli
+from tests.helpers import jpeg as _jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _jpeg(seed: int, size: int = 96, noisy: bool = False) -> bytes:
-    rng = np.random.default_rng(seed)
-    if noisy:
-        arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    else:
-        y, x = np.mgrid[0:size, 0:size]
-        base = rng.integers(60, 200, 3)
-        arr = np.clip(np.stack([base[c] + 40 * np.sin((x + y * (c + 1)) / (8 + seed % 5)) for c in range(3)], -1),
-                      0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 def _folder(root: Path, per_class: int = 3, broken: bool = False, same: bool = False) -> Path:
@@ -409,7 +396,7 @@ def test_the_suggested_labelled_path_is_accepted_by_the_default_roots(tmp_path, 
     import re
 
     from realitycheck.serving import access
-    from realitycheck.serving.app.common import LABELLED_PLACEHOLDER
+    from realitycheck.serving.app.inputs import LABELLED_PLACEHOLDER
 
     example = re.search(r"e\.g\. (\S+)", LABELLED_PLACEHOLDER).group(1)
     monkeypatch.chdir(tmp_path)
@@ -441,7 +428,7 @@ def test_generator_with_a_model_name_reads_as_one_phrase():
 
 def test_durations_and_counts_in_words():
     pytest.importorskip("streamlit")
-    from realitycheck.serving.app.common import duration_words, plural
+    from realitycheck.serving.app.display import duration_words, plural
 
     assert duration_words(0.3) == "under 1 s" and duration_words(12.4) == "about 12 s"
     assert plural(1, "misclassified image") == "1 misclassified image" and plural(3, "image") == "3 images"

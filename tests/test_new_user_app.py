@@ -13,12 +13,14 @@ import pytest
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.app_helpers import classify as _classify  # noqa: E402
+from tests.app_helpers import errors as _errors  # noqa: E402
+from tests.app_helpers import start_app, texts  # noqa: E402
 from tests.helpers import APP_PAGES as PAGES  # noqa: E402
-from tests.helpers import save_tiny_checkpoint  # noqa: E402
-from tests.test_new_user import _folder, _jpeg, two_faces  # noqa: E402
+from tests.helpers import folder_ranked_by, save_tiny_checkpoint  # noqa: E402
+from tests.helpers import jpeg as _jpeg  # noqa: E402
+from tests.test_new_user import _folder, two_faces  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "streamlit_app.py")
 TIMEOUT = 180
 
 
@@ -59,27 +61,11 @@ def aligned(weights, tmp_path, monkeypatch) -> Path:
 
 
 def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _errors(at) -> list[str]:
-    return [e.value for e in at.error]
+    return start_app(TIMEOUT)
 
 
 def _texts(at) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [s.value for s in at.subheader]
-    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
-    return "\n".join(str(p) for p in parts)
-
-
-def _classify(at, files) -> AppTest:
-    at.file_uploader(key="classify_files").set_value(files)
-    at.button(key="FormSubmitter:classify_form-Classify").click().run()
-    assert not at.exception, at.exception
-    return at
+    return texts(at, "subheader")
 
 
 # 1 (and 15): each model at its own card's threshold; a common one only when asked; a zip works too
@@ -169,14 +155,7 @@ def test_summary_heading_counts_failures_and_history_counts_images_once(weights)
 def test_use_sets_exactly_the_shown_threshold(weights, tmp_path):
     from realitycheck.model.inference import Classifier
 
-    pool = [_jpeg(80 + i, noisy=i % 2 == 0) for i in range(8)]
-    scores = [p.p_fake for p in Classifier.from_file(weights / "a-low.pt", precision="fp32").predict(pool)]
-    order = sorted(range(8), key=scores.__getitem__)
-    root = weights.parent / "ranked"
-    for label, idx in (("real", order[:4]), ("fake", order[4:])):
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i in idx:
-            (root / label / f"{i}.jpg").write_bytes(pool[i])
+    root = folder_ranked_by(Classifier.from_file(weights / "a-low.pt", precision="fp32"), weights.parent / "ranked")
     at = _app()
     at.switch_page(PAGES["evaluate"]).run()
     at.text_input(key="eval_path").set_value(str(root))

@@ -7,21 +7,18 @@ lists: "no path read" is observed, not inferred from the absence of an error.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from realitycheck.serving import access
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
-from tests.helpers import APP_PAGES  # noqa: E402
+from tests.helpers import APP_PAGES, jpeg, weights_of_its_own  # noqa: E402
 
 PAGES = APP_PAGES
 TIMEOUT = 120
@@ -59,10 +56,7 @@ def watch():
 # ---------------------------------------------------------------------------------------------
 
 def _jpeg(seed: int, size: int = 64) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
+    return jpeg(seed, size, noisy=True, quality=75)
 
 
 @pytest.fixture
@@ -75,15 +69,7 @@ def places(tmp_path, tiny_checkpoint, monkeypatch):
             for i in range(2):
                 (base / "set" / label / f"{label}{i}.jpg").write_bytes(_jpeg(i + (9 if label == "fake" else 0)))
     shutil.copy(tiny_checkpoint, secret / "secret.pt")  # a valid checkpoint: loading it would succeed
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    shutil.copy(tiny_checkpoint, weights / "tiny.pt")
-    monkeypatch.setenv("REALITYCHECK_WEIGHTS", str(weights / "tiny.pt"))
-    monkeypatch.setenv("REALITYCHECK_WEIGHTS_DIR", str(weights))
-    monkeypatch.setenv(access.ROOTS_ENV, str(allowed))
-    monkeypatch.delenv(access.PUBLIC_ENV, raising=False)
-    monkeypatch.delenv(access.CONFIG_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
+    weights = weights_of_its_own(tmp_path, tiny_checkpoint, monkeypatch, roots=allowed)
     return {"allowed": allowed, "secret": secret, "weights": weights}
 
 

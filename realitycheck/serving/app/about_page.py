@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
+from realitycheck import REPO_ROOT
 from realitycheck.analysis import plots
-from realitycheck.serving.app import common
+from realitycheck.model import model_limits
+from realitycheck.model.checkpoints import ModelCard
+from realitycheck.serving.app.errors import run_page
+from realitycheck.serving.app.model_cache import active_model_path, card_of
 
 REAL, FAKE = plots.COLORS["real"], plots.COLORS["fake"]
 
@@ -77,42 +83,42 @@ RESPONSIBLE = """
 
 
 def _responsible_use_text() -> str | None:
-    from pathlib import Path
-
-    path = Path(common.REPO_ROOT) / "docs" / "responsible-use.md"
+    path = REPO_ROOT / "docs" / "responsible-use.md"
     try:
         return path.read_text(encoding="utf-8")
     except OSError:
         return None
 
 
-def _network() -> str:
-    """The active model's architecture, read from its card (never a name written into this page)."""
-    path = common.active_model_path()
+def _from_card(describe: Callable[[ModelCard], str], none_loaded: str, unreadable: str) -> str:
+    """What `describe` says of the active model's card; `none_loaded` / `unreadable` when there is no card to read."""
+    path = active_model_path()
     if path is None:
-        return "none loaded yet: see the Models page"
+        return none_loaded
     try:
-        card = common.card_of(path)
+        card = card_of(path)
     except Exception:  # noqa: BLE001 - an unreadable card is reported on the Models page
-        return "the active model's card cannot be read"
+        return unreadable
+    return describe(card)
+
+
+def _network_words(card: ModelCard) -> str:
     p = card.preprocessing
     mirror = "; it averages each photo with its mirror image" if p.mirror_average else ""
     return (f"the active model **{card.name}** is a `{card.arch}` network reading {p.crop} px squares, "
             f"as its model card says{mirror}")
 
 
+def _network() -> str:
+    """The active model's architecture, read from its card (never a name written into this page)."""
+    return _from_card(_network_words, "none loaded yet: see the Models page", "the active model's card cannot be read")
+
+
 def _limits() -> str:
     """The active model's limitations, generated from its card (`model_limits`)."""
-    from realitycheck.model import model_limits
-
-    path = common.active_model_path()
-    if path is None:
-        return "- No model is loaded yet: its limitations are shown here once one is (see the Models page)."
-    try:
-        card = common.card_of(path)
-    except Exception:  # noqa: BLE001 - an unreadable card is reported on the Models page
-        return "- The active model's card cannot be read, so its limitations are unknown."
-    return "\n".join(f"- {line}" for line in model_limits.limitations(card))
+    return _from_card(lambda card: "\n".join(f"- {line}" for line in model_limits.limitations(card)),
+                      "- No model is loaded yet: its limitations are shown here once one is (see the Models page).",
+                      "- The active model's card cannot be read, so its limitations are unknown.")
 
 
 def render() -> None:
@@ -149,4 +155,4 @@ def render() -> None:
 
 
 if __name__ == "__main__":  # run by st.navigation (Streamlit executes page files as __main__)
-    common.run_page(render, "the About page")
+    run_page(render, "the About page")

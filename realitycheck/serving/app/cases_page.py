@@ -9,11 +9,21 @@ other people's images (the operator reviews them with the CLI or a local dashboa
 from __future__ import annotations
 
 import base64
+import io
 
 import pandas as pd
 import streamlit as st
 
-from realitycheck.serving.app import common, state
+from realitycheck.analysis import cases
+from realitycheck.intake.images import ImageError, load_image
+from realitycheck.serving import access
+from realitycheck.serving.app import public, state
+from realitycheck.serving.app.case_log import case_store
+from realitycheck.serving.app.errors import run_page, show_error
+from realitycheck.serving.app.explanations import explanation
+from realitycheck.serving.app.inputs import LABELLED_PLACEHOLDER
+from realitycheck.serving.app.model_cache import current_classifier
+from realitycheck.serving.app.navigation import PAGE_CLASSIFY
 
 FILTERS = {  # checkbox key -> (label, cases.CaseStore.cases keyword)
     "cases_unreviewed": ("Unreviewed", "unreviewed"),
@@ -74,18 +84,16 @@ def _heatmap(store, case: dict) -> None:
         return
     if not st.button("Show the heatmap (current model)", key=f"case_cam_{case['sha256'][:16]}"):
         return
-    clf = common.current_classifier()
+    clf = current_classifier()
     if clf is None:
         return
-    from realitycheck.intake.images import ImageError, load_image
-
     try:
         image = load_image(path).image
     except ImageError as exc:
-        common.show_error(f"The stored image cannot be read: {exc}")
+        show_error(f"The stored image cannot be read: {exc}")
         return
     with st.spinner("Computing the heatmap…"):
-        exp = common.explanation(clf, case["sha256"], image, "gradcam")
+        exp = explanation(clf, case["sha256"], image, "gradcam")
     st.image(exp.panel(opacity=0.45), width="stretch",
              caption=f"Grad-CAM of {clf.name}: evidence for '{exp.target_class}' (red = strong)")
 
@@ -152,27 +160,22 @@ def _open_case(store, df: pd.DataFrame) -> None:
 
 
 def _bulk_label(store) -> None:
-    from realitycheck.serving import access
-    from realitycheck.serving.app import public
-
     if public.is_public():
         return
     with st.expander("Label many cases from a labelled folder"):
         folder = st.text_input("Folder with real/ and fake/ (or a CSV of path,label)",
-                               placeholder=common.LABELLED_PLACEHOLDER, key="cases_bulk_folder")
+                               placeholder=LABELLED_PLACEHOLDER, key="cases_bulk_folder")
         if st.button("Label the matching cases", key="cases_bulk_run") and folder:
             try:
                 path = access.check_path(folder, public.settings(), want="any")
                 counts = store.bulk_label(path, note="from a labelled folder")
             except (access.PathRefused, ValueError) as exc:
-                common.show_error(str(exc))
+                show_error(str(exc))
                 return
             st.success(f"Labelled {counts['labelled']} cases; {counts['not_a_case']} files there were never judged.")
 
 
 def _export(df: pd.DataFrame) -> None:
-    import io
-
     table = df.drop(columns=["thumbnail"])
     c1, c2 = st.columns(2)
     c1.download_button("Export these cases (CSV)", data=table.to_csv(index=False).encode("utf-8"),
@@ -184,9 +187,6 @@ def _export(df: pd.DataFrame) -> None:
 
 
 def render() -> None:
-    from realitycheck.analysis import cases
-    from realitycheck.serving.app import public
-
     st.title("Cases")
     s = cases.settings(public.is_public())
     if not s.enabled:
@@ -204,16 +204,16 @@ def render() -> None:
         st.success(msg, icon=":material/check:")
     state.put(state.FLASH, [])
     try:
-        store = common.case_store()
+        store = case_store()
         opts = _filters(store)
         df = store.cases(**opts, thumbnails=True)
         total = store.count()
     except cases.CaseStoreError as exc:
-        common.show_error(str(exc))
+        show_error(str(exc))
         return
     if not total:
         st.info("No cases yet: classify a photo on the Classify page and it is kept here.", icon=":material/fact_check:")
-        st.page_link(common.PAGE_CLASSIFY, label="Go to the Classify page", icon=":material/search:")
+        st.page_link(PAGE_CLASSIFY, label="Go to the Classify page", icon=":material/search:")
         return
     reviewed = int(df["true_label"].notna().sum())
     c = st.columns(3)
@@ -227,10 +227,10 @@ def render() -> None:
     try:
         _open_case(store, df)
     except (cases.CaseStoreError, cases.CaseNotFound) as exc:
-        common.show_error(str(exc))
+        show_error(str(exc))
     _bulk_label(store)
     _export(df)
 
 
 if __name__ == "__main__":  # run by st.navigation (Streamlit executes page files as __main__)
-    common.run_page(render, "the Cases page")
+    run_page(render, "the Cases page")

@@ -3,21 +3,53 @@
 Predictions are cached in the session by (model, file hash), explanations by (model, file hash,
 method): moving the opacity slider or switching the CAM method never re-runs the classifier and
 never loses the results shown.
+
+`realitycheck.explain` is imported inside the functions that draw heatmaps: it loads pytorch-grad-cam
+(about 1.7 s here), which the page's first view (no results yet) does not need.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
-from realitycheck.serving.app import common, state
+from realitycheck.analysis.face_table import (
+    deciding_face_caveat,
+    face_rows,
+    verdict_caveat,
+)
+from realitycheck.intake import provenance
+from realitycheck.intake.examples import PLAIN, outcome, outcome_words
+from realitycheck.intake.faces import draw_faces
+from realitycheck.model.attribution import generator_words
+from realitycheck.model.inference import verdict
+from realitycheck.model.ood import UNFAMILIAR_MESSAGE, UNFAMILIAR_PLAIN
+from realitycheck.serving.app import provenance_panel, public, state
+from realitycheck.serving.app.display import (
+    duration_words,
+    thumbnail_data_url,
+    verdict_html,
+    verdict_meaning,
+)
+from realitycheck.serving.app.errors import run_page, show_error
+from realitycheck.serving.app.explanations import (
+    explanation,
+    faithfulness_words,
+    has_explanation,
+    where_words,
+)
+from realitycheck.serving.app.gallery import examples
+from realitycheck.serving.app.inputs import IMAGE_TYPES, accept_upload, sha256
+from realitycheck.serving.app.model_cache import classifier_key, current_classifier
+from realitycheck.serving.app.predictions import classify
 
 MAX_FILES_PER_SUBMIT = state.MAX_CACHED_PREDICTIONS
 
 
 def _methods(allow_slow: bool) -> list[str]:
-    from realitycheck import explain as X
+    from realitycheck import explain as X  # lazy: see the module docstring
 
     fast = [m for m in X.METHODS if m not in X.SLOW_METHODS]
     slow = [m for m in X.METHODS if m in X.SLOW_METHODS]
@@ -39,7 +71,7 @@ def _example_verdicts(clf, items) -> dict:
     """Every example's Prediction under this model, computed once per session and model (server images:
     not counted against the session's rate limit, not logged in its history)."""
     store = state.get(state.EXAMPLE_VERDICTS)
-    mkey = common.classifier_key(clf)
+    mkey = classifier_key(clf)
     if mkey not in store:
         with st.spinner("Classifying the examples…"):
             paths = [str(p) for p, _ in items]
@@ -49,10 +81,7 @@ def _example_verdicts(clf, items) -> dict:
 
 
 def _examples(clf, demo: bool) -> None:
-    from realitycheck.intake.examples import PLAIN, outcome, outcome_words
-    from realitycheck.model.inference import verdict
-
-    items = common.examples()
+    items = examples()
     if not items:
         st.caption("No example images found (sample_images/ is empty).")
         return
@@ -83,7 +112,7 @@ def _examples(clf, demo: bool) -> None:
 
 def _run(clf, items: list[tuple[str, bytes]], source: str, truth: str | None = None) -> None:
     with st.spinner(f"Classifying {len(items)} image{'s' if len(items) != 1 else ''}…"):
-        keys = common.classify(clf, items, source, truth=truth)
+        keys = classify(clf, items, source, truth=truth)
     state.put(state.CURRENT, keys)
 
 
@@ -91,7 +120,7 @@ def _upload_form(clf) -> None:
     with st.form("classify_form", clear_on_submit=False, border=True):
         files = st.file_uploader(
             "Face photos: drag and drop, or click to browse",
-            type=common.IMAGE_TYPES, accept_multiple_files=True, key="classify_files",
+            type=IMAGE_TYPES, accept_multiple_files=True, key="classify_files",
             help="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF; up to 50 MB each.",
         )
         submitted = st.form_submit_button("Classify", type="primary")
@@ -107,13 +136,13 @@ def _upload_form(clf) -> None:
         files = files[:MAX_FILES_PER_SUBMIT]
     for f in files:
         data = f.getvalue()
-        h = common.sha256(data)
+        h = sha256(data)
         if h in first_name:  # the uploader appends, so the same file is easily added twice
             same = "was added more than once" if f.name == first_name[h] else f"is the same file as {first_name[h]}"
             notes.append(f"{f.name} {same}: classified and shown once.")
             continue
         first_name[h] = f.name
-        over = common.accept_upload(data, f.name)
+        over = accept_upload(data, f.name)
         if over:
             errors.append(over)
         else:
@@ -144,12 +173,10 @@ def _evidence_choice(demo: bool, container) -> str:
 
 def _settings(demo: bool) -> tuple[str, float, str]:
     """CAM method, opacity, evidence class (and the slow-method opt-in); demo mode: only the evidence."""
-    from realitycheck import explain as X
+    from realitycheck import explain as X  # lazy: see the module docstring
 
     if demo:
         return X.DEFAULT_METHOD, state.DEFAULTS[state.OPACITY], _evidence_choice(True, st)
-    from realitycheck.serving.app import public
-
     c1, c2, c3, c4 = st.columns([1.6, 1.6, 2.4, 1.1])
     allow_slow = public.settings().slow_methods and c4.checkbox(
         "Slow methods", key=state.SLOW_OK,
@@ -185,9 +212,6 @@ def _faces(pred, key) -> int | None:
 
 def _face_table(pred, key) -> int:
     """Each face with its number, size, p_fake and flags; the user picks the face the heatmap explains."""
-    from realitycheck.analysis.face_table import deciding_face_caveat, face_rows
-    from realitycheck.intake.faces import draw_faces
-
     rows = face_rows(pred)
     st.image(draw_faces(pred.image, pred.face_boxes, pred.face_p_fake, pred.threshold),
              caption="Faces by number (red: judged fake, green: real); the image takes its most suspicious face",
@@ -209,9 +233,7 @@ def _face_table(pred, key) -> int:
 
 def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evidence: str,
              face: int | None = None) -> None:
-    from realitycheck import explain as X
-    from realitycheck.serving.app import public
-
+    from realitycheck import explain as X  # lazy: see the module docstring
     h = key[1]
     slow = method in X.SLOW_METHODS
     if slow and not public.settings().slow_methods:
@@ -220,10 +242,10 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
     if face is not None and pred.face_p_fake and face == max(range(len(pred.face_p_fake)),
                                                            key=pred.face_p_fake.__getitem__):
         face = None  # the deciding face: the explanation every other view of this image shares
-    cached = common.has_explanation(clf, h, method, target, face)
+    cached = has_explanation(clf, h, method, target, face)
     if slow and not cached:
         est = clf.explainer.estimate_seconds(method)
-        st.warning(f"{method} is slow: {common.duration_words(est)} for this image on this machine.",
+        st.warning(f"{method} is slow: {duration_words(est)} for this image on this machine.",
                    icon=":material/hourglass_top:")
         if not st.button(f"Compute the {method} heatmap", key=f"slow_{h}_{method}"):
             return
@@ -232,13 +254,13 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
         def tick(done: int, total: int) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=f"{method}: {done}/{total} batches")
 
-        exp = common.explanation(clf, h, pred.image, method, progress=tick, target_class=target, face=face)
+        exp = explanation(clf, h, pred.image, method, progress=tick, target_class=target, face=face)
         bar.empty()
     elif not cached:
         with st.spinner(f"Computing the {method} heatmap…"):
-            exp = common.explanation(clf, h, pred.image, method, target_class=target, face=face)
+            exp = explanation(clf, h, pred.image, method, target_class=target, face=face)
     else:
-        exp = common.explanation(clf, h, pred.image, method, target_class=target, face=face)
+        exp = explanation(clf, h, pred.image, method, target_class=target, face=face)
     panel = exp.panel(opacity=opacity)
     if demo:
         look = "generated" if exp.target_class == "fake" else "real"
@@ -248,7 +270,7 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
                    f"{' (the verdict)' if exp.target_class == pred.label else ' (not the verdict)'}"
                    " - red = strong, blue = weak.")
     st.image(panel, width="stretch", caption=caption)
-    words = common.where_words(exp, pred)
+    words = where_words(exp, pred)
     if demo:
         st.markdown(f"**What the model looked at:** {words}")
         return
@@ -257,7 +279,7 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
         st.caption(f":material/info: {note}")
     if exp.faithfulness is not None:
         f = exp.faithfulness
-        st.markdown(f"**Does the heatmap matter to the model?** {common.faithfulness_words(f)}",
+        st.markdown(f"**Does the heatmap matter to the model?** {faithfulness_words(f)}",
                     help=f"Technically: {f.meaning} (ROAD imputation; score {f.score * 100:+.0f} percentage points.)")
     stem = Path(rec["name"]).stem
     caption = f"{rec['name']}: {pred.label.upper()} p(fake) {pred.p_fake:.1%} ({method})"
@@ -267,7 +289,7 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
 
 
 def _png(exp, opacity, caption) -> bytes:
-    from realitycheck import explain as X
+    from realitycheck import explain as X  # lazy: see the module docstring
 
     return X.to_png_bytes(exp.panel(opacity=opacity, caption=caption, max_side=None))
 
@@ -275,24 +297,20 @@ def _png(exp, opacity, caption) -> bytes:
 def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: bool, evidence: str) -> None:
     pred = rec["pred"].at_threshold(threshold)
     if not pred.ok:
-        common.show_error(pred.error)
+        show_error(pred.error)
         return
     with st.container(border=True):
         left, right = st.columns([1, 1.6] if not demo else [1, 2])
         with left:
             st.markdown(f"**{rec['name']}**")
-            from realitycheck.analysis.face_table import verdict_caveat
-
             caveat = verdict_caveat(pred)
-            st.markdown(common.verdict_html(pred.label, pred.p_fake, "large" if demo else "normal", caveat),
+            st.markdown(verdict_html(pred.label, pred.p_fake, "large" if demo else "normal", caveat),
                         unsafe_allow_html=True)
             if rec.get("truth"):  # an example: its true class is known, so say whether the model got it right
-                from realitycheck.intake.examples import outcome, outcome_words
-
                 words = outcome_words(rec["truth"], pred.label)
                 (st.warning if outcome(rec["truth"], pred.label) in ("missed", "false alarm") else st.success)(
                     words, icon=":material/fact_check:")
-            st.caption(f":material/percent: {common.verdict_meaning(clf, pred.label, threshold)}")
+            st.caption(f":material/percent: {verdict_meaning(clf, pred.label, threshold)}")
             if not demo:
                 st.caption(f"Verdict: {pred.label.upper()}{' (unreliable)' if caveat else ''} "
                            f"(threshold {threshold:.4g})")
@@ -303,33 +321,27 @@ def _result(clf, key, rec, threshold: float, method: str, opacity: float, demo: 
                           help="Decoding, face check and the model's forward pass for this image.")
                 c2.metric("Faces found", "n/a" if pred.faces is None else f"{pred.faces}")
             if pred.label == "fake" and pred.generator:
-                from realitycheck.model.attribution import generator_words
-
                 st.markdown(f":material/factory: **{generator_words(pred.generator)}**",
                             help="Which generator family this fake resembles most (a second head of the model, "
                                  "trained on the families in its training data; never part of p_fake).")
             if pred.unfamiliar:
-                from realitycheck.model.ood import UNFAMILIAR_MESSAGE, UNFAMILIAR_PLAIN
-
                 st.warning(UNFAMILIAR_PLAIN if demo else
                            f"{UNFAMILIAR_MESSAGE[0].upper()}{UNFAMILIAR_MESSAGE[1:]} (score {pred.ood_score:.2f}, "
                            f"threshold {clf.ood.threshold:.2f}).", icon=":material/help:")
             face = _faces(pred, key)
             for note in pred.notes:
                 st.caption(f":material/info: {note}")
-            from realitycheck.serving.app import provenance_panel
-
             provenance_panel.render(rec.get("provenance"), pred.label, demo)
         with right:
             if pred.image is None:
                 st.caption("No image kept for the heatmap.")
             else:
-                common.run_page(lambda: _heatmap(clf, key, rec, pred, method, opacity, demo, evidence, face),
+                run_page(lambda: _heatmap(clf, key, rec, pred, method, opacity, demo, evidence, face),
                                 "the heatmap")
 
 
 def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -> None:
-    from realitycheck import explain as X
+    from realitycheck import explain as X  # lazy: see the module docstring
 
     good = [k for k in keys if k in state.get(state.PREDICTIONS) and state.get(state.PREDICTIONS)[k]["pred"].ok]
     if not good:
@@ -341,39 +353,34 @@ def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -
         methods = [m for m in X.METHODS if m not in X.SLOW_METHODS]
         rec = preds[key]
         target = _target(evidence, rec["pred"].at_threshold(threshold))
-        missing = [m for m in methods if not common.has_explanation(clf, key[1], m, target)]
+        missing = [m for m in methods if not has_explanation(clf, key[1], m, target)]
         if missing:
             # measured on this machine (timed forwards of this model), not a promise
             est = sum(clf.explainer.estimate_seconds(m) for m in missing)
-            label = f"Compute {len(missing)} more methods ({common.duration_words(est)} in all on this machine)"
+            label = f"Compute {len(missing)} more methods ({duration_words(est)} in all on this machine)"
             if st.button(label, key="compare_run"):
                 bar = st.progress(0.0)
                 for i, m in enumerate(missing):
                     bar.progress(i / len(missing), text=f"{m}…")
-                    common.explanation(clf, key[1], rec["pred"].image, m, target_class=target)
+                    explanation(clf, key[1], rec["pred"].image, m, target_class=target)
                 bar.empty()
-        done = [m for m in methods if common.has_explanation(clf, key[1], m, target)]
+        done = [m for m in methods if has_explanation(clf, key[1], m, target)]
         if not done:
             st.caption("No heatmaps computed for this image yet.")
             return
         st.caption(f"Evidence for '{target}' by each method.")
         cols = st.columns(3)
         for i, m in enumerate(done):
-            exp = common.explanation(clf, key[1], rec["pred"].image, m, target_class=target)
+            exp = explanation(clf, key[1], rec["pred"].image, m, target_class=target)
             with cols[i % 3]:
                 st.image(exp.overlay(opacity), width="stretch", caption=m)
                 if exp.faithfulness is not None:
-                    st.caption(common.faithfulness_words(exp.faithfulness))
+                    st.caption(faithfulness_words(exp.faithfulness))
 
 
 def _summary_table(keys: list, threshold: float, demo: bool) -> None:
     """Several images: one sortable row each (click a column header to sort) before the cards, with the
     flags each card shows; files that could not be read are counted in the heading and listed apart."""
-    import pandas as pd
-
-    from realitycheck.analysis.face_table import verdict_caveat
-    from realitycheck.intake import provenance
-
     rows, failed = [], []
     for key in keys:
         rec = state.get(state.PREDICTIONS)[key]
@@ -383,7 +390,7 @@ def _summary_table(keys: list, threshold: float, demo: bool) -> None:
             continue
         prov = rec.get("provenance")
         rows.append({
-            "image": common.thumbnail_data_url(pred.image) if pred.image is not None else None,
+            "image": thumbnail_data_url(pred.image) if pred.image is not None else None,
             "name": rec["name"],
             "verdict": pred.label.upper() + (" (no face: unreliable)" if verdict_caveat(pred) else ""),
             "p_fake": pred.p_fake,
@@ -425,7 +432,7 @@ def _summary_table(keys: list, threshold: float, demo: bool) -> None:
 def render() -> None:
     demo = bool(state.get(state.DEMO))
     st.title("Real or AI-generated?" if demo else "Classify face photos")
-    clf = common.current_classifier()
+    clf = current_classifier()
     _guidance(demo)
     if clf is None:
         with st.expander("Example images (classifying needs trained weights)"):
@@ -440,10 +447,10 @@ def render() -> None:
         with st.expander("Examples: one click classifies an image", expanded=not state.get(state.CURRENT)):
             _examples(clf, demo)
     for msg in state.get(state.CLASSIFY_ERRORS):
-        common.show_error(msg)
+        show_error(msg)
     for msg in state.get(state.CLASSIFY_NOTES):
         st.caption(f":material/content_copy: {msg}")
-    mkey = common.classifier_key(clf)
+    mkey = classifier_key(clf)
     # One card per distinct image: every widget key below is derived from the image's hash.
     shown = [k for k in dict.fromkeys(state.get(state.CURRENT)) if k in state.get(state.PREDICTIONS)]
     keys = [k for k in shown if k[0] == mkey]
@@ -465,4 +472,4 @@ def render() -> None:
 
 
 if __name__ == "__main__":  # run by st.navigation (Streamlit executes page files as __main__)
-    common.run_page(render, "the Classify page")
+    run_page(render, "the Classify page")

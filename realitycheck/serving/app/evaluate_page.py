@@ -7,6 +7,9 @@ every threshold-dependent number, chart and list is recomputed from it (`metrics
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
+import os
 import tempfile
 import uuid
 from pathlib import Path
@@ -14,9 +17,32 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from realitycheck.analysis import evaluate, plots
+from realitycheck.analysis import groups as G
 from realitycheck.analysis import metrics as M
-from realitycheck.analysis import plots
-from realitycheck.serving.app import common, state
+from realitycheck.analysis.evaluate import threshold_advice_words
+from realitycheck.intake import uploads
+from realitycheck.intake.data import DataError
+from realitycheck.intake.images import ImageError, load_image
+from realitycheck.serving import access
+from realitycheck.serving.app import provenance_panel, public, state
+from realitycheck.serving.app.case_log import case_stream
+from realitycheck.serving.app.display import plural, verdict_html
+from realitycheck.serving.app.errors import run_page, show_error
+from realitycheck.serving.app.explanations import explanation, faithfulness_words
+from realitycheck.serving.app.inputs import (
+    IMAGE_TYPES,
+    LABELLED_PLACEHOLDER,
+    accept_upload,
+    unpack_zip_upload,
+)
+from realitycheck.serving.app.model_cache import (
+    active_model_path,
+    classifier_key,
+    current_classifier,
+    get_classifier,
+    model_key,
+)
 
 SOURCES = ["Folder or CSV on the server", "Zip file upload", "Image files upload"]
 LAYOUT_HELP = (
@@ -31,9 +57,6 @@ LAYOUT_HELP = (
 # ---------------------------------------------------------------------------------------------
 
 def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=(), root: str | None = None) -> None:
-    from realitycheck.analysis import evaluate
-    from realitycheck.intake.data import DataError
-
     bar = st.progress(0.0, text="Finding labelled images…")
 
     def tick(done: int, total: int | None) -> None:
@@ -43,31 +66,29 @@ def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=(), root: s
     try:
         # workers=0: decode in this process; forking DataLoader workers from the threaded
         # Streamlit server is unsafe, and dashboard-sized sets do not need them.
-        stream, recorder = common.case_stream(clf, "dashboard:evaluate", workers=0)  # each verdict becomes a case
+        stream, recorder = case_stream(clf, "dashboard:evaluate", workers=0)  # each verdict becomes a case
         result = evaluate.evaluate_folder(clf, folder, progress=tick, workers=0, predict_stream=stream)
     except DataError as exc:
         bar.empty()
         state.drop_temp_dir(tmp)
-        common.show_error(str(exc), details=LAYOUT_HELP)
+        show_error(str(exc), details=LAYOUT_HELP)
         return
     bar.empty()
     if recorder is not None and recorder.error is not None:
-        common.show_error(f"Not recorded in the case database: {recorder.error}")
+        show_error(f"Not recorded in the case database: {recorder.error}")
     previous = state.get(state.EVALUATION)
     if previous and previous.get("tmp") is not None and previous.get("tmp") is not tmp:
         state.drop_temp_dir(previous["tmp"])
     state.put(state.EVALUATION, {
         "id": uuid.uuid4().hex, "result": result, "label": label, "curves": M.curves_from_table(result.table),
         "model_name": clf.name, "model_path": str(clf.path) if clf.path else None,
-        "model_key": common.classifier_key(clf),
+        "model_key": classifier_key(clf),
         "tmp": tmp, "skipped": list(skipped), "memo": {},
         # uploads: where the user's own names start (the zip's top, the upload folder); server folders: None
         "root": root or (getattr(tmp, "name", None) if tmp is not None else None),
     })
     state.put(state.EVAL_THRESHOLD, float(state.get(state.THRESHOLD)))
     s = _summary(state.get(state.EVALUATION), float(state.get(state.THRESHOLD)))  # memoised: the page reuses it
-    import datetime as _dt
-
     state.get(state.EVAL_LOG).append({  # the Session history page lists evaluations too
         "time": _dt.datetime.now(), "data": label, "model": clf.name, "images": int(s.get("n") or 0),
         "failed": int(s.get("n_failed") or 0), "threshold": float(s["threshold"]), "accuracy": s.get("accuracy"),
@@ -76,16 +97,12 @@ def _evaluate(clf, folder: str | Path, label: str, tmp=None, skipped=(), root: s
 
 
 def _source_folder(clf) -> None:
-    from realitycheck.intake.data import DataError
-    from realitycheck.serving import access
-    from realitycheck.serving.app import public
-
     if public.is_public():  # never reached from the menu in public mode; refuse if it ever is
-        common.show_error("Server paths are turned off on this public deployment: upload files instead.")
+        show_error("Server paths are turned off on this public deployment: upload files instead.")
         return
     with st.form("eval_folder_form", border=False):
         path = st.text_input("Folder or CSV path on the server", key="eval_path",
-                             placeholder=common.LABELLED_PLACEHOLDER, help=LAYOUT_HELP)
+                             placeholder=LABELLED_PLACEHOLDER, help=LAYOUT_HELP)
         go = st.form_submit_button("Evaluate", type="primary")
     if go:
         if not path.strip():
@@ -94,7 +111,7 @@ def _source_folder(clf) -> None:
         try:  # only under the allowed roots; every file a CSV lists is checked too
             source = access.checked_labelled_source(path.strip(), public.settings())
         except (access.PathRefused, DataError) as exc:
-            common.show_error(str(exc), details=LAYOUT_HELP)
+            show_error(str(exc), details=LAYOUT_HELP)
             return
         _evaluate(clf, source, label=path.strip())
 
@@ -108,7 +125,7 @@ def _source_zip(clf) -> None:
     if up is None:
         st.warning("Choose a zip file first.")
         return
-    unpacked = common.unpack_zip_upload(up, "realitycheck-eval-", details=LAYOUT_HELP)
+    unpacked = unpack_zip_upload(up, "realitycheck-eval-", details=LAYOUT_HELP)
     if unpacked is None:
         return
     folder, skipped, tmp = unpacked
@@ -121,9 +138,9 @@ def _source_files(clf) -> None:
     st.caption("Put each batch in the box for its true class; both classes are needed for ROC-AUC.")
     with st.form("eval_files_form", border=False):
         c1, c2 = st.columns(2)
-        real = c1.file_uploader("Real photos (true class: real)", type=common.IMAGE_TYPES,
+        real = c1.file_uploader("Real photos (true class: real)", type=IMAGE_TYPES,
                                 accept_multiple_files=True, key="eval_files_real")
-        fake = c2.file_uploader("AI-generated photos (true class: fake)", type=common.IMAGE_TYPES,
+        fake = c2.file_uploader("AI-generated photos (true class: fake)", type=IMAGE_TYPES,
                                 accept_multiple_files=True, key="eval_files_fake")
         go = st.form_submit_button("Evaluate", type="primary")
     if not go:
@@ -131,15 +148,13 @@ def _source_files(clf) -> None:
     if not real and not fake:
         st.warning("Add images to at least one of the two boxes first.")
         return
-    from realitycheck.intake import uploads
-
     by_label = {"real": [], "fake": []}
     for label, files in (("real", real or []), ("fake", fake or [])):
         for f in files:
             data = f.getvalue()
-            over = common.accept_upload(data, f.name)
+            over = accept_upload(data, f.name)
             if over:
-                common.show_error(over)
+                show_error(over)
                 return
             by_label[label].append((f.name, data))
     tmp = state.session_temp_dir("realitycheck-eval-")
@@ -225,10 +240,6 @@ def _root(ev: dict) -> str | None:
 def _shown(ev: dict, path) -> str:
     """A result's file as the user knows it: its path inside the uploaded zip (or the upload folder);
     a server folder's path as typed (public mode: no server folder at all)."""
-    import os
-
-    from realitycheck.serving.app import public
-
     root, p = _root(ev), str(path)
     if root:
         a, r = os.path.abspath(p), os.path.abspath(root)
@@ -239,10 +250,6 @@ def _shown(ev: dict, path) -> str:
 
 def _shown_text(ev: dict, text: str) -> str:
     """A message with the upload's server folder taken out (and, in public mode, every server path)."""
-    import os
-
-    from realitycheck.serving.app import public
-
     root = _root(ev)
     text = str(text)
     if root:
@@ -254,10 +261,6 @@ def _shown_text(ev: dict, text: str) -> str:
 def _shown_result(ev: dict):
     """The EvaluationResult as downloads show it: files by `_shown`, messages by `_shown_text`, and for an
     upload the upload's name as its source (the table keeps the real paths for the heatmaps)."""
-    import dataclasses
-
-    from realitycheck.serving.app import public
-
     result = ev["result"]
     if not _root(ev):
         return public.shown_result(result)
@@ -267,7 +270,6 @@ def _shown_result(ev: dict):
 
 
 def _failed(ev: dict, s: dict) -> None:
-
     reasons = {_shown(ev, p): _shown_text(ev, r) for p, r in (s.get("failed_reasons") or {}).items()}
     skipped = ev.get("skipped") or []
     if reasons:
@@ -282,15 +284,13 @@ def _failed(ev: dict, s: dict) -> None:
 
 
 def _error_browser(ev: dict, threshold: float) -> None:
-    from realitycheck.intake.images import ImageError, load_image
-
     t = M.rethreshold(ev["result"].table, threshold)
     wrong = t[t["correct"].eq(False).fillna(False).astype(bool)]
     st.subheader("Mistakes at this threshold")
     if wrong.empty:
         st.success("No misclassified images at this threshold.")
         return
-    st.caption(f"{common.plural(len(wrong), 'misclassified image')}. Pick one to see it with its Grad-CAM heatmap.")
+    st.caption(f"{plural(len(wrong), 'misclassified image')}. Pick one to see it with its Grad-CAM heatmap.")
     view = wrong[["path", "true_label", "predicted", "p_fake", "faces"]].drop_duplicates("path").copy()
     view["p_fake"] = pd.to_numeric(view["p_fake"], errors="coerce")
     shown = view.assign(path=[_shown(ev, p) for p in view["path"]])  # names as the user knows them
@@ -305,24 +305,24 @@ def _error_browser(ev: dict, threshold: float) -> None:
     try:
         img = load_image(choice).image
     except ImageError as exc:
-        common.show_error(str(exc))
+        show_error(str(exc))
         return
     clf = _eval_classifier(ev)
     st.markdown(f"**{_shown(ev, choice)}**: true class **{row['true_label']}**, "
-                + common.verdict_html(str(row["predicted"]), float(row["p_fake"])), unsafe_allow_html=True)
+                + verdict_html(str(row["predicted"]), float(row["p_fake"])), unsafe_allow_html=True)
     if clf is None:
         st.image(img, width=320, caption=f"true {row['true_label']}, predicted {row['predicted']}")
         st.info("The model that produced these results is no longer available, so no heatmap.")
         return
     with st.spinner("Computing the Grad-CAM heatmap…"):
-        exp = common.explanation(clf, ("eval", choice), img, "gradcam", target_class=str(row["predicted"]))
+        exp = explanation(clf, ("eval", choice), img, "gradcam", target_class=str(row["predicted"]))
     # One picture: the panel's left half is the image itself, so it is not shown a second time.
     st.image(exp.panel(), width="stretch",
              caption=f"Left: the {exp.region} the model saw. Right: Grad-CAM evidence for "
                      f"'{exp.target_class}' (red = strong, blue = weak).")
     st.markdown(f"**Where:** {exp.where(img)}")
     if exp.faithfulness is not None:
-        st.caption(common.faithfulness_words(exp.faithfulness))
+        st.caption(faithfulness_words(exp.faithfulness))
 
 
 def _eval_classifier(ev: dict):
@@ -330,7 +330,7 @@ def _eval_classifier(ev: dict):
     if not path or not Path(path).is_file():
         return None
     try:
-        return common.get_classifier(Path(path))
+        return get_classifier(Path(path))
     except Exception:  # noqa: BLE001 - a heatmap is optional here
         return None
 
@@ -343,8 +343,6 @@ def results_csv(ev: dict, threshold: float) -> bytes:
 
 def report_html(ev: dict, clf, threshold: float) -> bytes:
     """The HTML report download, from the same shown result as the CSV (thumbnails found under the upload)."""
-    from realitycheck.analysis import evaluate
-
     with tempfile.TemporaryDirectory(prefix="realitycheck-report-") as d:
         out = evaluate.write_report(Path(d) / "report.html", clf, _shown_result(ev), threshold=threshold,
                                     image_root=_root(ev), groups=_group_rows(ev, threshold))
@@ -387,8 +385,6 @@ def _per_source(s: dict) -> None:
 def _group_rows(ev: dict, threshold: float):
     """Rates per group of people (`groups.group_rates`) at this threshold; None when no image has an
     attribute. Attributes come from known file names and, when uploaded, a path,attribute,value CSV."""
-    from realitycheck.analysis import groups as G
-
     attrs = ev.get("group_attributes")
     if attrs is None:
         attrs = ev["group_attributes"] = G.attributes_for(ev["result"].table["path"])
@@ -399,8 +395,6 @@ def _group_rows(ev: dict, threshold: float):
 
 def _groups_csv(ev: dict) -> None:
     """An optional CSV of path,attribute,value (paths as inside the zip or folder, or bare file names)."""
-    from realitycheck.analysis import groups as G
-
     up = st.file_uploader("Attributes CSV (path,attribute,value), optional", type=["csv"],
                           key=f"eval_groups_csv_{ev['id']}",
                           help="One row per file and attribute, e.g. `real/x.jpg,age,34` or `x.jpg,skin tone,V`. "
@@ -414,7 +408,7 @@ def _groups_csv(ev: dict) -> None:
         ev["group_attributes"] = G.attributes_for(ev["result"].table["path"], csv_path=path)
         ev["group_csv"] = up.file_id
     except G.GroupError as exc:
-        common.show_error(str(exc).replace("groups.csv", up.name))
+        show_error(str(exc).replace("groups.csv", up.name))
     finally:
         tmp.cleanup()
 
@@ -452,8 +446,8 @@ def _results(ev: dict) -> None:
     st.subheader("Results")
     st.caption(f"Model **{ev['model_name']}** on {ev['label']} · {len(result.table)} images · "
                f"{result.seconds:.1f} s")
-    active = common.active_model_path()
-    if active is not None and common.model_key(active) != ev["model_key"]:
+    active = active_model_path()
+    if active is not None and model_key(active) != ev["model_key"]:
         st.info("These results are from another model than the active one; press Evaluate again to "
                 "measure the active model.")
     left, right = st.columns([3, 2])
@@ -467,8 +461,6 @@ def _results(ev: dict) -> None:
     if kind in ("chance", "reversed"):
         right.caption("No threshold is suggested: moving it cannot make these verdicts reliable.")
     elif advice:
-        from realitycheck.analysis.evaluate import threshold_advice_words
-
         right.markdown(f"Best threshold for balanced accuracy: **{advice['threshold']:g}** "
                        f"({_fmt_pct(advice['balanced_accuracy'])}): {threshold_advice_words(advice)}")
         if 0.01 <= advice["threshold"] <= 0.99:  # the slider's range
@@ -486,11 +478,9 @@ def _results(ev: dict) -> None:
         st.warning(sentence, icon=":material/block:")
     _cards(s, kind)
     _per_source(s)
-    common.run_page(lambda: _groups(ev, threshold), "the per-group table")
+    run_page(lambda: _groups(ev, threshold), "the per-group table")
     _charts(ev, s, threshold)
     _failed(ev, s)
-    from realitycheck.serving.app import provenance_panel
-
     declared = s.get("provenance")
     if declared and declared.get("disagreement_files"):  # named as the user knows them
         declared = {**declared, "disagreement_files": [{**c, "path": _shown(ev, c["path"])}
@@ -504,9 +494,7 @@ def render() -> None:
     st.title("Evaluate on labelled images")
     st.caption("Measure the active model on photos whose true class you know. The model runs once; "
                "the threshold slider then re-scores the stored results instantly.")
-    from realitycheck.serving.app import public
-
-    clf = common.current_classifier()
+    clf = current_classifier()
     if clf is not None:
         sources = SOURCES if not public.is_public() else SOURCES[1:]  # public: uploads only
         if st.session_state.get("eval_source") not in sources:
@@ -527,4 +515,4 @@ def render() -> None:
 
 
 if __name__ == "__main__":  # run by st.navigation (Streamlit executes page files as __main__)
-    common.run_page(render, "the Evaluate page")
+    run_page(render, "the Evaluate page")

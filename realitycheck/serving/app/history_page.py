@@ -11,7 +11,9 @@ import streamlit as st
 
 from realitycheck.analysis import plots
 from realitycheck.analysis.metrics import as_text
-from realitycheck.serving.app import common, state
+from realitycheck.serving.app import state
+from realitycheck.serving.app.errors import run_page
+from realitycheck.serving.app.navigation import PAGE_CLASSIFY
 
 COLUMNS = ["time", "name", "label", "p_fake", "unfamiliar", "provenance", "faces", "seconds", "threshold", "model", "source",
            "disagreement"]
@@ -51,7 +53,7 @@ def render() -> None:
     if df.empty:
         st.info("Nothing classified yet in this session. Classify a photo (or click an example) on the "
                 "Classify page and it will be listed here.", icon=":material/history:")
-        st.page_link(common.PAGE_CLASSIFY, label="Go to the Classify page", icon=":material/search:")
+        st.page_link(PAGE_CLASSIFY, label="Go to the Classify page", icon=":material/search:")
         return
     threshold = float(state.get(state.THRESHOLD))
     n_fake = int((df["label"] == "fake").sum())
@@ -96,4 +98,4 @@ def render() -> None:
 
 
 if __name__ == "__main__":  # run by st.navigation (Streamlit executes page files as __main__)
-    common.run_page(render, "the Session history page")
+    run_page(render, "the Session history page")

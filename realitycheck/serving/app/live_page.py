@@ -1,6 +1,6 @@
 """Live camera and video page: frames from the browser's camera, and uploaded video files.
 
-The camera frames go through the Classify page's path (`common.classify`: the session's cache,
+The camera frames go through the Classify page's path (`predictions.classify`: the session's cache,
 history and rate limit), so a frame gets the number any photo would; videos go through
 `realitycheck.serving.video` (sampled frames, per-face p_fake, the stated verdict rule). The browser's
 camera widget (`st.camera_input`) needs no network: each snapshot is one check.
@@ -13,16 +13,22 @@ from pathlib import Path
 
 import streamlit as st
 
-from realitycheck.serving.app import common, state
+from realitycheck.intake.faces import draw_faces
+from realitycheck.model.inference import verdict
+from realitycheck.serving import video
+from realitycheck.serving.app import public, state
+from realitycheck.serving.app.display import verdict_html
+from realitycheck.serving.app.errors import run_page, show_error
+from realitycheck.serving.app.explanations import explanation, where_words
+from realitycheck.serving.app.inputs import accept_upload, sha256
+from realitycheck.serving.app.model_cache import current_classifier
+from realitycheck.serving.app.predictions import classify
 
-PAGE_LIVE = "realitycheck/serving/app/live_page.py"
 VIDEO_TYPES = ["mp4", "mov", "avi", "mkv", "webm", "m4v"]
 LIVE_SERIES = "live_series"  # list[(n, p_fake, label)]: this session's camera checks, for the strip chart
 
 
 def _faces_image(pred):
-    from realitycheck.intake.faces import draw_faces
-
     if pred.image is None:
         return None
     if pred.face_boxes:
@@ -31,10 +37,8 @@ def _faces_image(pred):
 
 
 def _verdict(pred, threshold: float) -> None:
-    from realitycheck.model.inference import verdict
-
     label = verdict(pred.p_fake, threshold)
-    st.markdown(common.verdict_html(label, pred.p_fake), unsafe_allow_html=True)
+    st.markdown(verdict_html(label, pred.p_fake), unsafe_allow_html=True)
     faces = ", ".join(f"face {i + 1}: {p:.3f}" for i, p in enumerate(pred.face_p_fake))
     st.caption(f":material/face: {pred.face_message}" + (f" — p(fake) {faces}" if faces else ""))
     if pred.unfamiliar:
@@ -50,20 +54,20 @@ def _camera(clf) -> None:
     if shot is None:
         return
     data = shot.getvalue()
-    refused = common.accept_upload(data, "camera frame")
+    refused = accept_upload(data, "camera frame")
     if refused:
-        common.show_error(refused)
+        show_error(refused)
         return
-    keys = common.classify(clf, [("camera frame", data)], source="camera")
+    keys = classify(clf, [("camera frame", data)], source="camera")
     for msg in state.get(state.CLASSIFY_ERRORS):
-        common.show_error(msg)
+        show_error(msg)
     state.get(state.CLASSIFY_ERRORS).clear()
     if not keys:
         return
     rec = state.get(state.PREDICTIONS)[keys[0]]
     pred = rec["pred"]
     if not pred.ok:
-        common.show_error(f"This frame could not be checked: {pred.error}")
+        show_error(f"This frame could not be checked: {pred.error}")
         return
     threshold = float(state.get(state.THRESHOLD))
     series = st.session_state.setdefault(LIVE_SERIES, [])
@@ -81,15 +85,12 @@ def _camera(clf) -> None:
             st.caption(f"p(fake) of this session's {len(series)} snapshots")
         if st.toggle("Show the heatmap", key="live_heatmap"):
             with st.spinner("Computing the Grad-CAM heatmap…"):
-                exp = common.explanation(clf, keys[0][1], pred.image, "gradcam", target_class=pred.label)
+                exp = explanation(clf, keys[0][1], pred.image, "gradcam", target_class=pred.label)
             st.image(exp.panel(), width="stretch", caption=f"Grad-CAM evidence for '{exp.target_class}'")
-            st.markdown(f"**Where:** {common.where_words(exp, pred)}")
+            st.markdown(f"**Where:** {where_words(exp, pred)}")
 
 
 def _video(clf) -> None:
-    from realitycheck.serving import video
-    from realitycheck.serving.app import public
-
     st.subheader("Video file")
     st.caption(f"Frames are sampled and each is checked like a photo. Verdict rule: {video.VERDICT_RULE}.")
     settings = public.settings()
@@ -103,12 +104,12 @@ def _video(clf) -> None:
     if up is None:
         return
     data = up.getvalue()
-    refused = common.accept_upload(data, up.name)
+    refused = accept_upload(data, up.name)
     if not refused:  # a video's frames count against the rate limit all together: all now, or none
         allowed, later = public.allow_classifications(int(max_frames))
         refused = later if allowed < int(max_frames) else None
     if refused:
-        common.show_error(refused)
+        show_error(refused)
         return
     with tempfile.TemporaryDirectory(prefix="realitycheck-video-") as tmp:
         path = Path(tmp) / Path(up.name).name
@@ -120,11 +121,11 @@ def _video(clf) -> None:
                 progress=lambda n: bar.progress(min(1.0, n / max(1, int(max_frames))), text=f"{n} frames checked"))
         except video.VideoError as exc:
             bar.empty()
-            common.show_error(public.safe(str(exc)))
+            show_error(public.safe(str(exc)))
             return
         bar.empty()
     label = result.label or "no verdict"
-    st.markdown(common.verdict_html(label, result.p_fake or 0.0), unsafe_allow_html=True)
+    st.markdown(verdict_html(label, result.p_fake or 0.0), unsafe_allow_html=True)
     st.caption(f"{len(result.frames)} frames ({result.sampling}); {result.rule}.")
     for note in result.notes:
         st.caption(f":material/info: {note}")
@@ -138,7 +139,7 @@ def _video(clf) -> None:
                      width="stretch")
             if st.toggle("Heatmap", key=f"live_vheat_{fr.frame}"):
                 with st.spinner("Computing…"):
-                    exp = common.explanation(clf, (common.sha256(data), fr.frame), frames[fr.frame], "gradcam",
+                    exp = explanation(clf, (sha256(data), fr.frame), frames[fr.frame], "gradcam",
                                              target_class="fake")
                 st.image(exp.panel(), width="stretch", caption="Grad-CAM evidence for 'fake'")
     st.download_button("Download per-frame table (CSV)", data=result.table().to_csv(index=False),
@@ -147,7 +148,7 @@ def _video(clf) -> None:
 
 def render() -> None:
     st.title("Live camera and video")
-    clf = common.current_classifier()
+    clf = current_classifier()
     if clf is None:
         return
     tab_cam, tab_vid = st.tabs(["Camera", "Video file"])
@@ -158,4 +159,4 @@ def render() -> None:
 
 
 if __name__ == "__main__":  # run by st.navigation (Streamlit executes page files as __main__)
-    common.run_page(render, "the Live camera and video page")
+    run_page(render, "the Live camera and video page")

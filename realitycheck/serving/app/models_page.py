@@ -12,10 +12,25 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from realitycheck.analysis import plots
+from realitycheck.analysis import evaluate, plots
+from realitycheck.intake.data import DataError
+from realitycheck.intake.uploads import safe_file_name
 from realitycheck.model import checkpoints, inference
 from realitycheck.model.checkpoints import CheckpointError
-from realitycheck.serving.app import common, public, state
+from realitycheck.serving import access
+from realitycheck.serving.app import public, state, versions_panel
+from realitycheck.serving.app.errors import one_line, run_page, show_error
+from realitycheck.serving.app.inputs import (
+    LABELLED_PLACEHOLDER,
+    accept_upload,
+    unpack_zip_upload,
+)
+from realitycheck.serving.app.model_cache import (
+    active_model_path,
+    available_models,
+    card_of,
+    get_classifier,
+)
 
 RADIO_KEY = "models_active_radio"
 COMPARE_COLUMNS = [
@@ -28,7 +43,7 @@ COMPARE_COLUMNS = [
 
 def _label(path: Path) -> str:
     try:
-        card = common.card_of(path)
+        card = card_of(path)
         return f"{card.name} ({path.name})"
     except CheckpointError:
         return f"{path.name} (unreadable)"
@@ -45,7 +60,7 @@ def _list(paths: list[Path]) -> None:
         if not public.is_public():
             st.caption(f"Weights folder: `{inference.weights_dir()}`")
         return
-    active = common.active_model_path()
+    active = active_model_path()
     options = [str(p) for p in paths]
     current = str(active) if active is not None and str(active) in options else options[0]
     if st.session_state.get(RADIO_KEY) != current:
@@ -56,9 +71,9 @@ def _list(paths: list[Path]) -> None:
         mark = " · active" if str(p) == current else ""
         with st.expander(f"Model card: {_label(p)}{mark}"):
             try:
-                card = common.card_of(p)
+                card = card_of(p)
             except CheckpointError as exc:
-                common.show_error(str(exc))
+                show_error(str(exc))
                 continue
             st.markdown(checkpoints.card_markdown(card, p.name))
             if not public.is_public():
@@ -79,15 +94,15 @@ def _adopt(path: Path, what: str, uploaded: bool = False) -> None:
     """Validate by loading; on success add to this session's models and make it active."""
     try:
         with st.spinner(f"Loading and checking {what}…"):
-            clf = common.get_classifier(path)
+            clf = get_classifier(path)
     except CheckpointError as exc:
-        common.show_error(_named(str(exc), path, what, uploaded),
+        show_error(_named(str(exc), path, what, uploaded),
                           details="Expected a RealityCheck checkpoint (.pt) or the original "
                                   "project's RealityCheck.pth (a ResNet50 state_dict).")
         return
     except Exception as exc:  # noqa: BLE001 - a user's file must never end the page
-        common.show_error(f"{what if uploaded else path.name}: could not be loaded "
-                          f"({_named(common.one_line(exc), path, what, uploaded)})",
+        show_error(f"{what if uploaded else path.name}: could not be loaded "
+                          f"({_named(one_line(exc), path, what, uploaded)})",
                           details=_named(f"{type(exc).__name__}: {exc}", path, what, uploaded))
         return
     extra = state.get(state.EXTRA_MODELS)
@@ -125,13 +140,11 @@ def _load_upload(tab_up) -> None:
                 st.warning("Choose a checkpoint file first.")
             else:
                 data = up.getvalue()
-                over = common.accept_upload(data, up.name)
+                over = accept_upload(data, up.name)
                 if over:
-                    common.show_error(over)
+                    show_error(over)
                 else:
                     tmp = state.session_temp_dir("realitycheck-model-")
-                    from realitycheck.intake.uploads import safe_file_name
-
                     name = safe_file_name(up.name, "checkpoint.pt")
                     target = Path(tmp.name) / name
                     target.write_bytes(data)
@@ -140,8 +153,6 @@ def _load_upload(tab_up) -> None:
 
 
 def _load_path(tab_path) -> None:
-    from realitycheck.serving import access
-
     with tab_path:
         with st.form("model_path_form", border=False):
             path = st.text_input("Checkpoint path on the server", key="model_path",
@@ -154,7 +165,7 @@ def _load_path(tab_path) -> None:
                 try:  # only under the allowed roots, never a device or a link out of them
                     p = access.check_path(path.strip(), public.settings(), want="file")
                 except access.PathRefused as exc:
-                    common.show_error(str(exc))
+                    show_error(str(exc))
                 else:
                     _adopt(p, p.name)
 
@@ -174,7 +185,7 @@ def _compare(paths: list[Path]) -> None:
         a = c1.selectbox("Model A", options, index=0, format_func=lambda p: _label(Path(p)), key="compare_a")
         b = c2.selectbox("Model B", options, index=1, format_func=lambda p: _label(Path(p)), key="compare_b")
         folder = st.text_input("Labelled folder or CSV on the server", key="compare_folder",
-                               placeholder=common.LABELLED_PLACEHOLDER)
+                               placeholder=LABELLED_PLACEHOLDER)
         up = st.file_uploader("…or a zip holding real/ and fake/ folders", type=["zip"], key="compare_zip")
         one = st.checkbox("Score both at one common threshold (default: each model at its own card's threshold)",
                           key="compare_common")
@@ -190,13 +201,10 @@ def _compare(paths: list[Path]) -> None:
         elif not folder.strip():
             st.warning("Enter a labelled folder or CSV path, or upload a zip, first.")
         else:
-            from realitycheck.intake.data import DataError
-            from realitycheck.serving import access
-
             try:  # only under the allowed roots; every file a CSV lists is checked too
                 source = access.checked_labelled_source(folder.strip(), public.settings())
             except (access.PathRefused, DataError) as exc:
-                common.show_error(str(exc))
+                show_error(str(exc))
             else:
                 _run_comparison([Path(a), Path(b)], source, folder.strip(), threshold)
     _show_comparison()
@@ -204,7 +212,7 @@ def _compare(paths: list[Path]) -> None:
 
 def _compare_zip(paths: list[Path], up, threshold: float | None) -> None:
     """The Evaluate page's zip route for the comparison: checked, unpacked into this session's folder."""
-    unpacked = common.unpack_zip_upload(up, "realitycheck-compare-")
+    unpacked = unpack_zip_upload(up, "realitycheck-compare-")
     if unpacked is None:
         return
     folder, _skipped, tmp = unpacked
@@ -213,13 +221,10 @@ def _compare_zip(paths: list[Path], up, threshold: float | None) -> None:
 
 
 def _run_comparison(paths: list[Path], folder, label: str, threshold: float | None = None) -> None:
-    from realitycheck.analysis import evaluate
-    from realitycheck.intake.data import DataError
-
     try:
-        classifiers = {_label(p): common.get_classifier(p) for p in paths}
+        classifiers = {_label(p): get_classifier(p) for p in paths}
     except CheckpointError as exc:
-        common.show_error(str(exc))
+        show_error(str(exc))
         return
     names = list(classifiers)
     bar = st.progress(0.0, text="Starting…")
@@ -231,7 +236,7 @@ def _run_comparison(paths: list[Path], folder, label: str, threshold: float | No
     try:
         comparison = evaluate.compare_models(classifiers, folder, threshold=threshold, progress=tick, workers=0)
     except DataError as exc:
-        common.show_error(str(exc))
+        show_error(str(exc))
         return
     finally:
         bar.empty()
@@ -288,14 +293,12 @@ def render() -> None:
     for msg in state.get(state.FLASH):
         st.success(msg)
     state.get(state.FLASH).clear()
-    paths = common.available_models()
+    paths = available_models()
     _list(paths)
-    from realitycheck.serving.app import versions_panel
-
     versions_panel.render()
     _load()
-    _compare(common.available_models())
+    _compare(available_models())
 
 
 if __name__ == "__main__":  # run by st.navigation (Streamlit executes page files as __main__)
-    common.run_page(render, "the Models page")
+    run_page(render, "the Models page")

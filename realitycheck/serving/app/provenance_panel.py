@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from realitycheck.intake import provenance as P
+from realitycheck.serving.app import public
 
 ICONS = {P.AI_GENERATED: ":material/smart_toy:", P.AI_EDITED: ":material/auto_fix_high:",
          P.CAMERA: ":material/photo_camera:", P.OTHER: ":material/description:", P.NONE: ":material/help:"}
@@ -45,8 +46,6 @@ def render_counts(declared: dict | None) -> None:
     """Evaluate page: per-group counts of what the files declare, and the disagreements first."""
     if not declared:
         return
-    from realitycheck.serving.app import public
-
     n_clash = int(declared.get("disagreements") or 0)
     if n_clash:
         st.error(f"**{n_clash} file(s) where the model and the file's own declaration disagree** "

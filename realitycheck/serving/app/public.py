@@ -6,6 +6,8 @@ session's own upload folders) and Streamlit messages.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 
 import streamlit as st
@@ -65,8 +67,6 @@ def badge() -> None:
 def shown_path(path, root: str | None = None) -> str:
     """A result's file as this deployment may show it: public mode shows it relative to the
     session's upload folder (or just its name), never the server folder it sits in."""
-    import os
-
     p = str(path)
     if not is_public():
         return p
@@ -77,8 +77,6 @@ def shown_path(path, root: str | None = None) -> str:
 
 def shown_result(result, root: str | None = None):
     """An EvaluationResult copy whose paths and source are `shown_path`ed (for downloads); as is locally."""
-    import dataclasses
-
     if not is_public():
         return result
     table = result.table.assign(path=[shown_path(p, root) for p in result.table["path"]],

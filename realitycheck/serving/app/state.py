@@ -14,6 +14,7 @@ module-global: a module-level value would be shared by every session of the serv
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from typing import Any
 
@@ -131,8 +132,6 @@ def reset_history() -> None:
 
 def session_temp_dir(prefix: str = "realitycheck-"):
     """A temporary folder owned by this session; deleted when the session object is collected."""
-    import tempfile
-
     tmp = tempfile.TemporaryDirectory(prefix=prefix)
     st.session_state[TEMP_DIRS].append(tmp)
     return tmp

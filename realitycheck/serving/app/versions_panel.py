@@ -9,7 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from realitycheck.serving.app import common, state
+from realitycheck.model import registry
+from realitycheck.model.inference import default_weights_path
+from realitycheck.serving.app import public, state
+from realitycheck.serving.app.errors import show_error
 
 
 def _rows(versions: list[dict], active_id: str | None) -> pd.DataFrame:
@@ -31,17 +34,13 @@ def _switched(message: str) -> None:
 
 
 def render() -> None:
-    from realitycheck.model import registry
-    from realitycheck.model.inference import default_weights_path
-    from realitycheck.serving.app import public
-
     if public.is_public():
         return
     try:
         versions = registry.versions()
         active = registry.active()
     except registry.RegistryError as exc:
-        common.show_error(str(exc))
+        show_error(str(exc))
         return
     st.subheader("Versions (learned from reviewed cases)")
     if not versions:
@@ -61,4 +60,4 @@ def render() -> None:
             v = registry.rollback()
             _switched(f"Rolled back: {v['id']} is the default model again.")
     except registry.RegistryError as exc:
-        common.show_error(str(exc))
+        show_error(str(exc))
