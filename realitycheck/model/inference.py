@@ -295,15 +295,6 @@ class Classifier:
         return self.card.name
 
     @property
-    def explainer(self):
-        """This model's `explain.Explainer`: its private copy and timings live as long as this Classifier."""
-        if getattr(self, "_explainer", None) is None:
-            from realitycheck.explain import Explainer
-
-            self._explainer = Explainer(self.model, self.card)
-        return self._explainer
-
-    @property
     def engine_label(self) -> str:
         """What runs the forward pass, e.g. "torch" or "onnxruntime int8" (Grad-CAM always uses torch)."""
         return self.engine.label if self.engine is not None else "torch"

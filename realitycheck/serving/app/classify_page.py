@@ -239,12 +239,11 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
     if slow and not public.settings().slow_methods:
         method, slow = X.DEFAULT_METHOD, False  # a planted session value cannot start minutes of CPU
     target = _target(evidence, pred)
-    if face is not None and pred.face_p_fake and face == max(range(len(pred.face_p_fake)),
-                                                           key=pred.face_p_fake.__getitem__):
+    if face is not None and face == pred.deciding_face:
         face = None  # the deciding face: the explanation every other view of this image shares
     cached = has_explanation(clf, h, method, target, face)
     if slow and not cached:
-        est = clf.explainer.estimate_seconds(method)
+        est = X.explainer_for(clf).estimate_seconds(method)
         st.warning(f"{method} is slow: {duration_words(est)} for this image on this machine.",
                    icon=":material/hourglass_top:")
         if not st.button(f"Compute the {method} heatmap", key=f"slow_{h}_{method}"):
@@ -254,13 +253,13 @@ def _heatmap(clf, key, rec, pred, method: str, opacity: float, demo: bool, evide
         def tick(done: int, total: int) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=f"{method}: {done}/{total} batches")
 
-        exp = explanation(clf, h, pred.image, method, progress=tick, target_class=target, face=face)
+        exp = explanation(clf, h, pred.image, method, progress=tick, target_class=target, face=face, deciding_face=pred.deciding_face)
         bar.empty()
     elif not cached:
         with st.spinner(f"Computing the {method} heatmap…"):
-            exp = explanation(clf, h, pred.image, method, target_class=target, face=face)
+            exp = explanation(clf, h, pred.image, method, target_class=target, face=face, deciding_face=pred.deciding_face)
     else:
-        exp = explanation(clf, h, pred.image, method, target_class=target, face=face)
+        exp = explanation(clf, h, pred.image, method, target_class=target, face=face, deciding_face=pred.deciding_face)
     panel = exp.panel(opacity=opacity)
     if demo:
         look = "generated" if exp.target_class == "fake" else "real"
@@ -356,13 +355,13 @@ def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -
         missing = [m for m in methods if not has_explanation(clf, key[1], m, target)]
         if missing:
             # measured on this machine (timed forwards of this model), not a promise
-            est = sum(clf.explainer.estimate_seconds(m) for m in missing)
+            est = sum(X.explainer_for(clf).estimate_seconds(m) for m in missing)
             label = f"Compute {len(missing)} more methods ({duration_words(est)} in all on this machine)"
             if st.button(label, key="compare_run"):
                 bar = st.progress(0.0)
                 for i, m in enumerate(missing):
                     bar.progress(i / len(missing), text=f"{m}…")
-                    explanation(clf, key[1], rec["pred"].image, m, target_class=target)
+                    explanation(clf, key[1], rec["pred"].image, m, target_class=target, deciding_face=rec["pred"].deciding_face)
                 bar.empty()
         done = [m for m in methods if has_explanation(clf, key[1], m, target)]
         if not done:
@@ -371,7 +370,7 @@ def _compare(clf, keys: list, opacity: float, threshold: float, evidence: str) -
         st.caption(f"Evidence for '{target}' by each method.")
         cols = st.columns(3)
         for i, m in enumerate(done):
-            exp = explanation(clf, key[1], rec["pred"].image, m, target_class=target)
+            exp = explanation(clf, key[1], rec["pred"].image, m, target_class=target, deciding_face=rec["pred"].deciding_face)
             with cols[i % 3]:
                 st.image(exp.overlay(opacity), width="stretch", caption=m)
                 if exp.faithfulness is not None:

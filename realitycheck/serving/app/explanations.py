@@ -30,16 +30,20 @@ def has_explanation(clf: inference.Classifier, key: Any, method: str, target_cla
 
 def explanation(clf: inference.Classifier, key: Any, image: Image.Image, method: str,
                 progress: Callable[[int, int], None] | None = None, target_class: str | None = None,
-                face: int | None = None):
+                face: int | None = None, deciding_face: int | None = None):
     """Grad-CAM (or another method) of one image for `target_class` (None: the model's argmax),
     cached per session by (model, key, method, class, face); `face` (0-based): that face of an aligned
-    model instead of the deciding one."""
+    model instead of the deciding one. `deciding_face`: the prediction's (`Prediction.deciding_face`),
+    so the heatmap is of the face that decided the verdict; without it the explainer finds that face."""
+    from realitycheck.explain import explainer_for  # lazy: see the module docstring
+
     ekey = explanation_key(clf, key, method, target_class, face)
     cache = state.get(state.EXPLANATIONS)
     if ekey in cache:
         return cache[ekey]
-    result = clf.explainer.explain([image], method=method, target_class=target_class,
-                                   progress=progress or False, face=face)[0]
+    result = explainer_for(clf).explain([image], method=method, target_class=target_class,
+                                        progress=progress or False,
+                                        face=face if face is not None else deciding_face)[0]
     state.remember(state.EXPLANATIONS, ekey, result, state.MAX_CACHED_EXPLANATIONS)
     return result
 

@@ -85,7 +85,8 @@ def _camera(clf) -> None:
             st.caption(f"p(fake) of this session's {len(series)} snapshots")
         if st.toggle("Show the heatmap", key="live_heatmap"):
             with st.spinner("Computing the Grad-CAM heatmap…"):
-                exp = explanation(clf, keys[0][1], pred.image, "gradcam", target_class=pred.label)
+                exp = explanation(clf, keys[0][1], pred.image, "gradcam", target_class=pred.label,
+                                  deciding_face=pred.deciding_face)
             st.image(exp.panel(), width="stretch", caption=f"Grad-CAM evidence for '{exp.target_class}'")
             st.markdown(f"**Where:** {where_words(exp, pred)}")
 
