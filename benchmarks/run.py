@@ -133,7 +133,7 @@ def ours_runner(spec: str, precision: str):
 
     clf = _classifier(spec, face_check=False, precision=precision, batch_size=16)
     return (lambda files: [p.p_fake for p in clf.iter_predict(files, workers=0 if len(files) < 32 else None)]), \
-        resolve_precision(precision, 16)
+        resolve_precision(precision)
 
 
 def folder_runner(spec: str, engine: str):
@@ -239,7 +239,7 @@ def worker_latency(spec: str, files: list[str], engine: str = "torch") -> dict:
 
     return {"median_ms": statistics.median(times) * 1000,
             "p90_ms": sorted(times)[max(0, int(0.9 * len(times)) - 1)] * 1000,
-            "precision_single": resolve_precision(clf.precision, 1)}
+            "precision_single": resolve_precision(clf.precision)}
 
 
 def worker_explain(spec: str, files: list[str], scorecam: bool) -> dict:

@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from realitycheck.intake.data import discover, split_of
-from realitycheck.intake.images import load_image
-from realitycheck.model.inference import Classifier
+from realitycheck.model.inference import Classifier, prepare
 
 
 def main() -> None:
@@ -37,13 +35,18 @@ def main() -> None:
     averaged = []
     for w in args.weights:
         clf = Classifier.from_file(w, face_check=False, mirror_average=False)  # each view on its own
-        x = torch.stack([clf.transform(load_image(str(p)).image) for p, _ in items])
-        plain, mirror = (np.concatenate([clf.probabilities(v[i:i + 32], "fp32") for i in range(0, len(v), 32)])
-                         for v in (x, x.flip(3)))
+        # every image's views as predict cuts them (aligned faces or the whole image), plain and mirrored
+        views = [prepare(str(p), None, clf.card.preprocessing, face_check=False).tensor for p, _ in items]
+        plain_v = [clf.probabilities(v, "fp32") for v in views]
+        mirror_v = [clf.probabilities(v.flip(3), "fp32") for v in views]
+        # an image is as suspicious as its most suspicious view (predict's rule), for each way of scoring it
+        plain = np.array([max(a) for a in plain_v])
+        mirror = np.array([max(b) for b in mirror_v])
+        both = np.array([max((a + b) / 2) for a, b in zip(plain_v, mirror_v)])
         report(f"{w}", plain)
         report(f"{w} mirrored", mirror)
-        report(f"{w} plain+mirrored", (plain + mirror) / 2)
-        averaged.append((plain + mirror) / 2)
+        report(f"{w} plain+mirrored", both)
+        averaged.append(both)
     if len(averaged) > 1:
         report(f"average of {len(averaged)} checkpoints (plain+mirrored)", np.mean(averaged, 0))
 

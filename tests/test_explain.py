@@ -566,7 +566,6 @@ def test_explainer_owns_its_copy_and_frees_it():
 
 def test_method_registry_drives_behaviour():
     assert E.METHODS["gradcam"].needs_gradients and not E.METHODS["gradcam"].slow
-    assert {m.name for m in E.METHODS.values() if m.slow} == E.SLOW_METHODS
     assert set(E.METHOD_NOTES) == {"eigencam", "ablationcam"}
     ex = tiny_explain(Tiny(), [patch_image()], method="ablationcam", batch_size=4)[0]
     assert ex.notes[0] == E.METHODS["ablationcam"].note

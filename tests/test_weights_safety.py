@@ -313,13 +313,19 @@ def test_refusal_names_the_real_culprit(bad_files, name, callable_names):
         assert named in callable_names, f"message blames {named!r}; the payload calls {callable_names[0]}"
 
 
-def test_payloads_are_live(tmp_path):
-    """Control: the same payloads DO run under an unsafe load, so the refusals above mean something."""
+def test_a_payload_that_runs_under_pickle_is_refused_and_never_runs(tmp_path):
+    """The same file: an unsafe torch.load runs its payload (so the payloads are live), while
+    RealityCheck's loader refuses it and runs nothing."""
     for cls in (SystemPayload, OpenPayload, EvalPayload):
-        sentinel = tmp_path / f"{cls.__name__}.ran"
-        torch.save({"payload": cls(sentinel)}, tmp_path / "p.pt")
-        torch.load(tmp_path / "p.pt", weights_only=False)
-        assert sentinel.exists(), cls.__name__
+        path = tmp_path / f"{cls.__name__}.pt"
+        unsafe, ours = tmp_path / f"{cls.__name__}.unsafe", tmp_path / f"{cls.__name__}.ours"
+        torch.save({"payload": cls(unsafe)}, path)
+        torch.load(path, weights_only=False)
+        assert unsafe.exists(), cls.__name__
+        torch.save({"payload": cls(ours)}, path)
+        with pytest.raises(CheckpointError):
+            checkpoints.load_checkpoint(path)
+        assert not ours.exists(), cls.__name__
 
 
 def test_read_card_and_info_refuse_too(bad_files, sentinel_dir, capsys, sigterm_untouched):

@@ -167,15 +167,6 @@ def _detector(backend: str = "auto"):
     return det
 
 
-def detector_problem() -> str | None:
-    """None when face detection works here, else the reason (shown once by the app and CLI)."""
-    try:
-        _detector()
-        return None
-    except FaceDetectorUnavailable as exc:
-        return str(exc)
-
-
 def find_faces(image: Image.Image, backend: str | None = None) -> FaceReport:
     """Detect faces with landmarks; coordinates are in the pixels of `image`, largest face first.
 

@@ -119,8 +119,8 @@ def bf16_supported() -> bool:
         return False
 
 
-def resolve_precision(precision: str, batch: int) -> str:
-    """The precision a batch of `batch` images runs at. "auto" is fp32 whatever the batch size.
+def resolve_precision(precision: str) -> str:
+    """The precision a batch runs at. "auto" is fp32 whatever the batch size.
 
     One image must get one p_fake whichever path scores it (predict, explain, evaluate, the
     dashboard; alone or in a batch): bf16 batches moved p_fake by up to 0.03 against fp32 single
@@ -232,7 +232,6 @@ class Classifier:
         self.face_check = face_check
         self.crop_face = crop_face
         self.path = Path(path) if path else None
-        self.transform = card.preprocessing.transform()
         self.fake_index = card.fake_index
         # None: as the card says (the setting was chosen on validation with the weights)
         self.mirror_average = card.preprocessing.mirror_average if mirror_average is None else bool(mirror_average)
@@ -320,7 +319,7 @@ class Classifier:
         """(p_fake, unfamiliarity score or None, generator probabilities (N, K) or None) per view."""
         from realitycheck.model.ood import FeatureTap
 
-        precision = resolve_precision(precision or self.precision, x.shape[0])
+        precision = resolve_precision(precision or self.precision)
         n = x.shape[0]
         features = None  # penultimate features of every view, when the unfamiliar check or attribution need them
         engine = self.engine if runner is None else runner

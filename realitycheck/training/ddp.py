@@ -72,11 +72,6 @@ def wrap(model: nn.Module, d: Dist) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module (what is evaluated, averaged and saved)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 class ShardSampler(torch.utils.data.Sampler):
     """This rank's share of an epoch whose global order is the single-process order.
 

@@ -783,7 +783,7 @@ class _Run:
 
 def _precision(cfg: TrainConfig, device: torch.device) -> str:
     if device.type == "cpu":
-        return resolve_precision(cfg.precision, cfg.batch_size)
+        return resolve_precision(cfg.precision)
     return "fp32" if cfg.precision == "fp32" else "bf16"
 
 
