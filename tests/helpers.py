@@ -122,3 +122,27 @@ def make_toy_folder(root, side: int = 64, per_class: int = 40, blur: float = 4) 
             arr = np.asarray(base).astype(np.int16) + (checker - 30 if label == "fake" else 0)
             Image.fromarray(np.clip(arr, 0, 255).astype("uint8")).save(root / label / f"{label}_{i:03d}.png")
     return root
+
+
+def save_sharp_lite0(path: str | os.PathLike, centre_on: str | os.PathLike) -> Path:
+    """A Lite0 whose p_fake is sensitive to small input changes (logits x3) with the image `centre_on`
+    near p_fake 0.5, where p_fake moves most: a model that shows any drift between two paths."""
+    import torch
+    from PIL import Image
+
+    from realitycheck.model import checkpoints, models
+    from realitycheck.model.checkpoints import ModelCard, Preprocessing
+
+    torch.manual_seed(0)
+    model = models.build_model("efficientnet_lite0", pretrained=True).eval()
+    card = ModelCard(name="sharp-lite0", arch="efficientnet_lite0",
+                     preprocessing=Preprocessing(resize=96, crop=80, mean=(0.5,) * 3, std=(0.5,) * 3))
+    x = card.preprocessing.transform()(Image.open(centre_on).convert("RGB"))[None]
+    fake, real = card.classes.index("fake"), card.classes.index("real")
+    with torch.no_grad():
+        model._fc.weight.mul_(3.0)
+        logits = model(x)
+        centre = float(logits[0, fake] - logits[0, real])
+        model._fc.bias[fake] -= centre / 2
+        model._fc.bias[real] += centre / 2
+    return checkpoints.save_checkpoint(path, model, card)

@@ -15,12 +15,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
-from realitycheck.model import checkpoints, models
-from realitycheck.model.checkpoints import ModelCard, Preprocessing
 from realitycheck.serving import cli
+from tests.helpers import save_sharp_lite0
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 0.005
@@ -28,20 +26,7 @@ TOLERANCE = 0.005
 
 @pytest.fixture(scope="module")
 def sharp_checkpoint(tmp_path_factory, photos) -> Path:
-    torch.manual_seed(0)
-    model = models.build_model("efficientnet_lite0", pretrained=True).eval()
-    card = ModelCard(name="sharp-lite0", arch="efficientnet_lite0",
-                     preprocessing=Preprocessing(resize=96, crop=80, mean=(0.5,) * 3, std=(0.5,) * 3))
-    transform = card.preprocessing.transform()
-    x = torch.stack([transform(Image.open(photos[k]).convert("RGB")) for k in ("jpg", "png")])
-    fake, real = card.classes.index("fake"), card.classes.index("real")
-    with torch.no_grad():
-        model._fc.weight.mul_(3.0)  # large logits: p_fake is sensitive to small input changes ...
-        logits = model(x)
-        centre = float(logits[0, fake] - logits[0, real])
-        model._fc.bias[fake] -= centre / 2  # ... and the JPEG sits near 0.5, where p_fake moves most
-        model._fc.bias[real] += centre / 2
-    return checkpoints.save_checkpoint(tmp_path_factory.mktemp("w") / "sharp.pt", model, card)
+    return save_sharp_lite0(tmp_path_factory.mktemp("w") / "sharp.pt", photos["jpg"])
 
 
 @pytest.fixture(scope="module")

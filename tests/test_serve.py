@@ -17,11 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 from PIL import Image
 
-from realitycheck.model import checkpoints, models
-from realitycheck.model.checkpoints import ModelCard, Preprocessing
 from realitycheck.model.inference import Classifier, default_weights_path
 from realitycheck.serving import access, cli
 from realitycheck.serving.api.app import create_app
@@ -32,6 +29,7 @@ from realitycheck.serving.api.config import (
     load_serve_settings,
 )
 from realitycheck.serving.api.scoring import LocalScorer
+from tests.helpers import save_sharp_lite0
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "s3cret-test-key"
@@ -49,19 +47,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def sharp(tmp_path_factory, photos) -> Path:
     """A Lite0 whose p_fake is sensitive (large logits, the JPEG near 0.5)."""
-    torch.manual_seed(0)
-    model = models.build_model("efficientnet_lite0", pretrained=True).eval()
-    card = ModelCard(name="sharp-lite0", arch="efficientnet_lite0",
-                     preprocessing=Preprocessing(resize=96, crop=80, mean=(0.5,) * 3, std=(0.5,) * 3))
-    x = card.preprocessing.transform()(Image.open(photos["jpg"]).convert("RGB"))[None]
-    fake, real = card.classes.index("fake"), card.classes.index("real")
-    with torch.no_grad():
-        model._fc.weight.mul_(3.0)
-        logits = model(x)
-        centre = float(logits[0, fake] - logits[0, real])
-        model._fc.bias[fake] -= centre / 2
-        model._fc.bias[real] += centre / 2
-    return checkpoints.save_checkpoint(tmp_path_factory.mktemp("w") / "sharp.pt", model, card)
+    return save_sharp_lite0(tmp_path_factory.mktemp("w") / "sharp.pt", photos["jpg"])
 
 
 @pytest.fixture(scope="module")
