@@ -90,13 +90,15 @@ class YuNetRuntime:
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.outputs = [f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in STRIDES]
 
-    def detect(self, bgr: np.ndarray) -> np.ndarray | None:
+    def detect(self, rgb: np.ndarray, threshold: float = SCORE_THRESHOLD) -> np.ndarray | None:
+        """Faces in an RGB uint8 array: rows of x, y, w, h, 5 landmarks, score (score >= threshold)."""
         import cv2
 
-        h, w = bgr.shape[:2]
+        h, w = rgb.shape[:2]
         pad_h, pad_w = -(-h // 32) * 32, -(-w // 32) * 32  # OpenCV pads bottom/right with zeros to /32
         blob = np.zeros((1, 3, pad_h, pad_w), np.float32)
-        blob[0, :, :h, :w] = bgr.transpose(2, 0, 1)
+        for c in range(3):  # BGR planes straight from RGB: 2-3x faster than flipping and transposing a copy
+            blob[0, c, :h, :w] = rgb[:, :, 2 - c]
         out = dict(zip(self.outputs, self.session.run(self.outputs, {"input": blob})))
         rows = []
         for s in STRIDES:
@@ -104,7 +106,7 @@ class YuNetRuntime:
             cls = np.clip(out[f"cls_{s}"].reshape(-1), 0, 1)
             obj = np.clip(out[f"obj_{s}"].reshape(-1), 0, 1)
             score = np.sqrt(cls * obj)
-            idx = np.flatnonzero(score >= SCORE_THRESHOLD)
+            idx = np.flatnonzero(score >= threshold)
             if not idx.size:
                 continue
             r, c = (idx // cols).astype(np.float32), (idx % cols).astype(np.float32)
@@ -120,7 +122,7 @@ class YuNetRuntime:
         faces = np.concatenate(rows)
         if len(faces) > 1:
             boxes = [[int(v) for v in f[:4]] for f in faces]  # OpenCV's NMS sees integer boxes
-            keep = cv2.dnn.NMSBoxes(boxes, faces[:, 14].tolist(), SCORE_THRESHOLD, NMS_THRESHOLD, top_k=TOP_K)
+            keep = cv2.dnn.NMSBoxes(boxes, faces[:, 14].tolist(), threshold, NMS_THRESHOLD, top_k=TOP_K)
             faces = faces[np.asarray(keep, dtype=int).reshape(-1)]
         return faces
 
@@ -133,9 +135,12 @@ class _OpenCVYuNet:
 
         self.det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), SCORE_THRESHOLD, NMS_THRESHOLD, TOP_K)
 
-    def detect(self, bgr: np.ndarray) -> np.ndarray | None:
-        self.det.setInputSize((bgr.shape[1], bgr.shape[0]))
-        return self.det.detect(bgr)[1]
+    def detect(self, rgb: np.ndarray, threshold: float = SCORE_THRESHOLD) -> np.ndarray | None:
+        import cv2
+
+        self.det.setInputSize((rgb.shape[1], rgb.shape[0]))
+        self.det.setScoreThreshold(threshold)
+        return self.det.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1]
 
 
 def _detector(backend: str = "auto"):
@@ -193,8 +198,7 @@ def find_faces(image: Image.Image, backend: str | None = None) -> FaceReport:
     sw, sh = small.size
     if min(sw, sh) < 16:
         return FaceReport(count=0)
-    bgr = np.ascontiguousarray(np.asarray(small.convert("RGB"))[:, :, ::-1])
-    found = det.detect(bgr)
+    found = det.detect(np.asarray(small if small.mode == "RGB" else small.convert("RGB")))
     faces: list[Face] = []
     min_side = MIN_FACE_FRACTION * min(w, h)
     for row in (found if found is not None else []):
