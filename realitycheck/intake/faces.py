@@ -25,6 +25,15 @@ YUNET_PATH = Path(__file__).resolve().parent.parent / "assets" / "face_detection
 YUNET_LICENCE = "YuNet face detector, OpenCV model zoo (opencv_zoo/models/face_detection_yunet), MIT licence"
 DETECT_MAX_SIDE = 640  # detection runs on a downscaled copy: same faces, 4-30 ms instead of 100+
 SCORE_THRESHOLD = 0.6
+# The "refine" method (find_faces): a half-scale probe finds the faces, then one crop around them is
+# detected again at the full method's scale, so landmarks match it. Not the default: on the shared
+# sources it is no faster (docs/generalization.md, "Faster face detection").
+DETECT_METHOD = "full"
+REFINE_MIN_SIDE = 512  # detection sides below this: the whole image costs little more than probe + crop
+REFINE_MARGIN = 96  # px (detection scale) kept around each face: YuNet's reach, so crop landmarks match
+REFINE_MARGIN_FRACTION = 0.5  # ... or this share of the face's side, if more: a large face sees further
+REFINE_MAX_AREA = 0.75  # a crop over this share of the image would save too little: detect on all of it
+PROBE_THRESHOLD = 0.4  # below SCORE_THRESHOLD, so the probe keeps every face the full scale would keep
 MIN_FACE_FRACTION = 0.04  # ignore faces under 4% of the image's shorter side (crowd in the background)
 MAX_FACES = 8  # beyond this, only the largest are scored
 
@@ -90,13 +99,15 @@ class YuNetRuntime:
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.outputs = [f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in STRIDES]
 
-    def detect(self, bgr: np.ndarray) -> np.ndarray | None:
+    def detect(self, rgb: np.ndarray, threshold: float = SCORE_THRESHOLD) -> np.ndarray | None:
+        """Faces in an RGB uint8 array: rows of x, y, w, h, 5 landmarks, score (score >= threshold)."""
         import cv2
 
-        h, w = bgr.shape[:2]
+        h, w = rgb.shape[:2]
         pad_h, pad_w = -(-h // 32) * 32, -(-w // 32) * 32  # OpenCV pads bottom/right with zeros to /32
         blob = np.zeros((1, 3, pad_h, pad_w), np.float32)
-        blob[0, :, :h, :w] = bgr.transpose(2, 0, 1)
+        for c in range(3):  # BGR planes straight from RGB: 2-3x faster than flipping and transposing a copy
+            blob[0, c, :h, :w] = rgb[:, :, 2 - c]
         out = dict(zip(self.outputs, self.session.run(self.outputs, {"input": blob})))
         rows = []
         for s in STRIDES:
@@ -104,7 +115,7 @@ class YuNetRuntime:
             cls = np.clip(out[f"cls_{s}"].reshape(-1), 0, 1)
             obj = np.clip(out[f"obj_{s}"].reshape(-1), 0, 1)
             score = np.sqrt(cls * obj)
-            idx = np.flatnonzero(score >= SCORE_THRESHOLD)
+            idx = np.flatnonzero(score >= threshold)
             if not idx.size:
                 continue
             r, c = (idx // cols).astype(np.float32), (idx % cols).astype(np.float32)
@@ -120,7 +131,7 @@ class YuNetRuntime:
         faces = np.concatenate(rows)
         if len(faces) > 1:
             boxes = [[int(v) for v in f[:4]] for f in faces]  # OpenCV's NMS sees integer boxes
-            keep = cv2.dnn.NMSBoxes(boxes, faces[:, 14].tolist(), SCORE_THRESHOLD, NMS_THRESHOLD, top_k=TOP_K)
+            keep = cv2.dnn.NMSBoxes(boxes, faces[:, 14].tolist(), threshold, NMS_THRESHOLD, top_k=TOP_K)
             faces = faces[np.asarray(keep, dtype=int).reshape(-1)]
         return faces
 
@@ -133,9 +144,12 @@ class _OpenCVYuNet:
 
         self.det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), SCORE_THRESHOLD, NMS_THRESHOLD, TOP_K)
 
-    def detect(self, bgr: np.ndarray) -> np.ndarray | None:
-        self.det.setInputSize((bgr.shape[1], bgr.shape[0]))
-        return self.det.detect(bgr)[1]
+    def detect(self, rgb: np.ndarray, threshold: float = SCORE_THRESHOLD) -> np.ndarray | None:
+        import cv2
+
+        self.det.setInputSize((rgb.shape[1], rgb.shape[0]))
+        self.det.setScoreThreshold(threshold)
+        return self.det.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1]
 
 
 def _detector(backend: str = "auto"):
@@ -167,25 +181,34 @@ def _detector(backend: str = "auto"):
     return det
 
 
-def find_faces(image: Image.Image, backend: str | None = None) -> FaceReport:
+def find_faces(image: Image.Image, backend: str | None = None, method: str | None = None) -> FaceReport:
     """Detect faces with landmarks; coordinates are in the pixels of `image`, largest face first.
 
     `backend`: "auto" (ONNX Runtime when installed), "onnxruntime" or "opencv" (the same faces either
     way); by default the environment's REALITYCHECK_FACE_DETECTOR, else "auto".
+    `method`: "full" (the default, DETECT_METHOD) detects on the whole image scaled to <= DETECT_MAX_SIDE;
+    "refine" finds the same faces, landmarks within ~1 px, faster only when they fill little of a
+    large photo, by detecting again around them (`_detect_refined`). scripts/face_speed.py compares them.
     """
     backend = backend or os.environ.get("REALITYCHECK_FACE_DETECTOR", "auto")
+    method = method or DETECT_METHOD
+    if method not in ("full", "refine"):
+        raise ValueError(f"unknown face detection method {method!r}: full or refine")
     try:
         det = _detector(backend)
     except FaceDetectorUnavailable as exc:
         return FaceReport(count=0, available=False, error=str(exc))
     w, h = image.size
     scale = min(1.0, DETECT_MAX_SIDE / max(w, h))
-    small = image if scale == 1.0 else image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-    sw, sh = small.size
+    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
     if min(sw, sh) < 16:
         return FaceReport(count=0)
-    bgr = np.ascontiguousarray(np.asarray(small.convert("RGB"))[:, :, ::-1])
-    found = det.detect(bgr)
+    found = None
+    if method == "refine" and max(sw, sh) >= REFINE_MIN_SIDE:
+        found = _detect_refined(det, image if image.mode == "RGB" else image.convert("RGB"), (sw, sh))
+    if found is None:  # resized before converted, as always (a palette image resizes by nearest pixel)
+        small = image if scale == 1.0 else image.resize((sw, sh), Image.BILINEAR)
+        found = det.detect(np.asarray(small if small.mode == "RGB" else small.convert("RGB")))
     faces: list[Face] = []
     min_side = MIN_FACE_FRACTION * min(w, h)
     for row in (found if found is not None else []):
@@ -200,6 +223,57 @@ def find_faces(image: Image.Image, backend: str | None = None) -> FaceReport:
     faces.sort(key=lambda f: f.box[2] * f.box[3], reverse=True)
     faces = faces[:MAX_FACES]
     return FaceReport(count=len(faces), boxes=[f.box for f in faces], faces=faces)
+
+
+def _detect_refined(det, rgb: Image.Image, size: tuple[int, int]) -> np.ndarray | None:
+    """Detector rows at the full method's scale (`size`), from a quarter-area probe and one crop.
+
+    Why: YuNet's cost grows faster than the pixel count, and a face may fill a fraction of a large
+    photo. Landmarks move by several px when the detection scale changes, so the crop is detected at
+    the full method's scale, on its 32 px grid, with max(REFINE_MARGIN, REFINE_MARGIN_FRACTION x the
+    face's side) of context: its landmarks are then within ~1 px of the whole image's (median 0.15 px
+    on the shared sources; docs/generalization.md). None means "detect on the whole image": no face
+    in the probe, or a crop too large to pay.
+    """
+    (w, h), (sw, sh) = rgb.size, size
+    k = max(1, -(-2 * max(w, h) // max(sw, sh)))  # integer box shrink to about half the detection scale
+    probe = det.detect(np.asarray(rgb.reduce(k) if k > 1 else rgb), PROBE_THRESHOLD)
+    probe = probe[np.all(np.isfinite(probe[:, :4]), axis=1)] if probe is not None else None
+    if probe is None or not len(probe):
+        return None  # a face the probe missed would be lost: the whole image decides
+    cand = probe[:, :4].astype(np.float64) * k * [sw / w, sh / h, sw / w, sh / h]  # x, y, w, h at `size`
+    m = np.maximum(REFINE_MARGIN, REFINE_MARGIN_FRACTION * cand[:, 2:].max(1))  # margin of each face
+    x0 = max(0, int((cand[:, 0] - m).min() // 32) * 32)
+    y0 = max(0, int((cand[:, 1] - m).min() // 32) * 32)
+    x1 = min(sw, int(np.ceil((cand[:, 0] + cand[:, 2] + m).max() / 32)) * 32)
+    y1 = min(sh, int(np.ceil((cand[:, 1] + cand[:, 3] + m).max() / 32)) * 32)
+    if x1 <= x0 or y1 <= y0 or (x1 - x0) * (y1 - y0) > REFINE_MAX_AREA * sw * sh:
+        return None
+    if (sw, sh) == (w, h):
+        crop = rgb.crop((x0, y0, x1, y1))
+    else:  # the pixels of the whole image resized to `size` (to +-2 levels), computed for the crop only
+        crop = rgb.resize((x1 - x0, y1 - y0), Image.BILINEAR, box=(x0 * w / sw, y0 * h / sh, x1 * w / sw, y1 * h / sh))
+    rows = det.detect(np.asarray(crop))
+    if rows is None:
+        return np.zeros((0, 15), np.float32)  # the probe's faces, seen at full scale, are not faces
+    rows = rows.copy()
+    rows[:, [0, 4, 6, 8, 10, 12]] += x0
+    rows[:, [1, 5, 7, 9, 11, 13]] += y0
+    # a face cut by the crop's edge is no face of the whole image: keep the probe's faces and any
+    # face whose box keeps half the margin from every edge that is not the image's own
+    half = REFINE_MARGIN / 2
+    inside = ((rows[:, 0] >= x0 + half) | (x0 == 0)) & ((rows[:, 1] >= y0 + half) | (y0 == 0)) \
+        & ((rows[:, 0] + rows[:, 2] <= x1 - half) | (x1 == sw)) & ((rows[:, 1] + rows[:, 3] <= y1 - half) | (y1 == sh))
+    keep = [i for i, r in enumerate(rows) if inside[i] or _iou(r[:4], cand).max() > 0.3]
+    return rows[keep]
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one (x, y, w, h) box with each of `boxes`."""
+    ix = np.clip(np.minimum(box[0] + box[2], boxes[:, 0] + boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[1] + box[3], boxes[:, 1] + boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    return inter / (box[2] * box[3] + boxes[:, 2] * boxes[:, 3] - inter + 1e-9)
 
 
 # ---------------------------------------------------------------------------------------------
