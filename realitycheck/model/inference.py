@@ -24,6 +24,7 @@ from realitycheck.intake.images import ImageError, LoadedImage, load_image
 from realitycheck.intake.images import _describe as describe_name
 from realitycheck.model import checkpoints, engines
 from realitycheck.model.checkpoints import CheckpointError, ModelCard, Preprocessing
+from realitycheck.model.decision import is_unfamiliar, verdict
 
 if TYPE_CHECKING:
     from realitycheck.intake.provenance import Provenance
@@ -58,11 +59,6 @@ def list_weights(folder: str | os.PathLike | None = None) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in (".pt", ".pth") and ".train-state" not in p.name)
 
 
-def verdict(p_fake: float, threshold: float) -> str:
-    """The decision rule everywhere: fake iff p_fake >= threshold."""
-    return "fake" if p_fake >= threshold else "real"
-
-
 class ThresholdError(ValueError):
     """A decision threshold outside [0, 1]: p_fake is a probability, so such a threshold would call
     every image fake (below 0) or every image real (above 1) without saying so."""
@@ -88,7 +84,7 @@ class Prediction:
     label: str | None = None  # "real" | "fake"
     p_fake: float | None = None
     p_real: float | None = None
-    threshold: float = 0.5
+    threshold: float = 0.5  # the one `label` was read at; every Prediction is made with its Classifier's (the card's)
     faces: int | None = None
     face_boxes: list = field(default_factory=list)
     face_message: str = ""
@@ -399,7 +395,7 @@ class Classifier:
             deciding = k + views.index(pf)
             score = float(ood[deciding]) if ood is not None else None  # of the deciding face
             generator = self.attribution.guess(gen[deciding]) if gen is not None else None
-            each = ([bool(v > self.ood.threshold) for v in ood[k:k + n_views]]
+            each = ([is_unfamiliar(v, self.ood.threshold) for v in ood[k:k + n_views]]
                     if ood is not None and pr.per_face else [])
             k += n_views
             out.append(Prediction(
@@ -407,7 +403,7 @@ class Classifier:
                 threshold=self.threshold, faces=pr.faces, face_boxes=pr.boxes, face_message=pr.face_message,
                 region=pr.region, face_p_fake=views if pr.per_face else [], face_unfamiliar=each,
                 seconds=pr.seconds + share,
-                unfamiliar=None if score is None else bool(score > self.ood.threshold), ood_score=score,
+                unfamiliar=None if score is None else is_unfamiliar(score, self.ood.threshold), ood_score=score,
                 generator=generator, notes=pr.notes, image=pr.image, face_report=pr.face_report))
         return out
 
