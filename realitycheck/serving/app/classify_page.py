@@ -187,9 +187,10 @@ def _face_table(pred, key) -> int:
     """Each face with its number, size, p_fake and flags; the user picks the face the heatmap explains."""
     from realitycheck.analysis.face_table import deciding_face_caveat, face_rows
     from realitycheck.intake.faces import draw_faces
+    from realitycheck.model.decision import is_fake
 
     rows = face_rows(pred)
-    st.image(draw_faces(pred.image, pred.face_boxes, pred.face_p_fake, pred.threshold),
+    st.image(draw_faces(pred.image, pred.face_boxes, is_fake(pred.face_p_fake, pred.threshold)),
              caption="Faces by number (red: judged fake, green: real); the image takes its most suspicious face",
              width="stretch")
     st.dataframe([{"face": r["face"], "size": r["size"], "p(fake)": r["p_fake"], "verdict": r["verdict"],

@@ -22,11 +22,12 @@ LIVE_SERIES = "live_series"  # list[(n, p_fake, label)]: this session's camera c
 
 def _faces_image(pred):
     from realitycheck.intake.faces import draw_faces
+    from realitycheck.model.decision import is_fake
 
     if pred.image is None:
         return None
     if pred.face_boxes:
-        return draw_faces(pred.image, pred.face_boxes, pred.face_p_fake or [pred.p_fake], pred.threshold)
+        return draw_faces(pred.image, pred.face_boxes, is_fake(pred.face_p_fake or [pred.p_fake], pred.threshold))
     return pred.image
 
 
