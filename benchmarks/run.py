@@ -438,6 +438,7 @@ def cold_start(spec: str, image: str, engine: str = "auto") -> float:
 
 
 def bench_model(label: str, spec: str, files_json: str, n: int, scorecam: bool, log) -> dict:
+    from realitycheck.model.decision import is_fake
     from realitycheck.model.inference import (
         bf16_supported,  # "auto" is fp32 (one number per image); ask for bf16
     )
@@ -459,7 +460,7 @@ def bench_model(label: str, spec: str, files_json: str, n: int, scorecam: bool, 
             "peak_rss_mb": max(o["peak_rss_mb"] for o in cmp["outputs"]["b"])}
     diffs = [abs(x - y) for x, y in zip(base_p, ours_p)]
     t = a.info
-    agree = sum((x >= t) == (y >= t) for x, y in zip(base_p, ours_p)) / len(diffs)
+    agree = float(np.mean(is_fake(base_p, t) == is_fake(ours_p, t)))
     log(f"[{label}] single-image latency, Grad-CAM{' and ScoreCAM' if scorecam else ''} ...")
     lat = run_worker("latency", spec, files_json)
     exp = run_worker("explain", spec, files_json, scorecam=scorecam)
@@ -485,6 +486,8 @@ def bench_engines(label: str, spec: str, files_json: str, engine_list: list[str]
     """Stage breakdown, then the folder path end to end per engine, against the original loop."""
     from sklearn.metrics import roc_auc_score
 
+    from realitycheck.model.decision import is_fake
+
     files = json.loads(Path(files_json).read_text())
     y = [_label_of(f) == "fake" for f in files]
     log(f"[{label}] stage breakdown ...")
@@ -505,7 +508,7 @@ def bench_engines(label: str, spec: str, files_json: str, engine_list: list[str]
             rp = [x for out in cmp["outputs"]["b"] for x in out["p_fake"]]
             base_ips.append(cmp["a_images_per_second"])
             t = base.info
-            agree = sum((a >= t) == (b >= t) for a, b in zip(bp, rp)) / len(files)
+            agree = float(np.sum(is_fake(bp, t) == is_fake(rp, t))) / len(files)
             dauc = abs(roc_auc_score(y, rp) - roc_auc_score(y, bp)) if len(set(y)) == 2 else None
             lat = run_worker("latency", spec, files_json, engine=eng)
             rows.append({"engine_asked": eng, "engine": ours.info["engine"], "note": ours.info["note"],

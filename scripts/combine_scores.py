@@ -1,5 +1,5 @@
 """Would two detectors together do better than either? Combine their per-image scores, choose the
-threshold on VALIDATION (the rule of scripts/choose_threshold.py), report the held-out TEST per source.
+threshold on VALIDATION (the rule of `realitycheck threshold`), report the held-out TEST per source.
 
     realitycheck evaluate --weights A.pt --data manifests/shared-data.toml --only-split val  --csv a.val.csv
     realitycheck evaluate --weights A.pt --data manifests/shared-data.toml --only-split test --csv a.test.csv
@@ -24,6 +24,7 @@ from realitycheck.analysis.metrics import (
     threshold_for_every_source,
     valid_rows,
 )
+from realitycheck.model.decision import is_fake
 
 
 def _logit(p: pd.Series) -> np.ndarray:
@@ -63,7 +64,7 @@ def report(test: pd.DataFrame, threshold: float, sources_140k=("ffhq", "stylegan
     for name, t in (("all", test), ("140k", test[test["source"].isin(sources_140k)])):
         if t["true_label"].nunique() == 2:
             y = (t["true_label"] == "fake").to_numpy()
-            row[f"{name} acc %"] = round(100 * float(((t["p_fake"] >= threshold).to_numpy() == y).mean()), 1)
+            row[f"{name} acc %"] = round(100 * float((is_fake(t["p_fake"], threshold) == y).mean()), 1)
             row[f"{name} AUC"] = round(float(roc_auc_score(y, t["p_fake"])), 3)
     return row
 

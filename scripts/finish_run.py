@@ -5,7 +5,7 @@ state_dict) and its per-epoch log, but no card: the card's `fit` step never ran.
 RealityCheck checkpoint with the card of the weights the run started from (`--like`), the framing
 the run trained with (`--crop`), its log, the epoch that validation chose, and the run's command.
 The threshold starts at 0.5 and no "unfamiliar" statistics are stored: choose the first on
-validation (`scripts/choose_threshold.py`) and fit the second with `realitycheck train --test-only`,
+validation (`realitycheck threshold`) and fit the second with `realitycheck train --test-only`,
 exactly as for a finished run (docs/generalization.md, section 3).
 
     python scripts/finish_run.py cont192.best-half.pt --like weights/realitycheck-lite2-aligned.pt \\

@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 
 from realitycheck.model import checkpoints, engines, export
+from realitycheck.model.decision import is_fake
 from realitycheck.model.inference import Classifier
 from realitycheck.model.ood import OODStats
 
@@ -174,7 +175,7 @@ def main() -> None:
                           ood_reference=scores.get(("torch", "fp32")), ood_engine=scores.get(key),
                           ood_threshold=ood.threshold if ood is not None else None)
         worst = min((c for c in res.checks), key=lambda c: c.agreement)
-        flips = int(np.sum((p["torch", "fp32"] >= ref.threshold) != (p[key] >= ref.threshold)))
+        flips = int(np.sum(is_fake(p["torch", "fp32"], ref.threshold) != is_fake(p[key], ref.threshold)))
         results.append({"variant": key[1], "fp32_nodes": graphs.get(key[1], (None, None))[1],
                         "views_per_second": export.images_per_second(r.run, x, 2.0),
                         "passed_on_validation": res.passed, "label_flips": flips,

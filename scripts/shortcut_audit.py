@@ -26,6 +26,7 @@ from PIL import Image
 
 from realitycheck.intake.data import collect_sources, parse_data_arg, split_of
 from realitycheck.intake.images import load_image
+from realitycheck.model.decision import is_fake
 from realitycheck.model.inference import Classifier
 
 
@@ -79,7 +80,7 @@ def main() -> None:
                      for it, p in zip(chunk, preds) if p.ok]
         print(f"{min(i + 16, len(items))}/{len(items)}", file=sys.stderr, end="\r")
     df = pd.DataFrame(rows)
-    df["called_fake"] = df["p_fake"] >= threshold
+    df["called_fake"] = is_fake(df["p_fake"], threshold)
     rate = df.groupby(["source", "label", "condition"])["called_fake"].mean().unstack("condition")
     n = df[df["condition"] == "original"].groupby(["source", "label"]).size()
     out = []

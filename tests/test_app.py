@@ -596,7 +596,7 @@ def test_html_report_puts_metrics_before_the_model_card(labelled_folder, ckpt, t
 
     clf = Classifier.from_file(ckpt, precision="fp32")
     result = evaluate.evaluate_folder(clf, labelled_folder, workers=0)
-    html = evaluate.write_report(tmp_path / "r.html", clf, result).read_text()
+    html = evaluate.write_report(tmp_path / "r.html", clf, result, threshold=clf.threshold).read_text()
     order = [html.index(h) for h in ("<h2>Summary</h2>", "<h2>Metrics</h2>", "<h2>Plots</h2>", "<h2>Model</h2>")]
     assert order == sorted(order)
 

@@ -135,10 +135,10 @@ def test_every_readable_image_has_a_result(evaluated, messy):
             assert row["true_label"] == Path(path).parent.name
 
 
-def test_broken_files_are_listed_with_their_reason(evaluated, messy):
+def test_broken_files_are_listed_with_their_reason(evaluated, messy, tiny_classifier):
     result, _ = evaluated
     _, expect = messy
-    summary = result.summary()
+    summary = result.summary(tiny_classifier.threshold)
     reasons = summary["failed_reasons"]
     bad = {p: why for p, why in expect.items() if why != "ok"}
     assert set(reasons) == set(bad)

@@ -486,7 +486,10 @@ def test_finish_run_turns_a_cut_short_runs_best_weights_into_a_checkpoint(tmp_pa
 
 
 def test_unfamiliarity_threshold_flags_at_most_the_rate_in_every_source_and_is_the_lowest_that_does():
-    from realitycheck.model.ood import threshold_flagging_at_most
+    from realitycheck.model.decision import is_unfamiliar, threshold_for_every_group
+
+    def threshold_flagging_at_most(groups, rate):  # the unfamiliar check's rule: flagged when above
+        return threshold_for_every_group(groups, rate, rule=is_unfamiliar)
 
     rng = np.random.default_rng(0)
     groups = [rng.normal(0, 1, 302), rng.normal(0.5, 1, 31), np.append(rng.normal(0, 1, 99), np.nan)]

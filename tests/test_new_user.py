@@ -267,7 +267,7 @@ def test_face_numbers_on_the_picture_are_legible():
     from realitycheck.intake.faces import draw_faces
 
     img = Image.new("RGB", (1200, 800), (128, 128, 128))
-    out = np.asarray(draw_faces(img, [(600, 400, 100, 100)], [0.9], 0.5))
+    out = np.asarray(draw_faces(img, [(600, 400, 100, 100)], [True]))  # one face, judged fake (red)
     column = out[:400, 603]  # above the box, inside its label
     red = (column[:, 0] > 200) & (column[:, 1] < 80)
     assert red.sum() >= 1200 / 30, red.sum()  # the label is at least 1/30 of the long side tall (was 14 px)

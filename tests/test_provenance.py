@@ -463,7 +463,8 @@ def test_evaluate_counts_declared_ai_per_source(tiny_classifier, signed_jpeg, tm
     assert "provenance: 3 files declare AI (real: 1 of 2, fake: 2 of 3)" in evaluate.format_summary(s)
     header = csv_path.read_text().splitlines()[0]
     assert header.endswith(",provenance")
-    html = evaluate.write_report(tmp_path / "r.html", tiny_classifier, result).read_text()
+    html = evaluate.write_report(tmp_path / "r.html", tiny_classifier, result,
+                                 threshold=tiny_classifier.threshold).read_text()
     assert "What the files declare (provenance)" in html
 
 

@@ -236,6 +236,8 @@ def _damaged_cards():
         ("card_interpolation_unknown", dict(base, preprocessing=dict(pre, interpolation="bogus"))),
         ("card_resize_not_a_number", dict(base, preprocessing=dict(pre, resize="big"))),
         ("card_crop_zero", dict(base, preprocessing=dict(pre, crop=0))),
+        ("card_ood_not_a_table", dict(base, ood=[1.5])),
+        ("card_ood_threshold_not_a_number", dict(base, ood={"threshold": "high"})),
     ]
 
 

@@ -25,6 +25,7 @@ from realitycheck.analysis import metrics as M
 from realitycheck.intake.data import LabelledSource, discover
 from realitycheck.intake.images import ImageError, load_image
 from realitycheck.intake.provenance import PROVENANCE_COLUMN, kind_of, table_summary
+from realitycheck.model.decision import is_fake
 from realitycheck.model.inference import Classifier, Prediction
 
 TABLE_COLUMNS = M.TABLE_COLUMNS
@@ -43,10 +44,10 @@ class EvaluationResult:
     interrupted: bool = False
     families: dict = field(default_factory=dict)  # source -> generator family (attribution's true labels)
 
-    def metrics(self, threshold: float = 0.5, n_bootstrap: int = 1000) -> dict:
+    def metrics(self, threshold: float, n_bootstrap: int = 1000) -> dict:
         return M.metrics_from_table(self.table, threshold, n_bootstrap=n_bootstrap)
 
-    def summary(self, threshold: float = 0.5) -> dict:
+    def summary(self, threshold: float) -> dict:
         """Metrics plus what a reader needs to trust them (data, model, failures, speed)."""
         m = self.metrics(threshold)
         y, p = M.scored_pairs(self.table)
@@ -311,7 +312,7 @@ PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
 }
 
 
-def robustness_sweep(clf: Classifier, folder, *, split: str | None = None, threshold: float = 0.5,
+def robustness_sweep(clf: Classifier, folder, *, split: str | None = None, threshold: float,
                      limit: int | None = None, progress: bool = False) -> pd.DataFrame:
     """Accuracy and ROC-AUC under each perturbation; rows (perturbation, metric, value)."""
     items = list(discover(folder, split=split))
@@ -361,7 +362,7 @@ def card_summary(card) -> dict:
     return d
 
 
-def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: float = 0.5, robustness=None,
+def write_report(path, clf: Classifier, result: EvaluationResult, *, threshold: float, robustness=None,
                  image_root=None, groups: pd.DataFrame | None = None) -> Path:
     from realitycheck.analysis.report import write_html_report
 
@@ -392,7 +393,7 @@ def attribution_summary(table: pd.DataFrame, threshold: float, families: dict) -
         return None
     ok = M.valid_rows(table).to_numpy(dtype=bool)
     p = pd.to_numeric(table["p_fake"], errors="coerce").to_numpy(dtype=float)
-    rows = table[ok & (table["true_label"].map(M._norm_label) == "fake").to_numpy() & (p >= threshold)
+    rows = table[ok & (table["true_label"].map(M._norm_label) == "fake").to_numpy() & is_fake(p, threshold)
                  & table["generator"].notna().to_numpy()]
     if not len(rows):
         return None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from realitycheck.model.decision import verdict
+
 # A face whose box is narrower than this is upscaled several times to reach the aligned input
 # (224 px): what is left of its generator traces is mostly the resampler's.
 SMALL_FACE_PX = 64
@@ -48,7 +50,7 @@ def face_rows(pred, image: Image.Image | None = None) -> list[dict]:
         w, h = int(box[2]), int(box[3])
         unf = pred.face_unfamiliar[i] if i < len(pred.face_unfamiliar) else None
         rows.append({"face": i + 1, "size": f"{w} x {h} px", "width_px": w, "p_fake": float(p),
-                     "verdict": "fake" if p >= pred.threshold else "real", "unfamiliar": unf,
+                     "verdict": verdict(p, pred.threshold), "unfamiliar": unf,
                      "small": min(w, h) < SMALL_FACE_PX,
                      "blurred": None if image is None else sharpness(image, box) < BLUR_VARIANCE,
                      "deciding": i == deciding})

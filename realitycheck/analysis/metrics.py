@@ -9,7 +9,7 @@ Conventions, used by every function:
 * labels are the strings ``"real"`` / ``"fake"`` (case and surrounding spaces ignored);
 * the positive class is ``"fake"`` (a "positive" is a photo flagged as AI-generated);
 * ``p_fake`` is the model's probability of ``"fake"``;
-* the prediction is ``"fake"`` iff ``p_fake >= threshold``.
+* the prediction is ``"fake"`` iff ``p_fake >= threshold`` (`realitycheck.model.decision.is_fake`).
 
 Metrics come from scikit-learn where it has them; what it lacks (EER, ECE, a vectorised
 bootstrap) is written here. Every returned number is a plain Python ``int``/``float`` or
@@ -36,6 +36,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from realitycheck.model.decision import by_group, is_fake, threshold_for_every_group
+
 __all__ = [
     "TABLE_COLUMNS",
     "LABELS",
@@ -58,6 +60,8 @@ TABLE_COLUMNS = ["path", "true_label", "p_fake", "predicted", "correct", "faces"
 OPTIONAL_COLUMNS = {"source": "", "unfamiliar": None, "ood_score": None, "generator": None}
 LABELS = ("real", "fake")
 POSITIVE = "fake"
+#: The neutral cut (the likelier class) where scores are read without a model's card: `compute_metrics`
+#: on bare arrays, a table read back with no threshold of its own. A model's callers pass its card's.
 DEFAULT_THRESHOLD = 0.5
 N_CALIBRATION_BINS = 10
 
@@ -295,7 +299,7 @@ def compute_metrics(
     if n == 0:
         return _empty_metrics(threshold)
 
-    pred = (p >= threshold).astype(np.int64)
+    pred = is_fake(p, threshold).astype(np.int64)
     true_lab, pred_lab = _to_labels(y), _to_labels(pred)
     n_fake = int(y.sum())
     n_real = n - n_fake
@@ -387,7 +391,7 @@ def rethreshold(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     out = table.copy()
     ok = valid_rows(out).to_numpy()
     p = pd.to_numeric(out["p_fake"], errors="coerce").to_numpy(dtype=float, na_value=np.nan) if len(out) else np.array([])
-    pred = np.where(p >= threshold, "fake", "real").astype(object)
+    pred = np.where(is_fake(p, threshold), "fake", "real").astype(object)
     pred[~ok] = None
     out["predicted"] = pd.Series(pred, index=out.index, dtype=object)
     if "true_label" in out:
@@ -535,7 +539,7 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float | None, floa
     return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
 
 
-def per_source(sources: Sequence[str], y_true: Sequence[str], p_fake: Sequence[float], threshold: float = 0.5,
+def per_source(sources: Sequence[str], y_true: Sequence[str], p_fake: Sequence[float], threshold: float,
                unfamiliar: Sequence[bool] | None = None) -> pd.DataFrame:
     """One row per source: its images' class, count, and the rate that matters for that class.
 
@@ -551,7 +555,7 @@ def per_source(sources: Sequence[str], y_true: Sequence[str], p_fake: Sequence[f
     rows = []
     for (src, label), g in df.groupby(["source", "label"], sort=True):
         n = len(g)
-        k = int((g["p_fake"] >= threshold).sum())
+        k = int(is_fake(g["p_fake"], threshold).sum())
         lo, hi = wilson_interval(k, n)
         row = {"source": src, "label": label, "n": n,
                "rate_name": "detection rate" if label == "fake" else "false-alarm rate",
@@ -564,7 +568,7 @@ def per_source(sources: Sequence[str], y_true: Sequence[str], p_fake: Sequence[f
     return pd.DataFrame(rows, columns=cols + (["unfamiliar_rate"] if unfamiliar is not None else []))
 
 
-def per_source_from_table(table: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
+def per_source_from_table(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """`per_source` over a per-image results table (failed rows left out)."""
     ok = valid_rows(table) if len(table) else pd.Series([], dtype=bool)
     t = table.loc[ok]
@@ -580,7 +584,8 @@ def threshold_for_every_source(table: pd.DataFrame, max_false_alarm: float = 0.0
     """The lowest threshold at which every real source's false-alarm rate is at most `max_false_alarm`.
 
     Lowest, so that as many fakes as possible are still caught; every source, so that no kind of
-    real photo pays for the others. None when the table has no real images.
+    real photo pays for the others (`decision.threshold_for_every_group`, the unfamiliar check's rule too).
+    None when the table has no real images; 0.5, the neutral cut, when no source holds the rate back.
     """
     ok = valid_rows(table)
     t = table.loc[ok]
@@ -588,13 +593,8 @@ def threshold_for_every_source(table: pd.DataFrame, max_false_alarm: float = 0.0
     if reals.empty:
         return None
     src = as_text(reals["source"]) if "source" in reals else pd.Series([""] * len(reals), index=reals.index)
-    need = 0.0
-    for _, g in reals.groupby(src):
-        p = np.sort(pd.to_numeric(g["p_fake"]).to_numpy(dtype=float))[::-1]
-        k = int(np.floor(max_false_alarm * len(p)))  # at most k of them may reach the threshold
-        if k < len(p):
-            need = max(need, float(np.nextafter(p[k], 1.0)))
-    return min(need, 1.0 - 1e-9) if need > 0 else 0.5
+    need = threshold_for_every_group(by_group(pd.to_numeric(reals["p_fake"]), src), max_false_alarm)
+    return DEFAULT_THRESHOLD if need is None else min(need, 1.0 - 1e-9)
 
 
 def separation(m: dict[str, Any]) -> tuple[str, str]:
@@ -646,7 +646,7 @@ def threshold_advice(y_true: Sequence[str], p_fake: Sequence[float], kind: str,
     if t > t_best:  # rounding up would pass the very score the best threshold was set at
         t = math.floor(float(t_best) * 10 ** decimals) / 10 ** decimals
     t = min(1.0, max(0.0, t))
-    pred = p >= t
+    pred = is_fake(p, t)
     n_fake, n_real = int(y.sum()), int((1 - y).sum())
     fp, fn = int((pred & (y == 0)).sum()), int((~pred & (y == 1)).sum())
     fpr, fnr = fp / n_real, fn / n_fake

@@ -230,10 +230,11 @@ def calibration_fig(curves: Mapping[str, Any] | None) -> go.Figure:
     return _legend_below(fig)
 
 
-def p_fake_histogram(table: pd.DataFrame | None, threshold: float | None = 0.5) -> go.Figure:
+def p_fake_histogram(table: pd.DataFrame | None, threshold: float | None) -> go.Figure:
     """Distribution of p(fake) for each true class, with the decision threshold marked.
 
     Shows at a glance how much the two classes overlap and what moving the threshold would do.
+    `threshold`: the one the verdicts were read at (None: no line).
     """
     fig = _base("p(fake) by true class", xaxis=dict(title=P_FAKE_AXIS, range=[0, 1]),
                 yaxis=dict(title="photos (count)"), barmode="overlay")

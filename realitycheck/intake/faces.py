@@ -360,8 +360,11 @@ def crop_to_face(image: Image.Image, box: tuple[int, int, int, int], margin: flo
     return image.crop((left, top, right, bottom))
 
 
-def draw_faces(image: Image.Image, boxes, p_fake, threshold: float) -> Image.Image:
+def draw_faces(image: Image.Image, boxes, fake) -> Image.Image:
     """The photo with each face's box and number drawn on it (red: judged fake, green: real).
+
+    `fake`: one verdict per box, True for fake (the caller reads them with `model.decision.is_fake`:
+    the decision rule lives above this layer).
 
     The label is the face's number only (its p_fake and size go in a table beside the picture), in
     type about 1/30 of the picture's longer side, so it stays legible when the picture is shown
@@ -376,9 +379,9 @@ def draw_faces(image: Image.Image, boxes, p_fake, threshold: float) -> Image.Ima
         font = ImageFont.load_default(size=px)
     except TypeError:  # Pillow < 10.1: the fixed bitmap font
         font = ImageFont.load_default()
-    for i, (box, p) in enumerate(zip(boxes, p_fake)):
+    for i, (box, judged_fake) in enumerate(zip(boxes, fake)):
         x, y, w, h = box
-        colour = (220, 40, 40) if p >= threshold else (40, 170, 70)
+        colour = (220, 40, 40) if judged_fake else (40, 170, 70)
         d.rectangle((x, y, x + w, y + h), outline=colour, width=width)
         label = str(i + 1)
         tw = d.textlength(label, font=font)

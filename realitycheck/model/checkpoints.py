@@ -110,7 +110,8 @@ class ModelCard:
     # generator attribution head (attribution.AttributionHead): family names, min_confidence, how it was
     # fitted and measured; its weights are tensors in the checkpoint under "attribution". Empty: no head.
     attribution: dict[str, Any] = field(default_factory=dict)
-    # the decision threshold on p_fake this model ships with (chosen on validation; 0.5 unless said)
+    # the decision threshold on p_fake this model ships with (chosen on validation by `realitycheck threshold`;
+    # 0.5, the neutral cut, only in a card written before one was chosen). Every caller reads it from here
     threshold: float = 0.5
     created: str = ""
     realitycheck_version: str = ""
@@ -274,7 +275,24 @@ def read_checkpoint_extras(path: str | Path) -> tuple[dict[str, torch.Tensor], M
         if isinstance(obj, dict) and obj.get("format") == FORMAT and isinstance(obj.get(key), dict):
             extras[key] = obj[key]
     sd, card = _interpret(obj, path)
-    return sd, card, extras
+    return sd, card, _one_ood_threshold(card, extras)
+
+
+def _one_ood_threshold(card: ModelCard, extras: dict) -> dict:
+    """`extras` whose unfamiliar threshold is the card's: `card.ood["threshold"]` is the one in force.
+
+    The "threshold" tensor under "ood" stays in the file as a copy of it (older versions, and code that
+    reads the tensors alone, find it there). A checkpoint with the tensor but no card entry (an old or
+    hand-made one) gets the entry from the tensor, so it flags what it flagged before. Changes `card`.
+    """
+    ood = extras.get("ood")
+    if not isinstance(ood, dict):
+        return extras
+    if card.ood.get("threshold") is not None:
+        ood = {**ood, "threshold": torch.tensor([float(card.ood["threshold"])], dtype=torch.float64)}
+    elif isinstance(ood.get("threshold"), torch.Tensor) and ood["threshold"].numel() == 1:
+        card.ood["threshold"] = float(ood["threshold"].reshape(-1)[0])
+    return {**extras, "ood": ood}
 
 
 def _interpret(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
@@ -336,6 +354,11 @@ def card_problem(card: ModelCard) -> str | None:
         return f"threshold {card.threshold!r}; expected a number between 0 and 1"
     if not isinstance(card.name, str):
         return f"name {card.name!r} is not text"
+    if not isinstance(card.ood, dict):
+        return f"ood {card.ood!r}; expected a table of the unfamiliar-image check's settings"
+    t = card.ood.get("threshold")
+    if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or t != t):  # t != t: NaN
+        return f"unfamiliar-image threshold {t!r}; expected a number"
     return None
 
 
@@ -433,8 +456,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard, *, half
     sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().contiguous()
           for k, v in model.state_dict().items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
+    extras = _one_ood_threshold(card, extras or {})  # before the card is written: it may fill card.ood
     obj = {"format": FORMAT, "format_version": FORMAT_VERSION, "card": card.to_json(), "state_dict": sd}
-    for key, tensors in (extras or {}).items():
+    for key, tensors in extras.items():
         obj[key] = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     torch.save(obj, tmp)
     tmp.replace(path)

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from realitycheck.model.decision import is_fake, is_unfamiliar
 from realitycheck.model.engines import (
     FP32_FILE,
     GRAPH_ENGINES,
@@ -157,7 +158,7 @@ class GateResult:
 
 def _check(name: str, ref: np.ndarray, new: np.ndarray, y: np.ndarray, threshold: float,
            auc_sets: tuple[np.ndarray, np.ndarray] | None = None) -> Check:
-    agree = float(np.mean((ref >= threshold) == (new >= threshold))) if len(ref) else 1.0
+    agree = float(np.mean(is_fake(ref, threshold) == is_fake(new, threshold))) if len(ref) else 1.0
     if auc_sets is None:
         a_ref, a_new = _auc(y, ref), _auc(y, new)
     else:  # one-class source: scored against the other class of the pooled set
@@ -202,7 +203,7 @@ def gate(reference: Sequence[float], engine: Sequence[float], labels: Sequence[s
 
 def _flag_check(ref: np.ndarray, new: np.ndarray, threshold: float) -> Check:
     """Do the unfamiliar-image flags of the engine agree with fp32 PyTorch's?"""
-    agree = float(np.mean((ref > threshold) == (new > threshold))) if len(ref) else 1.0
+    agree = float(np.mean(is_unfamiliar(ref, threshold) == is_unfamiliar(new, threshold))) if len(ref) else 1.0
     why = f"unfamiliar-flag agreement {agree:.2%} < {GATE_AGREEMENT:.1%}" if agree < GATE_AGREEMENT else ""
     return Check("unfamiliar flag (all sources)", int(len(ref)), agree, None, None,
                  float(np.max(np.abs(ref - new))) if len(ref) else 0.0, not why, why)

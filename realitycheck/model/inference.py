@@ -23,6 +23,7 @@ from realitycheck.intake.images import ImageError, LoadedImage, load_image
 from realitycheck.intake.images import _describe as describe_name
 from realitycheck.model import checkpoints, engines
 from realitycheck.model.checkpoints import CheckpointError, ModelCard, Preprocessing
+from realitycheck.model.decision import is_unfamiliar, verdict
 from realitycheck.model.registry import (  # noqa: F401  (where the CLI, app and tests have long found them)
     DEFAULT_WEIGHTS_NAME,
     NoWeightsError,
@@ -35,9 +36,6 @@ from realitycheck.model.views import deciding, find_views, needs_faces
 if TYPE_CHECKING:
     from realitycheck.intake.provenance import Provenance
 
-def verdict(p_fake: float, threshold: float) -> str:
-    """The decision rule everywhere: fake iff p_fake >= threshold."""
-    return "fake" if p_fake >= threshold else "real"
 
 
 class ThresholdError(ValueError):
@@ -65,7 +63,7 @@ class Prediction:
     label: str | None = None  # "real" | "fake"
     p_fake: float | None = None
     p_real: float | None = None
-    threshold: float = 0.5
+    threshold: float = 0.5  # the one `label` was read at; every Prediction is made with its Classifier's (the card's)
     faces: int | None = None
     face_boxes: list = field(default_factory=list)
     face_message: str = ""
@@ -369,7 +367,7 @@ class Classifier:
             deciding_view = k + best
             score = float(ood[deciding_view]) if ood is not None else None  # of the deciding face
             generator = self.attribution.guess(gen[deciding_view]) if gen is not None else None
-            each = ([bool(v > self.ood.threshold) for v in ood[k:k + n_views]]
+            each = ([is_unfamiliar(v, self.ood.threshold) for v in ood[k:k + n_views]]
                     if ood is not None and pr.per_face else [])
             k += n_views
             out.append(Prediction(
@@ -378,7 +376,7 @@ class Classifier:
                 region=pr.region, face_p_fake=views if pr.per_face else [], face_unfamiliar=each,
                 deciding_face=best if pr.per_face else None,
                 seconds=pr.seconds + share,
-                unfamiliar=None if score is None else bool(score > self.ood.threshold), ood_score=score,
+                unfamiliar=None if score is None else is_unfamiliar(score, self.ood.threshold), ood_score=score,
                 generator=generator, notes=pr.notes, image=pr.image, face_report=pr.face_report))
         return out
 

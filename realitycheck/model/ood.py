@@ -8,12 +8,12 @@ an image by its Mahalanobis distance to it, and flag it when the score exceeds a
 on validation images (so that at most `target_flag_rate` of in-distribution images are flagged).
 
 The statistics travel inside the checkpoint (tensors under "ood", read with weights_only=True);
-the threshold and how it was chosen are in the card (`card.ood`).
+the threshold and how it was chosen are in the card (`card.ood`): the card's threshold is the one in
+force, and the checkpoint's "threshold" tensor is a copy `checkpoints` keeps equal to it.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +21,11 @@ import torch
 from torch import nn
 
 from realitycheck.model import models
+from realitycheck.model.decision import (
+    by_group,
+    is_unfamiliar,
+    threshold_for_every_group,
+)
 
 N_COMPONENTS = 64
 
@@ -48,34 +53,6 @@ class FeatureTap:
 
     def __exit__(self, *exc) -> None:
         self._handle.remove()
-
-
-def threshold_flagging_at_most(groups, rate: float) -> float:
-    """The lowest threshold at which no group has more than `rate` of its scores above it.
-
-    An image is flagged when its score is *above* the threshold, so in a group of n scores at most
-    floor(rate * n) may lie above it: the threshold is that group's (n - floor(rate * n))-th
-    smallest score, and the strictest group decides. (A linearly interpolated quantile would let
-    one score too many through: 16 of 302, 5.3%.) NaN scores (no features) are left out.
-    """
-    t = -math.inf
-    for g in groups:
-        s = np.asarray(g, dtype=np.float64)
-        s = np.sort(s[~np.isnan(s)])
-        if not len(s):
-            continue
-        allowed = math.floor(rate * len(s) + 1e-9)
-        t = max(t, float(s[len(s) - allowed - 1]) if allowed < len(s) else -math.inf)
-    if t == -math.inf:
-        raise ValueError("no scores to choose an unfamiliarity threshold on")
-    return t
-
-
-def by_source(scores, sources) -> list[np.ndarray]:
-    """`scores` split into one group per source name (`sources`: one name per score), first-seen order:
-    what `threshold_flagging_at_most` holds to the rate one by one."""
-    scores, names = np.asarray(scores, dtype=np.float64), np.asarray(sources, dtype=object)
-    return [scores[names == name] for name in dict.fromkeys(names.tolist())]
 
 
 @dataclass
@@ -114,8 +91,11 @@ class OODStats:
         """The lowest threshold flagging at most `target_flag_rate` of the validation images, of each
         source when `sources` (one name per row) says where they came from."""
         scores = self.score(val_features)
-        groups = [scores] if sources is None else by_source(scores, sources)
-        self.threshold = threshold_flagging_at_most(groups, target_flag_rate)
+        groups = [scores] if sources is None else by_group(scores, sources)
+        t = threshold_for_every_group(groups, target_flag_rate, rule=is_unfamiliar)
+        if t is None:
+            raise ValueError("no scores to choose an unfamiliarity threshold on")
+        self.threshold = t
         return self.threshold
 
     # -- storage inside a checkpoint -----------------------------------------------------------

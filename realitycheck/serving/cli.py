@@ -400,6 +400,36 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def cmd_threshold(args) -> int:
+    from realitycheck.analysis.thresholds import write_thresholds
+    from realitycheck.model.checkpoints import CheckpointError
+
+    for path in (args.weights, args.val_csv, args.test_csv):
+        if path and not Path(path).is_file():
+            raise UserError(f"{path}: no such file")
+    try:
+        card, rows = write_thresholds(args.weights, args.val_csv, args.max_false_alarm, test_csv=args.test_csv)
+    except (CheckpointError, ValueError, KeyError) as exc:  # KeyError: a CSV without the evaluate columns
+        raise UserError(f"{args.val_csv}: {exc}" if isinstance(exc, KeyError) else str(exc)) from None
+    print(f"threshold {card.threshold} written to {args.weights}")
+    print(rows.to_string(index=False))
+    return EXIT_OK
+
+
+def add_threshold_command(subparsers) -> None:
+    """`realitycheck threshold CKPT VAL_CSV`: the release thresholds, chosen on validation, into the card."""
+    p = subparsers.add_parser("threshold", help="choose a checkpoint's decision and unfamiliar-image thresholds on "
+                                                "its validation results and write them into its card")
+    p.add_argument("weights", help="checkpoint file (rewritten in place)")
+    p.add_argument("val_csv", help="its per-image validation results: realitycheck evaluate --only-split val --csv")
+    p.add_argument("--max-false-alarm", type=float, default=0.05,
+                   help="at most this share of every real validation source called fake, and of every source "
+                        "flagged unfamiliar (default 0.05)")
+    p.add_argument("--test-csv", help="its per-image test results, re-scored at the chosen threshold for the card "
+                                      "(never used to choose)")
+    p.set_defaults(func=cmd_threshold)
+
+
 def cmd_info(args) -> int:
     from realitycheck.model.checkpoints import CheckpointError, card_markdown, read_card
     from realitycheck.model.inference import default_weights_path, list_weights
@@ -975,6 +1005,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(sub)
     _add_video(sub)
     _add_serve(sub)
+    add_threshold_command(sub)
     _add_info(sub)
     return parser
 

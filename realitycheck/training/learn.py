@@ -18,7 +18,6 @@ the dashboard switch or roll back in one step.
 from __future__ import annotations
 
 import csv
-import math
 import os
 import shlex
 from dataclasses import dataclass, field, fields, replace
@@ -253,16 +252,16 @@ def _finish_candidate(path: Path, data: list[str], opts: LearnOptions, lineage: 
     """Set the candidate's threshold by the every-source rule on its validation share (as the default's was)
     and record in its card where it came from."""
     from realitycheck.analysis import evaluate
-    from realitycheck.analysis.metrics import threshold_for_every_source
+    from realitycheck.analysis.thresholds import release_threshold
     from realitycheck.model import checkpoints
     from realitycheck.model.inference import load_classifier
 
     clf = load_classifier(path, engine="torch", precision="fp32")
     table = evaluate.evaluate_sources(clf, data, only_split="val", workers=opts.workers).table
-    t = threshold_for_every_source(table, opts.max_false_alarm)
+    t = release_threshold(table, opts.max_false_alarm)
     model, card, extras = checkpoints.load_checkpoint_extras(path)
     if t is not None:
-        card.threshold = min(0.9999, math.ceil(float(t) * 1e4) / 1e4)
+        card.threshold = t
         card.notes.append(f"Threshold {card.threshold:.4g}: the lowest at which every real source has at most "
                           f"{opts.max_false_alarm:.0%} false alarms on validation (learn).")
         log(f"threshold {card.threshold:.4g} (every real source <= {opts.max_false_alarm:.0%} false alarms on validation)")

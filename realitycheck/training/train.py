@@ -43,6 +43,7 @@ from realitycheck.intake.data import (
 from realitycheck.intake.images import ImageError, load_image
 from realitycheck.model import checkpoints, models
 from realitycheck.model.checkpoints import ModelCard, Preprocessing
+from realitycheck.model.decision import is_fake
 from realitycheck.model.inference import resolve_precision
 from realitycheck.training import ddp
 from realitycheck.training.train_config import (  # noqa: F401
@@ -433,12 +434,18 @@ def score_items(model: nn.Module, card: ModelCard, items: list, precision: str =
     return np.asarray(ps, dtype=float), np.asarray(ys, dtype=bool), errors
 
 
+# Per-epoch validation accuracy is read at the neutral cut (the likelier class): the release threshold is
+# chosen on validation only after training (`realitycheck threshold`), so no card threshold exists yet.
+# The epoch is chosen by validation AUC, which needs no threshold.
+VAL_THRESHOLD = 0.5
+
+
 def _val_stats(p: np.ndarray, y: np.ndarray) -> dict:
     from sklearn.metrics import log_loss, roc_auc_score
 
     if len(p) == 0:
         return {"val_loss": float("nan"), "val_accuracy": float("nan"), "val_auc": float("nan")}
-    acc = float(((p >= 0.5) == y).mean())
+    acc = float((is_fake(p, VAL_THRESHOLD) == y).mean())
     auc = float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else float("nan")
     loss = float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[False, True]))
     return {"val_loss": loss, "val_accuracy": acc, "val_auc": auc}
@@ -564,7 +571,8 @@ def fit_unfamiliarity(model: nn.Module, card: ModelCard, data: TrainData, worker
     """Fit the "unfamiliar image" statistics on training-split features; threshold on validation.
 
     The threshold flags at most `target_flag_rate` of the validation images of every source (the rule
-    scripts/choose_threshold.py applies too); the card records both counts.
+    `realitycheck threshold` applies too); it goes in the card (`card.ood["threshold"]`, the one in force)
+    with both counts.
     Returns the OODStats (stored in the checkpoint under "ood").
     """
     from realitycheck.model.inference import Classifier

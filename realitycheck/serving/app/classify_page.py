@@ -24,6 +24,7 @@ from realitycheck.intake import provenance
 from realitycheck.intake.examples import PLAIN, outcome, outcome_words
 from realitycheck.intake.faces import draw_faces
 from realitycheck.model.attribution import generator_words
+from realitycheck.model.decision import is_fake
 from realitycheck.model.inference import verdict
 from realitycheck.model.ood import UNFAMILIAR_MESSAGE, UNFAMILIAR_PLAIN
 from realitycheck.serving.app import provenance_panel, public, state
@@ -213,7 +214,7 @@ def _faces(pred, key) -> int | None:
 def _face_table(pred, key) -> int:
     """Each face with its number, size, p_fake and flags; the user picks the face the heatmap explains."""
     rows = face_rows(pred)
-    st.image(draw_faces(pred.image, pred.face_boxes, pred.face_p_fake, pred.threshold),
+    st.image(draw_faces(pred.image, pred.face_boxes, is_fake(pred.face_p_fake, pred.threshold)),
              caption="Faces by number (red: judged fake, green: real); the image takes its most suspicious face",
              width="stretch")
     st.dataframe([{"face": r["face"], "size": r["size"], "p(fake)": r["p_fake"], "verdict": r["verdict"],

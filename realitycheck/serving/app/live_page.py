@@ -14,6 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from realitycheck.intake.faces import draw_faces
+from realitycheck.model.decision import is_fake
 from realitycheck.model.inference import verdict
 from realitycheck.serving import video
 from realitycheck.serving.app import public, state
@@ -32,7 +33,7 @@ def _faces_image(pred):
     if pred.image is None:
         return None
     if pred.face_boxes:
-        return draw_faces(pred.image, pred.face_boxes, pred.face_p_fake or [pred.p_fake], pred.threshold)
+        return draw_faces(pred.image, pred.face_boxes, is_fake(pred.face_p_fake or [pred.p_fake], pred.threshold))
     return pred.image
 
 
