@@ -640,7 +640,7 @@ def fit_attribution(model: nn.Module, card: ModelCard, data: TrainData, workers:
         "val_top1_accuracy": round(float(np.mean([a == b for a, b in zip(named, y_val)])), 4),
         "val_images": len(y_val),
     }
-    log(f"attribution: {len(head.families)} families {list(head.families)}, fitted on {len(y_train)} fakes; "
+    log(f"attribution: {len(head.families)} families ({', '.join(map(str, head.families))}), fitted on {len(y_train)} fakes; "
         f"validation top-1 {card.attribution['val_top1_accuracy']:.1%} of {len(y_val)} "
         f"(min confidence {head.min_confidence:.3f})")
     return head
