@@ -15,7 +15,8 @@ replayed test shares; the worst change on any other source; and the gate's decis
         --sizes 25 50 100 200 --epochs 2 --out runs/continual-sdxl
 
 Every N starts from the same model, with its own case database and registry under --out (nothing
-is promoted: the active model is never changed). Results: OUT/continual.csv, OUT/continual.json and
+is promoted: the active model is never changed). A size already learned under --out (or a --collect
+folder) is read back from its registry record, so a stopped experiment resumes where it was. Results: OUT/continual.csv, OUT/continual.json and
 a Markdown table on stdout.
 """
 
@@ -59,7 +60,6 @@ def detection(weights, items: list) -> dict:
 
 def run_one(n: int, args, pool: list, rest: list) -> dict:
     from realitycheck.analysis.cases import CaseStore, Recorder
-    from realitycheck.model import registry
     from realitycheck.model.inference import load_classifier
     from realitycheck.training import learn
 
@@ -79,6 +79,13 @@ def run_one(n: int, args, pool: list, rest: list) -> dict:
                               seed=args.seed, promote=False)
     meta = learn.learn(store, args.weights, opts, log=lambda m: print(f"[n={n}] {m}", flush=True),
                        command=f"scripts/continual_experiment.py n={n}")
+    return row_of(n, meta, rest)
+
+
+def row_of(n: int, meta: dict, rest: list) -> dict:
+    """One table row from a learned version's record: the family on its unseen rest, the gate's numbers."""
+    from realitycheck.model import registry
+
     cand = detection(registry.weights_of(meta), rest)
     gate = meta["gate"]
     worst = max(((s["candidate"]["rate"] - s["current"]["rate"]) * (1 if s["label"] == "real" else -1), s["source"])
@@ -89,6 +96,18 @@ def run_one(n: int, args, pool: list, rest: list) -> dict:
             "worst_other_change": worst[0], "worst_other_source": worst[1],
             "gate": "pass" if gate["promote"] else "fail: " + "; ".join(gate["reasons"]),
             "sources": gate["sources"], "version": meta["id"]}
+
+
+def finished(folder: Path) -> dict[int, dict]:
+    """{N: the learned version's record} of the runs already done under `folder` (out/nN/registry/...)."""
+    from realitycheck.model import registry
+
+    done = {}
+    for d in sorted(folder.glob("n*/registry")):
+        learned = [v for v in registry.versions(d) if v.get("gate")]
+        if learned and d.parent.name[1:].isdigit():
+            done[int(d.parent.name[1:])] = learned[-1]
+    return done
 
 
 def main() -> None:
@@ -106,13 +125,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/continual")
+    ap.add_argument("--collect", nargs="+", help="more --out folders whose finished runs count (not re-run)")
     args = ap.parse_args()
     pool, rest = family_items(args.manifest, args.family, args.seed)
     if len(pool) < max(args.sizes):
         raise SystemExit(f"{args.family}: only {len(pool)} images outside its test share; largest size {max(args.sizes)}")
     print(f"{args.family}: {len(pool)} images to correct from, {len(rest)} unseen (test share)", flush=True)
     base = detection(args.weights, rest)
-    rows = [run_one(n, args, pool, rest) for n in args.sizes]
+    # a run already finished under --out (or under --collect folders, e.g. of a parallel process) is
+    # read from its record, not learned again: an interrupted experiment loses nothing
+    done = {}
+    for folder in [args.out, *(args.collect or [])]:
+        done.update(finished(Path(folder)))
+    rows = [row_of(n, done[n], rest) if n in done else run_one(n, args, pool, rest) for n in args.sizes]
     out = Path(args.out)
     (out / "continual.json").write_text(json.dumps({"base": base, "runs": rows, "args": vars(args)}, indent=2,
                                                    default=str))
