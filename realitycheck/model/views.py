@@ -45,19 +45,15 @@ def face_view(image: Image.Image, landmarks: np.ndarray, pre: Preprocessing) -> 
 def image_views(image: Image.Image, pre: Preprocessing, report: FaceReport | None, *,
                 crop_face: bool = False) -> list[View]:
     """The views of an RGB image given its faces: one per face for aligned cards, else one whole-image view."""
-    if pre.align == "face":
-        if report is not None and report.count:
-            norm = pre.tensor_transform()
-            views = []
-            for i, f in enumerate(report.faces):
-                img = face_view(image, f.landmarks, pre)
-                views.append(View(img, norm(img), f"aligned face {i + 1}", i))
-            return views
-        return [View(image, pre.transform()(image), "centre crop")]
-    if crop_face and report is not None and report.count:
+    found = report is not None and report.count > 0
+    if pre.align == "face" and found:
+        norm = pre.tensor_transform()
+        faces = [face_view(image, f.landmarks, pre) for f in report.faces]
+        return [View(img, norm(img), f"aligned face {i + 1}", i) for i, img in enumerate(faces)]
+    if pre.align != "face" and crop_face and found:
         image = crop_to_face(image, report.boxes[0])
         return [View(image, pre.transform()(image), "face crop")]
-    return [View(image, pre.transform()(image), "centre crop")]
+    return [View(image, pre.transform()(image), "centre crop")]  # no face to align: the whole image
 
 
 def needs_faces(pre: Preprocessing, face_check: bool) -> bool:
