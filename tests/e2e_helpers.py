@@ -116,5 +116,13 @@ def no_exception(page):
         assert found.count() == 0, found.first.inner_text()
 
 
+def wait_for_count(page, text: str, n: int, timeout=180_000):
+    """Wait until `text` occurs at least `n` times in the main area: a page that writes its summary first
+    and each image's details after it can be idle for a moment between the two."""
+    page.wait_for_function(
+        "([t, n]) => { const m = document.querySelector('section.main, [data-testid=\"stMain\"]');"
+        " return !!m && m.innerText.split(t).length - 1 >= n; }", arg=[text, n], timeout=timeout)
+
+
 def main_text(page) -> str:
     return page.locator("section.main, [data-testid='stMain']").first.inner_text()

@@ -14,6 +14,7 @@ from tests.e2e_helpers import (
     main_text,
     no_exception,
     streamlit_server,
+    wait_for_count,
 )
 from tests.helpers import REPO_ROOT as ROOT
 
@@ -88,6 +89,7 @@ def test_public_mode_scores_a_batch_up_to_the_limit_and_says_what_is_left(public
     page.locator("input[type=file]").first.set_input_files([str(p) for p in photos])
     page.get_by_role("button", name="Classify", exact=True).click()
     page.get_by_text("1 was left for later").first.wait_for(timeout=300_000)
+    wait_for_count(page, "Verdict: ", 2)
     idle(page)
     text = main_text(page)
     assert "2 of these 3 were classified now" in text and "Submit it again in" in text
