@@ -208,15 +208,16 @@ def _model_actor_pids() -> set[int]:
 def test_a_killed_model_actor_is_restarted_and_every_image_scored_once(local_ray, labelled, tiny_checkpoint):
     clf = Classifier.from_file(tiny_checkpoint, precision="fp32", batch_size=2)  # many small batches
     killed, seen_after = [], set()
+    earlier = _model_actor_pids()  # an earlier test's actor, if Ray has not reaped it yet: not this run's
 
     def on_progress(done: int, total: int) -> None:
         if not killed:
-            pids = _model_actor_pids()
+            pids = _model_actor_pids() - earlier
             assert len(pids) == 1, pids
             os.kill(pids.pop(), signal.SIGKILL)  # the actor dies as a crashed or preempted worker would
             killed.append(done)
         else:
-            seen_after.update(_model_actor_pids())
+            seen_after.update(_model_actor_pids() - earlier)
 
     result = evaluate.evaluate_folder(clf, labelled, progress=on_progress, predict_stream=distributed.predict_stream(clf))
     table = result.table

@@ -340,6 +340,8 @@ def test_cli_export_and_predict_with_engine(tiny_checkpoint, tmp_path, monkeypat
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli("export", ckpt, "--int8")
     assert bad.returncode == 2 and "--calibration" in bad.stderr
+    bad = run_cli("export", ckpt, "--int8-distill", "--calibration", str(tmp_path))
+    assert bad.returncode == 2 and "add --int8" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_benchmark_engine_stages_and_folder_path(tiny_checkpoint, tmp_path):
@@ -401,3 +403,75 @@ def test_int8_sensitivity_measures_each_quantized_convolution_and_ranks_the_nois
     noise = {r["node"]: min(v for v in (r["act_sqnr"], r["weight_sqnr"]) if v is not None) for r in rows.values()
              if r["act_sqnr"] is not None or r["weight_sqnr"] is not None}
     assert sorted(order) == sorted(noise) and [noise[n] for n in order] == sorted(noise.values())
+
+
+def _views(card, imgs) -> torch.Tensor:
+    return torch.stack([card.preprocessing.transform()(im) for im in imgs])
+
+
+def _int8_p_fake(model, card, calibration: torch.Tensor, x: torch.Tensor, path: Path) -> np.ndarray:
+    """p_fake of `model`'s INT8 graph, calibrated on `calibration`, on `x`."""
+    graph = export.quantize_int8(model, card, path, iter([calibration.numpy()]))
+    logits = engines.GraphEngine("onnxruntime", "int8", graph).run(x.numpy())
+    return torch.softmax(torch.as_tensor(logits), 1)[:, 0].numpy()
+
+
+def test_simulated_quantization_predicts_the_int8_graph(tiny, tmp_path):
+    """The fake-quantized model the distillation trains is a model of onnxruntime's INT8 graph: its
+    outputs lie far closer to the graph's than fp32's do, and stripping the simulation gives back the
+    plain model (same state-dict keys, same outputs)."""
+    from realitycheck.training.int8_distill import calibrate, simulate_int8
+
+    model, card = tiny
+    cal, x = _views(card, _images(64, seed=5)[0]), _views(card, _images(32, seed=6)[0])
+    graph = export.quantize_int8(model, card, tmp_path / "int8.onnx", iter([cal.numpy()]))
+    int8 = torch.as_tensor(engines.GraphEngine("onnxruntime", "int8", graph).run(x.numpy()))
+    student = __import__("copy").deepcopy(model)
+    sim = simulate_int8(student)
+    assert len(sim.weights) == 2  # every convolution but the first (left fp32, as the export leaves it)
+    calibrate(sim, card, cal)
+    with torch.no_grad():
+        fp32, simulated = model(x), student(x)
+    assert (simulated - int8).abs().mean() < 0.5 * (fp32 - int8).abs().mean()
+    plain = sim.remove()
+    assert list(plain.state_dict()) == list(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(plain(x), fp32)
+
+
+def test_distillation_brings_the_int8_graph_to_the_teachers_answers(tiny, tmp_path):
+    """On held-out images the distilled student's INT8 graph gives p_fake nearer the fp32 teacher's than
+    the teacher's own INT8 graph does; no label is used."""
+    from realitycheck.training.int8_distill import DistillSettings, distill_for_int8
+
+    model, card = tiny
+    train, cal = _views(card, _images(256, seed=7)[0]), _views(card, _images(64, seed=8)[0])
+    held_out = _views(card, _images(64, seed=9)[0])
+    with torch.no_grad():
+        teacher = torch.softmax(model(held_out), 1)[:, 0].numpy()
+    before = np.abs(_int8_p_fake(model, card, cal, held_out, tmp_path / "a.onnx") - teacher).mean()
+    student = distill_for_int8(model, card, train, cal, DistillSettings(epochs=6, lr=1e-3, batch=16))
+    after = np.abs(_int8_p_fake(student, card, cal, held_out, tmp_path / "b.onnx") - teacher).mean()
+    assert after < 0.8 * before, (before, after)  # 0.0185 -> 0.0117 when written
+
+
+def test_int8_weights_are_gated_against_the_model_being_exported(tiny, labelled_folder, tmp_path):
+    """export(int8_weights=...) quantizes the weights it is given, records what they are, and gates the
+    graph against the exported model's fp32 answers: a student that gives other answers fails."""
+    model, card = tiny
+
+    def wrong_student(m, c, calibration):
+        bad = __import__("copy").deepcopy(m)
+        with torch.no_grad():
+            bad._fc.weight.neg_()  # every verdict reversed
+            bad._fc.bias.neg_()
+        assert calibration.shape[1:] == (3, SIZE, SIZE)
+        return bad, "a reversed copy (test)"
+
+    m = export.export(model=model, card=card, out_dir=tmp_path / "e", engines=["onnxruntime"], int8=True,
+                      calibration=[labelled_folder], calibration_images=64, check=[labelled_folder],
+                      timing_seconds=0.05, int8_weights=wrong_student)
+    rows = {(v["engine"], v["precision"]): v for v in m["variants"]}
+    assert not rows["onnxruntime", "int8"]["passed"] and rows["onnxruntime", "fp32"]["passed"]
+    assert m["calibration"]["weights"] == "a reversed copy (test)"
+    assert "INT8 weights: a reversed copy (test)" in export.engines_markdown(m)

@@ -517,7 +517,8 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
            calibration: Sequence[str | os.PathLike] = (), calibration_images: int = 256, calibration_method: str = "minmax",
            calibration_batches: Iterable[np.ndarray] | None = None, check: Sequence[str | os.PathLike] = (),
            check_limit: int | None = None, prune: bool = False, threshold: float | None = None, ood=None,
-           timing_seconds: float = 1.5, command: str = "", log: Callable[[str], None] = lambda m: None) -> dict:
+           timing_seconds: float = 1.5, command: str = "", int8_weights: Callable | None = None,
+           log: Callable[[str], None] = lambda m: None) -> dict:
     """Export a checkpoint's engines, gate each engine/precision against fp32 PyTorch, write the engine card.
 
     Returns the manifest. The default engine is the fastest variant that passed the gate (PyTorch
@@ -525,7 +526,9 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
     deliberately broken calibration). `prune` keeps only the files the default needs (what a model
     ships with; the fp32 graph is re-exported into the cache on first use when asked for).
     `threshold`: where labels are compared (default: the card's); `ood`: the unfamiliarity
-    statistics of a model given as model + card (a checkpoint brings its own).
+    statistics of a model given as model + card (a checkpoint brings its own). `int8_weights`:
+    (model, card, calibration views) -> (the model to quantize instead, what it is, for the card),
+    e.g. `training.int8_distill.distiller`; the gate still compares with *this* model's fp32 answers.
     """
     from realitycheck.model.inference import Classifier
 
@@ -542,7 +545,12 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
     if int8:
         manifest["calibration"], batches = _calibration(ref, calibration, calibration_batches, seed,
                                                         calibration_images, calibration_method)
-        files[INT8_FILE] = _export_int8(model, card, folder, batches, calibration_method, log)
+        quantized = model
+        if int8_weights is not None:
+            batches = list(batches)
+            quantized, manifest["calibration"]["weights"] = int8_weights(
+                model, card, torch.from_numpy(np.concatenate(batches)).float())
+        files[INT8_FILE] = _export_int8(quantized, card, folder, batches, calibration_method, log)
         variants += [(e, "int8", INT8_FILE) for e in engines]
     runners = _load_runners(variants, folder, log)
 
@@ -596,6 +604,8 @@ def engines_markdown(manifest: dict) -> str:
     if cal:
         lines.append(f"- INT8 calibration: {cal.get('images')} images of split {cal.get('split')} from "
                      f"{', '.join(cal.get('folders') or []) or 'caller-given batches'} ({cal.get('method')}; {cal.get('format', '')})")
+        if cal.get("weights"):
+            lines.append(f"- INT8 weights: {cal['weights']}")
     chk = manifest.get("check")
     g = manifest.get("gate", {})
     if chk:

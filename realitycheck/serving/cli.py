@@ -367,6 +367,8 @@ def _export_command(args) -> str:
     parts += ["--int8"] if args.int8 else []
     parts += [x for c in args.calibration or [] for x in ("--calibration", c)]
     parts += ["--calibration-images", str(args.calibration_images)] if args.int8 else []
+    parts += ["--int8-distill", "--distill-images", str(args.distill_images), "--distill-epochs",
+              str(args.distill_epochs)] if args.int8_distill else []
     parts += [x for c in args.check or [] for x in ("--check", c)]
     parts += ["--check-limit", str(args.check_limit)] if args.check_limit else []
     parts += ["--out", args.out] if args.out else []
@@ -374,11 +376,24 @@ def _export_command(args) -> str:
     return " ".join(map(shlex.quote, parts))
 
 
+def _int8_distiller(args):
+    """export's int8_weights for --int8-distill (None without it)."""
+    if not args.int8_distill:
+        return None
+    from realitycheck.training.int8_distill import DistillSettings, distiller
+
+    return distiller(args.calibration, images=args.distill_images,
+                     settings=DistillSettings(epochs=args.distill_epochs),
+                     log=lambda m: print(m, file=sys.stderr, flush=True))
+
+
 def cmd_export(args) -> int:
     if not Path(args.weights).is_file():
         raise UserError(f"{args.weights}: no such file")
     if args.int8 and not args.calibration:
         raise UserError("--int8 needs --calibration FOLDER (its training-split images calibrate the INT8 model)")
+    if args.int8_distill and not args.int8:
+        raise UserError("--int8-distill trains the weights an INT8 graph is made from: add --int8")
     from realitycheck.intake.data import DataError
     from realitycheck.model import export
     from realitycheck.model.checkpoints import CheckpointError
@@ -389,7 +404,7 @@ def cmd_export(args) -> int:
             args.weights, out_dir=args.out, engines=GRAPH_ENGINES if args.engine == "all" else [args.engine],
             int8=args.int8, calibration=args.calibration or [], calibration_images=args.calibration_images,
             check=args.check or [], check_limit=args.check_limit, prune=args.prune,
-            command=_export_command(args),
+            command=_export_command(args), int8_weights=_int8_distiller(args),
             log=lambda m: print(m, file=sys.stderr, flush=True))
     except (CheckpointError, DataError, ValueError) as exc:
         raise UserError(str(exc)) from None
@@ -853,6 +868,11 @@ def _add_export(sub) -> None:
     p.add_argument("--calibration", action="append", help="labelled data as --data takes it (folder, NAME=FOLDER or manifest .toml); only its "
                         "training-split images are used, split as train splits them (repeatable)")
     p.add_argument("--calibration-images", type=int, default=256)
+    p.add_argument("--int8-distill", action="store_true",
+                   help="with --int8: first fine-tune a copy of the model, quantization simulated, to give this model's "
+                        "fp32 answers (no labels; training-split images of --calibration), and quantize that copy")
+    p.add_argument("--distill-images", type=int, default=2000, help="training-split images --int8-distill learns from")
+    p.add_argument("--distill-epochs", type=int, default=3)
     p.add_argument("--check", action="append",
                    help="labelled data (folder, NAME=FOLDER or manifest) whose test-split images gate each engine against fp32 PyTorch, overall and "
                         "per source (repeatable); without it only fp32 graphs are accepted")
