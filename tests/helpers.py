@@ -31,6 +31,29 @@ def run_cli(*args: str, timeout: float = 300, cwd: str | os.PathLike | None = No
                           cwd=cwd or REPO_ROOT)
 
 
+def run_cli_here(*args: str) -> subprocess.CompletedProcess:
+    """`run_cli` in this process (`cli.main`, stdout and stderr captured; an argparse exit becomes its
+    code): the same answers without a new interpreter importing torch (3-4 s a call). Tests of what a
+    shell sees (signals, exit codes of a crash, stray output before main) keep `run_cli`."""
+    import contextlib
+    import io
+
+    from realitycheck.serving import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = os.environ.pop("REALITYCHECK_WEIGHTS", None)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main([str(a) for a in args])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        if saved is not None:
+            os.environ["REALITYCHECK_WEIGHTS"] = saved
+    return subprocess.CompletedProcess([*cli_command(*args)], code, out.getvalue(), err.getvalue())
+
+
 def save_tiny_checkpoint(path: str | os.PathLike, **card_fields) -> Path:
     """Write the tests' small real checkpoint (efficientnet_lite0, ImageNet init, 96/80 px card) to `path`."""
     from realitycheck.model import checkpoints, models

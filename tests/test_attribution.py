@@ -140,7 +140,7 @@ def test_the_guess_rides_beside_p_fake_and_never_changes_it(toy_model):
 
 
 def test_old_checkpoints_without_a_head_say_nothing_about_the_generator(tiny_checkpoint, sample_face):
-    from tests.helpers import run_cli as _run
+    from tests.helpers import run_cli_here as _run
 
     def run_cli(args):
         r = _run(*args)
@@ -151,7 +151,7 @@ def test_old_checkpoints_without_a_head_say_nothing_about_the_generator(tiny_che
 
 
 def test_the_generator_field_on_the_cli_and_in_evaluate_and_the_report(toy_model, tmp_path):
-    from tests.helpers import run_cli as _run
+    from tests.helpers import run_cli_here as _run
 
     def run_cli(args):
         r = _run(*args)
@@ -178,7 +178,7 @@ def test_the_generator_field_on_the_cli_and_in_evaluate_and_the_report(toy_model
 
 def test_attribute_adds_a_head_to_an_existing_checkpoint_without_touching_its_answers(toy_model, tmp_path):
     from realitycheck.model import checkpoints
-    from tests.helpers import run_cli as _run
+    from tests.helpers import run_cli_here as _run
 
     def run_cli(args):
         r = _run(*args)

@@ -15,7 +15,7 @@ from realitycheck.intake.images import ImageError, load_image
 from realitycheck.model import checkpoints, models
 from realitycheck.model.checkpoints import CheckpointError, ModelCard, Preprocessing
 from realitycheck.model.inference import Classifier
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_cli_here
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -297,7 +297,7 @@ def test_cli_exit_codes_and_json(tmp_path, tiny_checkpoint, tiny_classifier):
 @needs_shared
 def test_cli_predict_seed_examples(tiny_checkpoint, tiny_classifier):
     """A folder argument: every image in it, each scored as the Python API scores it."""
-    out = run_cli("predict", str(SHARED / "seed-examples"), "--weights", str(tiny_checkpoint), "--json",
+    out = run_cli_here("predict", str(SHARED / "seed-examples"), "--weights", str(tiny_checkpoint), "--json",
                   "--precision", "fp32")
     assert out.returncode == 0, out.stderr
     rows = {Path(r["path"]).name: r for r in json.loads(out.stdout)}
@@ -310,7 +310,7 @@ def test_cli_predict_seed_examples(tiny_checkpoint, tiny_classifier):
 def test_cli_explain_writes_overlays_and_reports_faithfulness(tmp_path, tiny_checkpoint):
     img = tmp_path / "face.png"
     Image.open(ROOT / "sample_images" / "grace_hopper.jpg").resize((120, 140)).save(img)
-    out = run_cli("explain", str(img), str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "maps"),
+    out = run_cli_here("explain", str(img), str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "maps"),
                "--weights", str(tiny_checkpoint), "--class", "real", "--json")
     assert out.returncode == 1 and "Traceback" not in out.stderr  # one input missing
     rec = json.loads(out.stdout)
@@ -319,7 +319,7 @@ def test_cli_explain_writes_overlays_and_reports_faithfulness(tmp_path, tiny_che
     f = rec[0]["faithfulness"]
     assert f["score"] == pytest.approx(f["drop_hot"] - f["drop_random"]) and f["meaning"]
     assert "missing.jpg" in rec[1]["error"]
-    bad = run_cli("explain", str(img), "--out", str(tmp_path), "--weights", str(tiny_checkpoint), "--method", "nope")
+    bad = run_cli_here("explain", str(img), "--out", str(tmp_path), "--weights", str(tiny_checkpoint), "--method", "nope")
     assert bad.returncode == 2 and "unknown method" in bad.stderr
 
 
@@ -328,7 +328,7 @@ def test_robustness_sweep_reports_every_perturbation(tmp_path, tiny_checkpoint):
         (tmp_path / label).mkdir()
         for i in range(3):
             (tmp_path / label / f"{label}{i}.jpg").write_bytes(_jpeg((100 + 10 * i, 100), color))
-    out = run_cli("evaluate", str(tmp_path), "--weights", str(tiny_checkpoint), "--robustness", "--json",
+    out = run_cli_here("evaluate", str(tmp_path), "--weights", str(tiny_checkpoint), "--robustness", "--json",
                "--report", str(tmp_path / "r.html"))
     assert out.returncode == 0, out.stderr
     rob = json.loads(out.stdout)["robustness"]
@@ -369,7 +369,7 @@ def test_cli_explain_reports_the_same_p_fake_as_predict_for_a_mirror_averaged_ca
     ckpt = checkpoints.save_checkpoint(tmp_path / "m.pt", model, ModelCard(name="m", arch="efficientnet_lite0",
                                                                            preprocessing=pre))
     img = ROOT / "sample_images" / "grace_hopper.jpg"
-    expl = json.loads(run_cli("explain", str(img), "--weights", str(ckpt), "--out", str(tmp_path / "maps"),
+    expl = json.loads(run_cli_here("explain", str(img), "--weights", str(ckpt), "--out", str(tmp_path / "maps"),
                            "--json").stdout)
     loaded = load_image(img)  # explain decodes the whole image (predict on a path may decode a JPEG draft)
     averaged = Classifier.from_file(ckpt, precision="fp32").predict([loaded])[0].p_fake

@@ -114,7 +114,7 @@ def tiny_folder(tmp_path, sample_face):
 
 
 def test_cli_evaluate_groups(tiny_folder, tiny_checkpoint, tmp_path):
-    from tests.helpers import run_cli
+    from tests.helpers import run_cli_here as run_cli
 
     out = run_cli("evaluate", str(tiny_folder), "--weights", str(tiny_checkpoint), "--groups", "--json",
                   "--csv", str(tmp_path / "t.csv"), "--report", str(tmp_path / "r.html"))

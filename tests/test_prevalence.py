@@ -77,7 +77,8 @@ def test_words_state_the_prevalence_and_the_chance():
 
 def test_cli_predict_prevalence(tmp_path, sample_face):
     from realitycheck.model.inference import load_classifier
-    from tests.helpers import run_cli, save_tiny_checkpoint
+    from tests.helpers import run_cli_here as run_cli
+    from tests.helpers import save_tiny_checkpoint
 
     ckpt = save_tiny_checkpoint(tmp_path / "rated.pt", threshold=0.01,
                                 metrics={"test": {"recall_fake": 0.9, "fpr": 0.02, "n_fake": 100, "n_real": 100,
