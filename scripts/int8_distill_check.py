@@ -21,11 +21,7 @@ from realitycheck.model import checkpoints  # noqa: E402
 from realitycheck.model import export as ex  # noqa: E402
 from realitycheck.model.engines import GraphEngine  # noqa: E402
 from realitycheck.model.inference import Classifier  # noqa: E402
-from realitycheck.training.int8_distill import (  # noqa: E402
-    DistillSettings,
-    distill_for_int8,
-    stack_views,
-)
+from realitycheck.training.int8_distill import DistillSettings, distill_for_int8  # noqa: E402
 
 DATA = ["manifests/shared-data.toml"]
 
@@ -61,13 +57,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model, card = checkpoints.load_checkpoint(args.weights)
     ref = Classifier(model, card, precision="fp32", engine="torch")
-    cal = stack_views(ex.preprocessed_batches(ref, [r[0] for r in ex.calibration_files(DATA, 0, 256)], views=True))
-    val = ex.labelled_files(DATA, "val", 0, 100)
+    seed = ex.training_seed(card)  # the model's own split: calibration and training from train, scores from val
+    cal = ex.stack_views(ex.preprocessed_batches(ref, [r[0] for r in ex.calibration_files(DATA, seed, 256)], views=True))
+    val = ex.labelled_files(DATA, "val", seed, 100)
     log(f"calibration {len(cal)} views; validation {len(val)} images")
     if args.baseline:
         val_flips(ref, card, model, cal, val, args.out, "ptq")
-    rows = ex.calibration_files(DATA, 0, args.images)
-    views = stack_views(ex.preprocessed_batches(ref, [r[0] for r in rows], views=True))
+    rows = ex.calibration_files(DATA, seed, args.images)
+    views = ex.stack_views(ex.preprocessed_batches(ref, [r[0] for r in rows], views=True))
     log(f"{len(views)} training views")
     student = distill_for_int8(model, card, views, cal, DistillSettings(epochs=args.epochs, lr=args.lr), log=log)
     torch.save(student.state_dict(), args.out / "student.pt")

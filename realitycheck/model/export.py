@@ -266,6 +266,16 @@ def _views(clf, path: Path):
     return torch.as_tensor(pr.tensor) if pr.error is None else None
 
 
+def stack_views(batches: Iterable[np.ndarray]) -> torch.Tensor:
+    """One float tensor of the views `preprocessed_batches` yields."""
+    return torch.from_numpy(np.concatenate(list(batches))).float()
+
+
+def training_seed(card) -> int:
+    """The seed of the hash split the model was trained on (train/val/test shares are drawn with it)."""
+    return int(((card.training or {}).get("settings") or {}).get("seed", 0) or 0)
+
+
 def preprocessed_batches(clf, files: Sequence[Path], batch: int = 16, *, views: bool = False) -> Iterable[np.ndarray]:
     """Batches of the Classifier's own preprocessing (decode, draft, transform; face check off).
 
@@ -537,7 +547,7 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
         if e not in GRAPH_ENGINES:
             raise ValueError(f"engine must be one of {', '.join(GRAPH_ENGINES)}, not {e!r}")
     folder = Path(out_dir) if out_dir else (beside_dir(checkpoint) if checkpoint else cache_dir(key))
-    seed = int(((card.training or {}).get("settings") or {}).get("seed", 0) or 0)
+    seed = training_seed(card)
     ref = Classifier(model, card, precision="fp32", engine="torch", threshold=threshold, ood=ood)
 
     manifest, files = _export_fp32(model, card, folder, checkpoint, key, ref.threshold, command, log)
@@ -548,8 +558,7 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
         quantized = model
         if int8_weights is not None:
             batches = list(batches)
-            quantized, manifest["calibration"]["weights"] = int8_weights(
-                model, card, torch.from_numpy(np.concatenate(batches)).float())
+            quantized, manifest["calibration"]["weights"] = int8_weights(model, card, stack_views(batches))
         files[INT8_FILE] = _export_int8(quantized, card, folder, batches, calibration_method, log)
         variants += [(e, "int8", INT8_FILE) for e in engines]
     runners = _load_runners(variants, folder, log)

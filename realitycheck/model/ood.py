@@ -37,15 +37,18 @@ def head_module(model: nn.Module, arch: str) -> nn.Module:
 
 
 class FeatureTap:
-    """Catches the head's input on every forward pass (no extra compute): `with FeatureTap(m, arch) as tap`."""
+    """Catches the head's input on every forward pass (no extra compute): `with FeatureTap(m, arch) as tap`.
+    `detach=False` keeps the features in the graph (a loss on them: INT8 distillation)."""
 
-    def __init__(self, model: nn.Module, arch: str):
+    def __init__(self, model: nn.Module, arch: str, detach: bool = True):
         self.module = head_module(model, arch)
+        self.detach = detach
         self.features: torch.Tensor | None = None
         self._handle = None
 
     def _hook(self, module, args):
-        self.features = args[0].detach().float().flatten(1)
+        f = args[0].detach() if self.detach else args[0]
+        self.features = f.float().flatten(1)
 
     def __enter__(self) -> "FeatureTap":
         self._handle = self.module.register_forward_pre_hook(self._hook)

@@ -23,16 +23,22 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from realitycheck.model.ood import head_module
+from realitycheck.model.export import (
+    calibration_files,
+    preprocessed_batches,
+    quantize_int8,
+    stack_views,
+    training_seed,
+)
+from realitycheck.model.ood import FeatureTap
 
 
 @dataclass(frozen=True)
@@ -78,10 +84,10 @@ class _OutputQuant:
     one forward (a block's shared activation runs twice). While `order` is a list, it records the
     order of calls instead (to pair each with the graph's quantized tensor in the same place)."""
 
-    def __init__(self, order: list | None = None):
+    def __init__(self):
         self.ranges: list[tuple[float, float]] = []
         self.calls = 0
-        self.order = order
+        self.order: list | None = None
 
     def __call__(self, module, args, out):
         i, self.calls = self.calls, self.calls + 1
@@ -131,11 +137,29 @@ class Simulation:
         """The plain model back (convolutions unwrapped, hooks gone), ready to save and export."""
         for h in self.handles:
             h.remove()
-        for name, m in list(self.model.named_modules()):
-            if isinstance(m, _WeightQuant):
-                parent_name, _, attr = name.rpartition(".")
-                setattr(self.model.get_submodule(parent_name) if parent_name else self.model, attr, m.conv)
-        return self.model
+        return _unwrapped(self.model)
+
+    def plain_copy(self) -> nn.Module:
+        """A plain copy of the model as it is now (the simulation stays in place)."""
+        plain = copy.deepcopy(self.model)
+        for m in plain.modules():  # the copies of our hooks (a deep copy carries them along)
+            m._forward_pre_hooks.clear()
+            m._forward_hooks.clear()
+        return _unwrapped(plain)
+
+
+def _put(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule called `name` (dotted) by `module`."""
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """`model` with every `_WeightQuant` replaced by its convolution, in place."""
+    for name, m in list(model.named_modules()):
+        if isinstance(m, _WeightQuant):
+            _put(model, name, m.conv)
+    return model
 
 
 def graph_ranges(graph) -> list[tuple[float, float]]:
@@ -179,14 +203,12 @@ def _quantized_outputs(model: nn.Module) -> list[nn.Module]:
 def simulate_int8(model: nn.Module) -> Simulation:
     """Put onnxruntime's INT8 quantization into `model` in place: int8 weights on every convolution but
     the first (left fp32 by `export.default_keep_fp32`), uint8 on every tensor the QDQ graph quantizes.
-    Call `observe` before use (ranges), `remove` after."""
+    Call `calibrate` before use (the ranges), `remove` after."""
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     weights = []
     for name, conv in convs[1:]:
-        parent_name, _, attr = name.rpartition(".")
-        q = _WeightQuant(conv)
-        setattr(model.get_submodule(parent_name) if parent_name else model, attr, q)
-        weights.append(q)
+        weights.append(_WeightQuant(conv))
+        _put(model, name, weights[-1])
     outputs, handles = [], []
     for m in _quantized_outputs(model):
         q = _OutputQuant()
@@ -197,15 +219,19 @@ def simulate_int8(model: nn.Module) -> Simulation:
     return sim
 
 
-def _margin_and_features(model, head: nn.Module, x: torch.Tensor, fake: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _margin_and_features(model, arch: str, x: torch.Tensor, fake: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(logit of fake minus the other's, the head's input), gradients kept."""
-    seen = {}
-    handle = head.register_forward_pre_hook(lambda m, args: seen.__setitem__("f", args[0].flatten(1)))
-    try:
+    with FeatureTap(model, arch, detach=False) as tap:
         logits = model(x).float()
-    finally:
-        handle.remove()
-    return logits[:, fake] - logits[:, 1 - fake], seen["f"].float()
+    return logits[:, fake] - logits[:, 1 - fake], tap.features
+
+
+@torch.no_grad()
+def _targets(teacher, arch: str, views: torch.Tensor, fake: int, mirror: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's margins and features on every view (or its mirror image), 64 at a time."""
+    out = [_margin_and_features(teacher, arch, views[i:i + 64].flip(3) if mirror else views[i:i + 64], fake)
+           for i in range(0, len(views), 64)]
+    return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 
 def calibrate(sim: Simulation, card, calibration: torch.Tensor) -> None:
@@ -213,15 +239,8 @@ def calibrate(sim: Simulation, card, calibration: torch.Tensor) -> None:
     calibration of a plain copy), set into the simulation."""
     import tempfile
 
-    from realitycheck.model.export import quantize_int8
-
-    plain = copy.deepcopy(sim.model)
-    Simulation(plain, [], [], []).remove()  # unwrap the copy's convolutions (its hooks are not copied)
-    plain._forward_pre_hooks.clear()
-    for m in plain.modules():
-        m._forward_hooks.clear()
     with tempfile.TemporaryDirectory() as tmp:
-        graph = quantize_int8(plain, card, Path(tmp) / "int8.onnx",
+        graph = quantize_int8(sim.plain_copy(), card, Path(tmp) / "int8.onnx",
                               (calibration[i:i + 16].numpy() for i in range(0, len(calibration), 16)))
         sim.set_ranges(graph_ranges(graph), calibration)
 
@@ -236,23 +255,15 @@ def distill_for_int8(teacher: nn.Module, card, views: torch.Tensor, calibration:
     """
     fake = list(card.classes).index("fake")
     teacher = teacher.float().eval()
-    head_t = head_module(teacher, card.arch)
-    with torch.no_grad():
-        targets = [_margin_and_features(teacher, head_t, views[i:i + 64], fake) for i in range(0, len(views), 64)]
-    t_margin = torch.cat([t[0] for t in targets])
-    t_feat = torch.cat([t[1] for t in targets])
-    t_margin_flip, t_feat_flip = None, None
-    if views.shape[-1] > 1:  # the mirror image is a free second view to match (training augmentation flips too)
-        with torch.no_grad():
-            flips = [_margin_and_features(teacher, head_t, views[i:i + 64].flip(3), fake) for i in range(0, len(views), 64)]
-        t_margin_flip, t_feat_flip = torch.cat([t[0] for t in flips]), torch.cat([t[1] for t in flips])
+    t_margin, t_feat = _targets(teacher, card.arch, views, fake)
+    # the mirror image is a free second view to match (training augmentation flips too)
+    t_margin_flip, t_feat_flip = _targets(teacher, card.arch, views, fake, mirror=True)
     feat_scale = t_feat.var(0).mean().clamp_min(1e-8)
-    t = min(max(float(getattr(card, "threshold", 0.5) or 0.5), 1e-6), 1 - 1e-6)
+    t = min(max(card.threshold, 1e-6), 1 - 1e-6)
     t_cut = math.log(t / (1 - t))  # the threshold as a fake-minus-real logit margin
 
     student = copy.deepcopy(teacher)
     sim = simulate_int8(student)
-    head_s = head_module(student, card.arch)
     params = list(student.parameters())
     for p in params:  # a loaded checkpoint may come frozen
         p.requires_grad_(True)
@@ -267,10 +278,10 @@ def distill_for_int8(teacher: nn.Module, card, views: torch.Tensor, calibration:
         t0, total, n = time.perf_counter(), 0.0, 0
         for i in range(0, len(views), settings.batch):
             idx = order[i:i + settings.batch]
-            flip = t_margin_flip is not None and bool(torch.rand(1, generator=g) < 0.5)
+            flip = bool(torch.rand(1, generator=g) < 0.5)
             x = views[idx].flip(3) if flip else views[idx]
             tm, tf = (t_margin_flip[idx], t_feat_flip[idx]) if flip else (t_margin[idx], t_feat[idx])
-            margin, feat = _margin_and_features(student, head_s, x, fake)
+            margin, feat = _margin_and_features(student, card.arch, x, fake)
             near = 1 + settings.near_threshold_weight * torch.exp(-(tm - t_cut) ** 2)  # flips happen there
             loss = (near * (margin - tm) ** 2).mean() + settings.feature_weight * F.mse_loss(feat, tf) / feat_scale
             opt.zero_grad(set_to_none=True)
@@ -283,21 +294,14 @@ def distill_for_int8(teacher: nn.Module, card, views: torch.Tensor, calibration:
     return sim.remove().eval()
 
 
-def stack_views(batches: Iterable[np.ndarray]) -> torch.Tensor:
-    """One tensor of the views `export.preprocessed_batches` yields."""
-    return torch.from_numpy(np.concatenate(list(batches))).float()
-
-
 def distiller(folders, images: int = 2000, settings: DistillSettings = DistillSettings(),
               log: Callable[[str], None] = lambda m: None) -> Callable:
     """`export(int8_weights=...)`: distil on `images` training-split images of `folders` (as --data
     takes them, split as train splits them) and return (the student, what it is in words)."""
-    from realitycheck.model.export import calibration_files, preprocessed_batches
     from realitycheck.model.inference import Classifier
 
     def make(model, card, calibration: torch.Tensor):
-        seed = int(((card.training or {}).get("settings") or {}).get("seed", 0) or 0)
-        rows = calibration_files(folders, seed, images)
+        rows = calibration_files(folders, training_seed(card), images)
         if not rows:
             raise ValueError(f"no training-split images in {', '.join(map(str, folders))}")
         ref = Classifier(model, card, precision="fp32", engine="torch")
