@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_helpers import idle, no_exception, streamlit_server
+from tests.e2e_helpers import idle, no_exception, playwright_api, streamlit_server
 from tests.helpers import REPO_ROOT as ROOT
 
 pytestmark = pytest.mark.e2e
@@ -32,9 +32,21 @@ def _checkbox(page, key: str):
     return page.locator(f".st-key-{key} label").last
 
 
-def _open_choices(page) -> None:
-    page.locator("[data-testid='stSelectbox']").filter(has_text="Open a case").click()
-    page.get_by_role("option").first.wait_for(timeout=30_000)
+def _open_choices(page, timeout_s: float = 30) -> None:
+    """Open the case picker. A click can land on the picker a rerun is replacing (then nothing opens,
+    seen on a busy CI machine), so it clicks the newest one (.last) again until its options show."""
+    import time
+
+    end = time.monotonic() + timeout_s
+    while True:
+        page.locator("[data-testid='stSelectbox']").filter(has_text="Open a case").last.click()
+        try:
+            page.get_by_role("option").first.wait_for(timeout=3_000)
+            return
+        except playwright_api.TimeoutError:
+            if time.monotonic() > end:
+                raise
+            page.keyboard.press("Escape")
 
 
 def _shown(page) -> str:
