@@ -57,6 +57,8 @@ from realitycheck.model.views import (
     explained_image,
     face_geometry,
     find_views,
+    mirror_margin,
+    needs_mirror,
 )
 
 DEFAULT_BATCH_SIZE = 16
@@ -404,9 +406,11 @@ class Explainer:
             fake = list(self.card.classes).index("fake")
             x = torch.stack([v.tensor for v in views]).to(next(self.model.parameters()).device)
             with torch.inference_mode():
-                p = torch.softmax(self.model(x).float(), -1)[:, fake]
-                if pre.mirror_average:
-                    p = (p + torch.softmax(self.model(x.flip(3)).float(), -1)[:, fake]) / 2
+                p = torch.softmax(self.model(x).float(), -1)[:, fake].cpu().numpy()
+                if pre.mirror_average:  # the card's mirror rule, as predict applies it
+                    idx = np.flatnonzero(needs_mirror(p, self.card.threshold, mirror_margin(self.card)))
+                    if len(idx):
+                        p[idx] = (p[idx] + torch.softmax(self.model(x[idx].flip(3)).float(), -1)[:, fake].cpu().numpy()) / 2
             best = deciding(p.tolist())
         return views[best].image, face_geometry(report.faces[best], pre)
 

@@ -110,6 +110,10 @@ class ModelCard:
     # generator attribution head (attribution.AttributionHead): family names, min_confidence, how it was
     # fitted and measured; its weights are tensors in the checkpoint under "attribution". Empty: no head.
     attribution: dict[str, Any] = field(default_factory=dict)
+    # which views are scored: {"mirror_margin": m, ...how it was chosen and measured}: with mirror
+    # averaging, a view's mirror image is scored only when its first p_fake lies within m of the
+    # threshold (`realitycheck views` chooses m on validation). Empty: every view and its mirror
+    views: dict[str, Any] = field(default_factory=dict)
     # the decision threshold on p_fake this model ships with (chosen on validation by `realitycheck threshold`;
     # 0.5, the neutral cut, only in a card written before one was chosen). Every caller reads it from here
     threshold: float = 0.5
@@ -359,6 +363,11 @@ def card_problem(card: ModelCard) -> str | None:
     t = card.ood.get("threshold")
     if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or t != t):  # t != t: NaN
         return f"unfamiliar-image threshold {t!r}; expected a number"
+    if not isinstance(card.views, dict):
+        return f"views {card.views!r}; expected a table of the view rule's settings"
+    m = card.views.get("mirror_margin")
+    if m is not None and (not isinstance(m, (int, float)) or isinstance(m, bool) or not 0 <= m <= 1):
+        return f"views mirror_margin {m!r}; expected a number between 0 and 1 (a distance in p_fake)"
     return None
 
 

@@ -31,7 +31,13 @@ from realitycheck.model.registry import (  # noqa: F401  (where the CLI, app and
     list_weights,
     weights_dir,
 )
-from realitycheck.model.views import deciding, find_views, needs_faces
+from realitycheck.model.views import (
+    deciding,
+    find_views,
+    mirror_margin,
+    needs_faces,
+    needs_mirror,
+)
 
 if TYPE_CHECKING:
     from realitycheck.intake.provenance import Provenance
@@ -53,6 +59,17 @@ def check_threshold(threshold) -> float:
         raise ThresholdError(f"threshold {threshold} is outside 0..1: p_fake is a probability, so it would "
                              f"call every image {'fake' if t < 0 else 'real'}; give one between 0 and 1")
     return t
+
+
+VIEW_RULES = ("auto", "all")
+
+
+def check_views(views) -> str:
+    """`views` as one of VIEW_RULES, or ValueError with one line saying what is allowed."""
+    if views not in VIEW_RULES:
+        raise ValueError(f"views {views!r}: give 'auto' (the card's rule: the mirror view only near the threshold) "
+                         "or 'all' (the mirror of every view)")
+    return views
 
 
 @dataclass
@@ -219,7 +236,7 @@ class Classifier:
     def __init__(self, model: nn.Module, card: ModelCard, *, threshold: float | None = None, precision: str = "auto",
                  batch_size: int = 16, face_check: bool = True, crop_face: bool = False,
                  mirror_average: bool | None = None, path: str | os.PathLike | None = None, ood=None,
-                 engine: str = "auto", device: str = "cpu", attribution=None):
+                 engine: str = "auto", device: str = "cpu", attribution=None, views: str = "auto"):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # inference needs no autograd; explain re-enables what it needs
@@ -233,6 +250,10 @@ class Classifier:
         self.fake_index = card.fake_index
         # None: as the card says (the setting was chosen on validation with the weights)
         self.mirror_average = card.preprocessing.mirror_average if mirror_average is None else bool(mirror_average)
+        # "auto": the card's rule for the mirror view (computed only near the threshold, `views.needs_mirror`);
+        # "all": the mirror of every view, as cards without the rule always did
+        self.views = check_views(views)
+        self.mirror_margin = mirror_margin(card) if self.views == "auto" else None
         self.ood = ood  # ood.OODStats from the checkpoint, or None: then no unfamiliarity verdicts
         self.attribution = attribution  # attribution.AttributionHead, or None: nothing said about the generator
         # "cuda" (e.g. a Ray actor given a GPU) moves the PyTorch forward there; decoding stays on the CPU
@@ -314,42 +335,44 @@ class Classifier:
 
     def view_scores(self, x: torch.Tensor, precision: str | None = None, *,
                     runner: engines.GraphEngine | None = None):
-        """(p_fake, unfamiliarity score or None, generator probabilities (N, K) or None) per view."""
+        """(p_fake, unfamiliarity score or None, generator probabilities (N, K) or None) per view.
+
+        With mirror averaging, a view's mirror image is scored only where `views.needs_mirror` says
+        it could matter, and both are averaged there (p_fake and the generator probabilities). The
+        unfamiliar check reads the first view's features only, so the mirror never changes it."""
+        n = x.shape[0]
+        logits, features = self._forward(x, precision, runner)
+        p = logits.float().softmax(1)[:, self.fake_index].cpu().numpy()
+        gen = self.attribution.probabilities(features) if self.attribution is not None else None
+        if self.mirror_average and n:
+            idx = np.flatnonzero(needs_mirror(p, self.threshold, self.mirror_margin))
+            if len(idx):
+                flipped = np.asarray(x, dtype=np.float32)[idx][..., ::-1]
+                logits_m, features_m = self._forward(np.ascontiguousarray(flipped), precision, runner)
+                p[idx] = (p[idx] + logits_m.float().softmax(1)[:, self.fake_index].cpu().numpy()) / 2
+                if gen is not None:  # as p_fake: the image and its mirror image averaged
+                    gen[idx] = (gen[idx] + self.attribution.probabilities(features_m)) / 2
+        ood = self.ood.score(features) if self.ood is not None else None
+        return p, ood, gen
+
+    def _forward(self, x, precision: str | None, runner: engines.GraphEngine | None):
+        """(logits as a torch tensor, penultimate features or None) of a batch of views, on the engine
+        (or `runner`) when there is one, else PyTorch at `precision`."""
         from realitycheck.model.ood import FeatureTap
 
-        precision = resolve_precision(precision or self.precision)
-        n = x.shape[0]
-        features = None  # penultimate features of every view, when the unfamiliar check or attribution need them
         engine = self.engine if runner is None else runner
         if engine is not None:  # an exported graph runs at the precision it was exported and gated at
             # numpy, not torch: torch's thread pool would fight the engine's own threads for the cores
-            xn = np.asarray(x, dtype=np.float32)
-            if self.mirror_average:
-                xn = np.concatenate([xn, xn[..., ::-1]])
-            out, features = engine.run_with_features(xn)
-            logits = torch.from_numpy(out)
-        else:
-            x = torch.as_tensor(x)
-            if self.mirror_average:
-                x = torch.cat([x, x.flip(3)])
-            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                if self.needs_features:
-                    with FeatureTap(self.model, self.arch) as tap:
-                        logits = self.model(x)
-                    features = tap.features.float().cpu().numpy()
-                else:
-                    logits = self.model(x)
-        p = logits.float().softmax(1)[:, self.fake_index].cpu()
-        if self.mirror_average:
-            p = (p[:n] + p[n:]) / 2
-        ood = self.ood.score(features[:n]) if self.ood is not None else None
-        gen = None
-        if self.attribution is not None:
-            gen = self.attribution.probabilities(features)
-            if self.mirror_average:  # as p_fake: the image and its mirror image averaged
-                gen = (gen[:n] + gen[n:]) / 2
-        return p.numpy(), ood, gen
+            out, features = engine.run_with_features(np.ascontiguousarray(np.asarray(x, dtype=np.float32)))
+            return torch.from_numpy(out), features
+        precision = resolve_precision(precision or self.precision)
+        x = torch.as_tensor(np.asarray(x)).to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            if not self.needs_features:
+                return self.model(x), None
+            with FeatureTap(self.model, self.arch) as tap:
+                logits = self.model(x)
+            return logits, tap.features.float().cpu().numpy()
 
     def _finish(self, prepared: list[Prepared], p_fake: np.ndarray | None, forward_s: float,
                 ood: np.ndarray | None = None, gen: np.ndarray | None = None) -> list[Prediction]:
@@ -430,6 +453,13 @@ class Classifier:
                 progress(done, total)
 
 
+    def _prepared_chunks(self, items: Sequence, workers: int | None) -> Iterator[list[Prepared]]:
+        """Decoded batches of `items` (the same decoding, faces and views as a prediction), in order."""
+        workers = default_workers() if workers is None else workers
+        ds = _PathDataset(list(items), self.card.preprocessing, self.face_check, self.crop_face)
+        yield from torch.utils.data.DataLoader(ds, batch_size=self.batch_size, num_workers=workers,
+                                               collate_fn=_identity_collate, prefetch_factor=2 if workers else None)
+
     def iter_features(self, items: Sequence, *, workers: int | None = None) -> Iterator[tuple[str, np.ndarray | None]]:
         """(name, penultimate features of the image's first view) for many paths; None for a failed image.
 
@@ -437,11 +467,7 @@ class Classifier:
         """
         from realitycheck.model.ood import FeatureTap
 
-        workers = default_workers() if workers is None else workers
-        ds = _PathDataset(list(items), self.card.preprocessing, self.face_check, self.crop_face)
-        loader = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, num_workers=workers,
-                                             collate_fn=_identity_collate, prefetch_factor=2 if workers else None)
-        for chunk in loader:
+        for chunk in self._prepared_chunks(items, workers):
             good = [pr for pr in chunk if pr.error is None]
             feats = iter(())
             if good:
@@ -451,6 +477,22 @@ class Classifier:
                 feats = iter(tap.features.cpu().numpy())
             for pr in chunk:
                 yield pr.name, (next(feats) if pr.error is None else None)
+
+    def iter_view_pairs(self, items: Sequence, *, workers: int | None = None
+                        ) -> Iterator[tuple[str, np.ndarray | None, np.ndarray | None]]:
+        """(name, p_fake of each view, p_fake of each view's mirror image) for many paths; Nones for a
+        failed image. What the mirror rule is chosen on (`analysis.view_rule`)."""
+        for chunk in self._prepared_chunks(items, workers):
+            good = [pr for pr in chunk if pr.error is None]
+            firsts = mirrors = iter(())
+            if good:
+                x = np.concatenate([np.asarray(pr.tensor, dtype=np.float32) for pr in good])
+                p = [logits.float().softmax(1)[:, self.fake_index].cpu().numpy()
+                     for logits, _ in (self._forward(v, None, None) for v in (x, np.ascontiguousarray(x[..., ::-1])))]
+                cut = np.cumsum([len(pr.tensor) for pr in good])[:-1]
+                firsts, mirrors = iter(np.split(p[0], cut)), iter(np.split(p[1], cut))
+            for pr in chunk:
+                yield (pr.name, None, None) if pr.error is not None else (pr.name, next(firsts), next(mirrors))
 
 
 def default_workers() -> int:

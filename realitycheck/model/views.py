@@ -24,7 +24,7 @@ from realitycheck.intake.faces import (
     find_faces,
     landmark_position,
 )
-from realitycheck.model.checkpoints import Preprocessing
+from realitycheck.model.checkpoints import ModelCard, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,24 @@ def deciding(p_fake_per_view) -> int:
     """Which view decides: the most suspicious one (the image is as suspicious as its most suspicious face)."""
     p = [float(v) for v in p_fake_per_view]
     return p.index(max(p))
+
+
+def mirror_margin(card: ModelCard) -> float | None:
+    """The card's margin around the threshold inside which the mirror view is computed; None (every
+    view gets its mirror) for cards without the rule, which all cards before it were."""
+    m = (card.views or {}).get("mirror_margin")
+    return None if m is None else float(m)
+
+
+def needs_mirror(p_first, threshold: float, margin: float | None) -> np.ndarray:
+    """Which views also need their mirror image (cards that average the two): every view without a
+    margin (a card without the rule, or `--views all`); else only those whose first p_fake lies
+    within `margin` of the threshold, the only ones whose verdict the mirror could change. The card's
+    margin is chosen on validation (`realitycheck views`): away from it one view gives the verdict two would."""
+    p = np.asarray(p_first, dtype=float).reshape(-1)
+    if margin is None:
+        return np.ones(len(p), dtype=bool)
+    return np.abs(p - float(threshold)) < float(margin)
 
 
 def explained_image(view: View, pre: Preprocessing) -> Image.Image:

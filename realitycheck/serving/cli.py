@@ -58,7 +58,8 @@ def _load(args, **kwargs):
                               batch_size=getattr(args, "batch_size", 16),
                               precision=getattr(args, "precision", "auto"),
                               crop_face=getattr(args, "crop_face", False),
-                              engine=getattr(args, "engine", "auto"), **kwargs)
+                              engine=getattr(args, "engine", "auto"), views=getattr(args, "views", "auto"),
+                              **kwargs)
     except (CheckpointError, NoWeightsError) as exc:
         raise UserError(str(exc)) from None
     if clf.engine_note:
@@ -445,6 +446,45 @@ def add_threshold_command(subparsers) -> None:
     p.set_defaults(func=cmd_threshold)
 
 
+def cmd_views(args) -> int:
+    from realitycheck.analysis.evaluate import labelled_items
+    from realitycheck.analysis.view_rule import write_view_rule
+    from realitycheck.intake.data import DataError
+    from realitycheck.model.checkpoints import CheckpointError, read_card
+    from realitycheck.model.export import training_seed
+
+    if not Path(args.weights).is_file():
+        raise UserError(f"{args.weights}: no such file")
+    try:
+        seed = training_seed(read_card(args.weights))
+        _, items = labelled_items(args.data, "val", seed)
+        if not items:
+            raise UserError(f"{', '.join(args.data)}: no validation images (the hash split of seed {seed})")
+        card, rows = write_view_rule(args.weights, [(str(it[0]), it[2]) for it in items], target=args.target,
+                                     workers=args.workers, log=lambda m: print(m, file=sys.stderr))
+    except (CheckpointError, DataError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    v = card.views
+    print(f"mirror margin {v['mirror_margin']} written to {args.weights}: {v['mirrored_share']:.1%} of the "
+          f"validation views get their mirror image; verdicts agree with two views on every source at >= {args.target:.1%}")
+    print(rows[["source", "images", "agreement", "mirrored_share"]].to_string(index=False))
+    return EXIT_OK
+
+
+def add_views_command(subparsers) -> None:
+    """`realitycheck views CKPT --data M`: the mirror-view margin, chosen on validation, into the card."""
+    p = subparsers.add_parser("views", help="choose on validation where a checkpoint's mirror view can be skipped "
+                                            "(the margin around the threshold) and write it into its card")
+    p.add_argument("weights", help="checkpoint file (rewritten in place; weights and thresholds unchanged)")
+    p.add_argument("--data", action="append", required=True, metavar="SOURCE",
+                   help="labelled sources (a manifest, folders, NAME=FOLDER); their validation split is used")
+    p.add_argument("--target", type=float, default=0.995,
+                   help="verdicts must agree with every view mirrored on at least this share of every source "
+                        "(default 0.995)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per spare core)")
+    p.set_defaults(func=cmd_views)
+
+
 def cmd_info(args) -> int:
     from realitycheck.model.checkpoints import CheckpointError, card_markdown, read_card
     from realitycheck.model.inference import default_weights_path, list_weights
@@ -774,6 +814,9 @@ def _engine_opt(p: argparse.ArgumentParser) -> None:
                    help="what runs the forward pass (auto: the engine the model's export chose by measurement, "
                         "else PyTorch; --precision applies to PyTorch only); decoding, face check and "
                         "thresholds are the same for all")
+    p.add_argument("--views", choices=["auto", "all"], default="auto",
+                   help="auto: the mirror view only where it could change the verdict (the card's margin around "
+                        "the threshold, chosen on validation); all: every view and its mirror image, as before")
 
 
 def _add_predict(sub) -> None:
@@ -1026,6 +1069,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_video(sub)
     _add_serve(sub)
     add_threshold_command(sub)
+    add_views_command(sub)
     _add_info(sub)
     return parser
 

@@ -194,7 +194,8 @@ def _prediction_from_row(row: str) -> Prediction:
 def classifier_kwargs(clf: Classifier) -> dict:
     """What every actor needs to rebuild `clf` from its checkpoint file: the same settings, not guessed."""
     return {"threshold": clf.threshold, "precision": clf.precision, "batch_size": clf.batch_size,
-            "face_check": clf.face_check, "crop_face": clf.crop_face, "mirror_average": clf.mirror_average}
+            "face_check": clf.face_check, "crop_face": clf.crop_face, "mirror_average": clf.mirror_average,
+            "views": clf.views}
 
 
 # ---------------------------------------------------------------------------------------------
