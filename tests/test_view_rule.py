@@ -115,8 +115,9 @@ def test_views_command_writes_the_margin_chosen_on_validation_into_the_card(tmp_
         for i in range(40):
             (tmp_path / "data" / label / f"{label}_{i}.jpg").write_bytes(jpeg(i + (0 if label == "real" else 100),
                                                                              noisy=label == "fake"))
-    r = run_cli_here("views", str(ckpt), "--data", str(tmp_path / "data"), "--workers", "0")
+    r = run_cli_here("views", str(ckpt), "--data", str(tmp_path / "data"), "--workers", "0", "--test")
     assert r.returncode == 0, r.stderr
+    assert "held-out test split" in r.stdout and "never used to choose" in r.stdout
     views = read_card(ckpt).views
     assert 0 <= views["mirror_margin"] <= 1 and "validation" in views["chosen_on"]
     assert min(views["agreement_by_source"].values()) >= 0.995

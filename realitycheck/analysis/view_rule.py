@@ -23,7 +23,8 @@ from realitycheck.model.decision import is_fake
 
 TARGET_AGREEMENT = 0.995
 
-__all__ = ["TARGET_AGREEMENT", "image_scores", "agreement_by_source", "choose_mirror_margin", "write_view_rule"]
+__all__ = ["TARGET_AGREEMENT", "image_scores", "agreement_by_source", "choose_mirror_margin", "check_view_rule",
+           "write_view_rule"]
 
 
 def image_scores(p_first: np.ndarray, p_mirror: np.ndarray, image: np.ndarray, threshold: float,
@@ -82,6 +83,16 @@ def view_pairs(clf, items: list[tuple[str, str]], workers: int | None = None):
     if not sources:
         raise ValueError("no validation image could be read")
     return np.concatenate(firsts), np.concatenate(mirrors), np.asarray(image), sources
+
+
+def check_view_rule(weights: str | os.PathLike, items: list[tuple[str, str]], *,
+                    workers: int | None = None) -> pd.DataFrame:
+    """Per source, how the card's rule agrees with two views on `items` (e.g. the held-out test split)."""
+    from realitycheck.model.inference import load_classifier
+
+    clf = load_classifier(weights, views="all", precision="fp32")
+    p_first, p_mirror, image, sources = view_pairs(clf, items, workers)
+    return agreement_by_source(p_first, p_mirror, image, sources, clf.threshold, clf.card.views.get("mirror_margin"))
 
 
 def write_view_rule(weights: str | os.PathLike, items: list[tuple[str, str]], *, target: float = TARGET_AGREEMENT,

@@ -448,7 +448,7 @@ def add_threshold_command(subparsers) -> None:
 
 def cmd_views(args) -> int:
     from realitycheck.analysis.evaluate import labelled_items
-    from realitycheck.analysis.view_rule import write_view_rule
+    from realitycheck.analysis.view_rule import check_view_rule, write_view_rule
     from realitycheck.intake.data import DataError
     from realitycheck.model.checkpoints import CheckpointError, read_card
     from realitycheck.model.export import training_seed
@@ -468,6 +468,12 @@ def cmd_views(args) -> int:
     print(f"mirror margin {v['mirror_margin']} written to {args.weights}: {v['mirrored_share']:.1%} of the "
           f"validation views get their mirror image; verdicts agree with two views on every source at >= {args.target:.1%}")
     print(rows[["source", "images", "agreement", "mirrored_share"]].to_string(index=False))
+    if args.test:
+        _, test = labelled_items(args.data, "test", seed)
+        rows = check_view_rule(args.weights, [(str(it[0]), it[2]) for it in test], workers=args.workers)
+        print(f"held-out test split ({int(rows['images'].sum())} images; never used to choose): "
+              f"{rows['mirrored'].sum() / rows['views'].sum():.1%} of the views mirrored")
+        print(rows[["source", "images", "agreement", "mirrored_share"]].to_string(index=False))
     return EXIT_OK
 
 
@@ -482,6 +488,8 @@ def add_views_command(subparsers) -> None:
                    help="verdicts must agree with every view mirrored on at least this share of every source "
                         "(default 0.995)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per spare core)")
+    p.add_argument("--test", action="store_true",
+                   help="then score the test split at the chosen margin and print its agreement (never used to choose)")
     p.set_defaults(func=cmd_views)
 
 
