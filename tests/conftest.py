@@ -12,7 +12,17 @@ path, at a fraction of the 224 px cost. Its verdicts mean nothing; tests only ch
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One compute thread per process unless the caller sets it (OMP_NUM_THREADS=2 python -m pytest ...): the
+# machine's 2 cores are shared, and PyTorch's two OpenMP threads contending with another job for them ran
+# the in-process training and inference tests 3-10x slower than one thread does (tests/test_train.py:
+# 160 s -> 17 s with the load average at 5). The CLI subprocesses already run on one (tests/helpers.cli_env).
+# Set here, before any test module imports torch; child processes (torchrun, benchmarks, the engine
+# tests' own pytest) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 

@@ -322,11 +322,13 @@ def test_auto_uses_the_exported_default_and_missing_or_corrupt_files_fall_back(t
 
 
 def test_cli_export_and_predict_with_engine(tiny_checkpoint, tmp_path, monkeypatch):
-    from tests.helpers import SAMPLE_IMAGES, run_cli
+    # run_cli_here: the same `main` in this (already isolated) process, no interpreter + torch start-up per call
+    from tests.helpers import SAMPLE_IMAGES
+    from tests.helpers import run_cli_here as run_cli
 
     ckpt = tmp_path / "model.pt"
     shutil.copy(tiny_checkpoint, ckpt)
-    res = run_cli("export", ckpt, "--engine", "onnxruntime", timeout=600)
+    res = run_cli("export", ckpt, "--engine", "onnxruntime")
     assert res.returncode == 0, res.stderr
     assert "Default engine: **onnxruntime fp32**" in res.stdout
     manifest = json.loads((engines.beside_dir(ckpt) / engines.MANIFEST).read_text())
@@ -372,11 +374,6 @@ def test_benchmark_engine_stages_and_folder_path(tiny_checkpoint, tmp_path):
          "warm_single_image_ms": 1.0, "cold_start_seconds": 1.0}]}]}
     md = bench.markdown_engines(result)
     assert "| m | auto | onnxruntime fp32 |" in md and "face check" in md and "2.00x (1.80-2.20)" in md
-
-
-if not CHILD:  # in the suite's process only the runner above is collected; the child runs the rest
-    for _name in [n for n in list(globals()) if n.startswith("test_") and n != "test_engine_tests_in_their_own_process"]:
-        del globals()[_name]
 
 
 def test_int8_sensitivity_measures_each_quantized_convolution_and_ranks_the_noisiest_first(tiny, tmp_path):
@@ -475,3 +472,10 @@ def test_int8_weights_are_gated_against_the_model_being_exported(tiny, labelled_
     assert not rows["onnxruntime", "int8"]["passed"] and rows["onnxruntime", "fp32"]["passed"]
     assert m["calibration"]["weights"] == "a reversed copy (test)"
     assert "INT8 weights: a reversed copy (test)" in export.engines_markdown(m)
+
+
+# In the suite's process only the runner at the top is collected; the child runs the rest. This block stays
+# last: a test defined below it would run in both processes.
+if not CHILD:
+    for _name in [n for n in list(globals()) if n.startswith("test_") and n != "test_engine_tests_in_their_own_process"]:
+        del globals()[_name]

@@ -331,8 +331,9 @@ def test_evaluate_reports_each_source_as_a_hand_count_of_its_rows(tiny_checkpoin
 
     import pandas as pd
 
-    from tests.helpers import run_cli
+    from tests.helpers import run_cli_here as run_cli
 
+    # run_cli_here: the same `main` in-process, without an interpreter + torch start-up
     src = _toy_sources(tmp_path / "data")
     (src["web"] / "real" / "broken.png").write_bytes(b"not an image")
     csv_path = tmp_path / "rows.csv"
@@ -363,6 +364,7 @@ def test_training_on_several_sources_records_each(tmp_path, monkeypatch):
     monkeypatch.setattr(OODStats, "choose_threshold",
                         lambda self, x, rate=0.05, sources=None: asked.append(sources) or choose(self, x, rate, sources))
 
+    # run_cli_here: the same `main` in-process, without an interpreter + torch start-up
     src = _toy_sources(tmp_path / "data")
     cfg = TrainConfig(data=[f"{k}={v}" for k, v in src.items()], out=str(tmp_path / "m"), epochs=1, max_steps=1,
                       batch_size=4, resize=48, crop=40, workers=0, precision="fp32", half=False,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +11,7 @@ from PIL import Image
 
 from realitycheck.model import checkpoints
 from realitycheck.training.train import TrainConfig, fit
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_cli_here
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +55,10 @@ def test_training_loss_falls_and_card_is_complete(toy_folder, tmp_path):
 
 
 def test_resume_continues_after_the_last_finished_epoch(toy_folder, tmp_path):
-    fit(_cfg(toy_folder, tmp_path / "r", epochs=2), log=lambda m: None)
+    # a few steps an epoch: what is tested is where the run picks up, not how much it learns
+    fit(_cfg(toy_folder, tmp_path / "r", epochs=2, max_steps=2), log=lambda m: None)
     messages = []
-    fit(_cfg(toy_folder, tmp_path / "r", epochs=3, resume=True), log=messages.append)
+    fit(_cfg(toy_folder, tmp_path / "r", epochs=3, max_steps=2, resume=True), log=messages.append)
     assert any("resumed" in m and "after epoch 2" in m for m in messages)
     assert [int(r["epoch"]) for r in _log(tmp_path / "r.log.csv")] == [1, 2, 3]
 
@@ -73,13 +71,12 @@ def test_feature_extract_trains_only_the_head(toy_folder, tmp_path):
 
 
 def test_cli_train_writes_what_evaluate_accepts(toy_folder, tmp_path):
+    # in-process (run_cli_here): the same `main`, without an interpreter + torch start-up per call
     out = tmp_path / "cli"
-    run = subprocess.run([sys.executable, "-m", "realitycheck", "train", str(toy_folder), "--epochs", "1",
-                          "--out", str(out), "--batch-size", "8", "--resize", "64", "--crop", "56",
-                          "--workers", "0", "--max-steps", "2"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    run = run_cli_here("train", str(toy_folder), "--epochs", "1", "--out", str(out), "--batch-size", "8",
+                       "--resize", "64", "--crop", "56", "--workers", "0", "--max-steps", "2")
     assert run.returncode == 0, run.stderr
-    ev = subprocess.run([sys.executable, "-m", "realitycheck", "evaluate", str(toy_folder), "--weights",
-                         str(out) + ".pt", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    ev = run_cli_here("evaluate", str(toy_folder), "--weights", str(out) + ".pt", "--json")
     assert ev.returncode == 0, ev.stderr
     summary = json.loads(ev.stdout)
     assert summary["n"] == 80 and summary["failed"] == []
@@ -87,7 +84,7 @@ def test_cli_train_writes_what_evaluate_accepts(toy_folder, tmp_path):
 
 def test_ema_and_whole_image_crop_augmentation(toy_folder, tmp_path):
     """crop == resize: the model sees the whole image; training shifts it by reflection-padded crops."""
-    path = fit(_cfg(toy_folder, tmp_path / "ema", epochs=2, augment="crop", resize=64, crop=64, ema=0.9),
+    path = fit(_cfg(toy_folder, tmp_path / "ema", epochs=2, max_steps=2, augment="crop", resize=64, crop=64, ema=0.9),
                log=lambda m: None)
     card = checkpoints.read_card(path)
     assert card.training["settings"]["ema"] == 0.9 and "--ema 0.9" in card.training["command"]
