@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from realitycheck.analysis.view_rule import agreement_by_source, choose_mirror_margin, image_scores
+from realitycheck.analysis.view_rule import (
+    agreement_by_source,
+    auc_change,
+    choose_mirror_margin,
+    image_scores,
+)
 from realitycheck.model.checkpoints import ModelCard, Preprocessing, card_problem
 from realitycheck.model.inference import Classifier
 from realitycheck.model.views import needs_mirror
@@ -95,6 +100,16 @@ def test_an_image_is_its_most_suspicious_view_under_the_rule():
     assert image_scores(p_first, p_mirror, image, 0.5, 0.01).tolist() == pytest.approx([0.55, 0.9])
 
 
+def test_the_auc_change_is_what_skipping_mirrors_does_to_the_ranking():
+    # fake image 0 and real image 1 swap order when image 1's mirror is skipped (0.75 alone, 0.55 with it)
+    p_first, p_mirror = np.array([0.7, 0.75, 0.1]), np.array([0.7, 0.35, 0.1])
+    image, labels = np.arange(3), ["fake", "real", "real"]
+    assert auc_change(p_first, p_mirror, image, labels, 0.5, None) == 0
+    assert auc_change(p_first, p_mirror, image, labels, 0.5, 0.1) == pytest.approx(0.5)
+    assert auc_change(p_first, p_mirror, image, labels, 0.5, 0.3) == 0  # both mirrored: the same ranking
+    assert auc_change(p_first, p_mirror, image, ["real"] * 3, 0.5, 0.1) is None
+
+
 def test_a_card_with_a_bad_margin_is_refused():
     card = ModelCard(name="x", arch="efficientnet_lite0", views={"mirror_margin": 2})
     assert "mirror_margin" in card_problem(card)
@@ -118,6 +133,7 @@ def test_views_command_writes_the_margin_chosen_on_validation_into_the_card(tmp_
     r = run_cli_here("views", str(ckpt), "--data", str(tmp_path / "data"), "--workers", "0", "--test")
     assert r.returncode == 0, r.stderr
     assert "held-out test split" in r.stdout and "never used to choose" in r.stdout
+    assert r.stdout.count("|ROC-AUC change|") == 2
     views = read_card(ckpt).views
     assert 0 <= views["mirror_margin"] <= 1 and "validation" in views["chosen_on"]
     assert min(views["agreement_by_source"].values()) >= 0.995

@@ -23,7 +23,8 @@ from realitycheck.model.decision import is_fake
 
 TARGET_AGREEMENT = 0.995
 
-__all__ = ["TARGET_AGREEMENT", "image_scores", "agreement_by_source", "choose_mirror_margin", "check_view_rule",
+__all__ = ["TARGET_AGREEMENT", "image_scores", "agreement_by_source", "choose_mirror_margin", "auc_change",
+           "check_view_rule",
            "write_view_rule"]
 
 
@@ -70,35 +71,49 @@ def choose_mirror_margin(p_first, p_mirror, image, sources, threshold: float,
     return 1.0
 
 
-def view_pairs(clf, items: list[tuple[str, str]], workers: int | None = None):
-    """(p_first, p_mirror, image index per view, source per image) of `items` [(path, source)] as `clf`
-    views them (images that fail to decode are left out)."""
-    firsts, mirrors, image, sources = [], [], [], []
-    for (name, pf, pm), (_, source) in zip(clf.iter_view_pairs([p for p, _ in items], workers=workers), items):
+def view_pairs(clf, items: list[tuple[str, str, str]], workers: int | None = None):
+    """(p_first, p_mirror, image index per view, source per image, label per image) of `items`
+    [(path, source, label)] as `clf` views them (images that fail to decode are left out)."""
+    firsts, mirrors, image, sources, labels = [], [], [], [], []
+    for (name, pf, pm), (_, source, label) in zip(clf.iter_view_pairs([it[0] for it in items], workers=workers), items):
         if pf is None:
             continue
         firsts.append(pf), mirrors.append(pm)
         image += [len(sources)] * len(pf)
-        sources.append(source)
+        sources.append(source), labels.append(label)
     if not sources:
-        raise ValueError("no validation image could be read")
-    return np.concatenate(firsts), np.concatenate(mirrors), np.asarray(image), sources
+        raise ValueError("no image could be read")
+    return np.concatenate(firsts), np.concatenate(mirrors), np.asarray(image), sources, labels
 
 
-def check_view_rule(weights: str | os.PathLike, items: list[tuple[str, str]], *,
-                    workers: int | None = None) -> pd.DataFrame:
-    """Per source, how the card's rule agrees with two views on `items` (e.g. the held-out test split)."""
+def auc_change(p_first, p_mirror, image, labels, threshold: float, margin: float | None) -> float | None:
+    """|ROC-AUC under the rule - ROC-AUC with every mirror| over the images (None without both classes)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray([str(v).lower() == "fake" for v in labels])
+    if y.all() or not y.any():
+        return None
+    return abs(float(roc_auc_score(y, image_scores(p_first, p_mirror, image, threshold, margin)))
+               - float(roc_auc_score(y, image_scores(p_first, p_mirror, image, threshold, None))))
+
+
+def check_view_rule(weights: str | os.PathLike, items: list[tuple[str, str, str]], *,
+                    workers: int | None = None) -> tuple[pd.DataFrame, float | None]:
+    """(per source, how the card's rule agrees with two views; |ROC-AUC change|) on `items` [(path,
+    source, label)], e.g. the held-out test split."""
     from realitycheck.model.inference import load_classifier
 
     clf = load_classifier(weights, views="all", precision="fp32")
-    p_first, p_mirror, image, sources = view_pairs(clf, items, workers)
-    return agreement_by_source(p_first, p_mirror, image, sources, clf.threshold, clf.card.views.get("mirror_margin"))
+    p_first, p_mirror, image, sources, labels = view_pairs(clf, items, workers)
+    m = clf.card.views.get("mirror_margin")
+    return (agreement_by_source(p_first, p_mirror, image, sources, clf.threshold, m),
+            auc_change(p_first, p_mirror, image, labels, clf.threshold, m))
 
 
-def write_view_rule(weights: str | os.PathLike, items: list[tuple[str, str]], *, target: float = TARGET_AGREEMENT,
+def write_view_rule(weights: str | os.PathLike, items: list[tuple[str, str, str]], *, target: float = TARGET_AGREEMENT,
                     workers: int | None = None, what: str = "validation images",
                     log: Callable[[str], None] = print) -> tuple[ModelCard, pd.DataFrame]:
-    """Choose the checkpoint's mirror margin on `items` (its VALIDATION images with their sources) at
+    """Choose the checkpoint's mirror margin on `items` (its VALIDATION images: path, source, label) at
     its card's threshold and write it into the card (the weights and every threshold stay)."""
     from realitycheck.model.inference import load_classifier
 
@@ -107,7 +122,7 @@ def write_view_rule(weights: str | os.PathLike, items: list[tuple[str, str]], *,
         raise ValueError(f"{weights}: the card scores one view per face (no mirror averaging); there is nothing to skip")
     clf = load_classifier(weights, views="all", precision="fp32")
     log(f"scoring {len(items)} {what}, every view and its mirror ...")
-    p_first, p_mirror, image, sources = view_pairs(clf, items, workers)
+    p_first, p_mirror, image, sources, labels = view_pairs(clf, items, workers)
     t = card.threshold
     margin = choose_mirror_margin(p_first, p_mirror, image, sources, t, target)
     rows = agreement_by_source(p_first, p_mirror, image, sources, t, margin)
@@ -119,6 +134,7 @@ def write_view_rule(weights: str | os.PathLike, items: list[tuple[str, str]], *,
         "target_agreement": target,
         "agreement_by_source": {r.source: round(float(r.agreement), 4) for r in rows.itertuples()},
         "mirrored_share": round(float(rows["mirrored"].sum() / rows["views"].sum()), 4),
+        "abs_dauc": auc_change(p_first, p_mirror, image, labels, t, margin),
     }
     half = next(iter(checkpoints.read_checkpoint(weights)[0].values())).dtype == torch.float16
     checkpoints.save_checkpoint(weights, model, card, half=half, extras=extras)

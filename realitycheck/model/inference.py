@@ -184,7 +184,7 @@ def prepare(source, name: str | None, pre: Preprocessing, *, face_check: bool = 
         else:
             loaded = load_image(source, name=name)
         views, report = find_views(loaded.image, pre, face_check=face_check, crop_face=crop_face)
-        tensor = torch.stack([v.tensor for v in views])
+        tensor = torch.from_numpy(np.stack([v.tensor.numpy() for v in views]))  # numpy: see preprocess.to_tensor
         aligned = pre.align == "face"
         per_face = views[0].face is not None
         message = report.message if needs_faces(pre, face_check) else "face check off"

@@ -460,21 +460,26 @@ def cmd_views(args) -> int:
         _, items = labelled_items(args.data, "val", seed)
         if not items:
             raise UserError(f"{', '.join(args.data)}: no validation images (the hash split of seed {seed})")
-        card, rows = write_view_rule(args.weights, [(str(it[0]), it[2]) for it in items], target=args.target,
+        card, rows = write_view_rule(args.weights, [(str(it[0]), it[2], it[1]) for it in items], target=args.target,
                                      workers=args.workers, log=lambda m: print(m, file=sys.stderr))
     except (CheckpointError, DataError, ValueError) as exc:
         raise UserError(str(exc)) from None
     v = card.views
     print(f"mirror margin {v['mirror_margin']} written to {args.weights}: {v['mirrored_share']:.1%} of the "
-          f"validation views get their mirror image; verdicts agree with two views on every source at >= {args.target:.1%}")
+          f"validation views get their mirror image; verdicts agree with two views on every source at >= "
+          f"{args.target:.1%}; {_dauc_words(v['abs_dauc'])}")
     print(rows[["source", "images", "agreement", "mirrored_share"]].to_string(index=False))
     if args.test:
         _, test = labelled_items(args.data, "test", seed)
-        rows = check_view_rule(args.weights, [(str(it[0]), it[2]) for it in test], workers=args.workers)
+        rows, dauc = check_view_rule(args.weights, [(str(it[0]), it[2], it[1]) for it in test], workers=args.workers)
         print(f"held-out test split ({int(rows['images'].sum())} images; never used to choose): "
-              f"{rows['mirrored'].sum() / rows['views'].sum():.1%} of the views mirrored")
+              f"{rows['mirrored'].sum() / rows['views'].sum():.1%} of the views mirrored; {_dauc_words(dauc)}")
         print(rows[["source", "images", "agreement", "mirrored_share"]].to_string(index=False))
     return EXIT_OK
+
+
+def _dauc_words(dauc: float | None) -> str:
+    return "ROC-AUC not defined (one class)" if dauc is None else f"|ROC-AUC change| {dauc:.4f}"
 
 
 def add_views_command(subparsers) -> None:
