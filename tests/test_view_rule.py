@@ -110,6 +110,15 @@ def test_the_auc_change_is_what_skipping_mirrors_does_to_the_ranking():
     assert auc_change(p_first, p_mirror, image, ["real"] * 3, 0.5, 0.1) is None
 
 
+def test_the_margin_also_keeps_the_roc_auc_within_the_gate():
+    # no verdict flips anywhere, but skipping image 1's mirror swaps it with fake image 0 in the ranking
+    p_first, p_mirror = np.array([0.7, 0.75, 0.1]), np.array([0.7, 0.35, 0.1])
+    image, sources, labels = np.arange(3), ["f", "r", "r"], ["fake", "real", "real"]
+    assert choose_mirror_margin(p_first, p_mirror, image, sources, 0.5, target=0.0) == 0
+    m = choose_mirror_margin(p_first, p_mirror, image, sources, 0.5, target=0.0, labels=labels)
+    assert 0.25 < m < 0.251 and auc_change(p_first, p_mirror, image, labels, 0.5, m) == 0
+
+
 def test_a_card_with_a_bad_margin_is_refused():
     card = ModelCard(name="x", arch="efficientnet_lite0", views={"mirror_margin": 2})
     assert "mirror_margin" in card_problem(card)

@@ -4,8 +4,8 @@ A card that averages each view with its mirror image pays two forward passes a f
 threshold the mirror cannot change the verdict, so it is scored only where the first view's p_fake
 lies within a margin of the threshold (`views.needs_mirror`). The margin is the smallest at which the
 rule's verdicts agree with the two-view verdicts on at least `target` of every validation source (the
-image's verdict is its most suspicious view's, as in predict). The unfamiliar check reads the first
-view only, so its flags never change. `realitycheck views CKPT --data MANIFEST` runs `write_view_rule`.
+image's verdict is its most suspicious view's, as in predict) and the ROC-AUC moves by at most 0.002
+(the export gate's bounds). The unfamiliar check reads the first view only, so its flags never change. `realitycheck views CKPT --data MANIFEST` runs `write_view_rule`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import torch
 from realitycheck.model import checkpoints
 from realitycheck.model.checkpoints import ModelCard
 from realitycheck.model.decision import is_fake
+from realitycheck.model.export import GATE_AGREEMENT, GATE_DAUC
 
-TARGET_AGREEMENT = 0.995
+# the export gate's bounds for any faster path: label agreement at least, |ROC-AUC change| at most
+TARGET_AGREEMENT, MAX_DAUC = GATE_AGREEMENT, GATE_DAUC
 
 __all__ = ["TARGET_AGREEMENT", "image_scores", "agreement_by_source", "choose_mirror_margin", "auc_change",
            "check_view_rule",
@@ -57,16 +59,20 @@ def agreement_by_source(p_first, p_mirror, image, sources, threshold: float, mar
     return g
 
 
-def choose_mirror_margin(p_first, p_mirror, image, sources, threshold: float,
-                         target: float = TARGET_AGREEMENT) -> float:
-    """The smallest margin at which every source's verdicts agree with two views on >= `target` of its images.
+def choose_mirror_margin(p_first, p_mirror, image, sources, threshold: float, target: float = TARGET_AGREEMENT,
+                         labels=None, max_dauc: float = MAX_DAUC) -> float:
+    """The smallest margin at which every source's verdicts agree with two views on >= `target` of its
+    images and, given `labels`, the ROC-AUC moves by at most `max_dauc` (the export gate's bounds).
 
     Candidates are 0 and each view's distance from the threshold (a hair above, so that view is
     mirrored), tried from the smallest; the first that passes is returned (1.0, every view mirrored,
     if none does)."""
     p_first = np.asarray(p_first, float)
     for m in np.concatenate([[0.0], np.unique(np.abs(p_first - threshold)) + 1e-6]):
-        if (agreement_by_source(p_first, p_mirror, image, sources, threshold, float(m))["agreement"] >= target).all():
+        if not (agreement_by_source(p_first, p_mirror, image, sources, threshold, float(m))["agreement"] >= target).all():
+            continue
+        dauc = None if labels is None else auc_change(p_first, p_mirror, image, labels, threshold, float(m))
+        if dauc is None or dauc <= max_dauc:
             return round(float(m), 6)
     return 1.0
 
@@ -124,7 +130,7 @@ def write_view_rule(weights: str | os.PathLike, items: list[tuple[str, str, str]
     log(f"scoring {len(items)} {what}, every view and its mirror ...")
     p_first, p_mirror, image, sources, labels = view_pairs(clf, items, workers)
     t = card.threshold
-    margin = choose_mirror_margin(p_first, p_mirror, image, sources, t, target)
+    margin = choose_mirror_margin(p_first, p_mirror, image, sources, t, target, labels=labels)
     rows = agreement_by_source(p_first, p_mirror, image, sources, t, margin)
     card.views = {
         "mirror_margin": margin,
