@@ -152,3 +152,5 @@ def test_views_command_writes_the_margin_chosen_on_validation_into_the_card(tmp_
     single = checkpoints.save_checkpoint(tmp_path / "s.pt", models.build_model("efficientnet_lite0", pretrained=True), card)
     r = run_cli_here("views", str(single), "--data", str(tmp_path / "data"))
     assert r.returncode != 0 and "no mirror averaging" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli_here("views", str(ckpt), "--data", str(tmp_path / "data"), "--target", "3")
+    assert r.returncode == 2 and "share of images" in r.stderr

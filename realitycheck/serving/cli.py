@@ -478,6 +478,18 @@ def cmd_views(args) -> int:
     return EXIT_OK
 
 
+def _agreement_share(text: str) -> float:
+    """--target: a share of images, above 0 and at most 1 (argparse's type: a clear usage error)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a share such as 0.995") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share of images; give one above 0 and at most 1, "
+                                         "such as 0.995") from None
+    return v
+
+
 def _dauc_words(dauc: float | None) -> str:
     return "ROC-AUC not defined (one class)" if dauc is None else f"|ROC-AUC change| {dauc:.4f}"
 
@@ -489,7 +501,7 @@ def add_views_command(subparsers) -> None:
     p.add_argument("weights", help="checkpoint file (rewritten in place; weights and thresholds unchanged)")
     p.add_argument("--data", action="append", required=True, metavar="SOURCE",
                    help="labelled sources (a manifest, folders, NAME=FOLDER); their validation split is used")
-    p.add_argument("--target", type=float, default=0.995,
+    p.add_argument("--target", type=_agreement_share, default=0.995,
                    help="verdicts must agree with every view mirrored on at least this share of every source "
                         "(default 0.995)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per spare core)")
