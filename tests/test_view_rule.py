@@ -128,7 +128,7 @@ def test_a_card_with_a_bad_margin_is_refused():
 
 def test_views_command_writes_the_margin_chosen_on_validation_into_the_card(tmp_path):
     from realitycheck.model import checkpoints, models
-    from realitycheck.model.checkpoints import read_card
+    from realitycheck.model.checkpoints import card_markdown, read_card
 
     card = ModelCard(name="tiny", arch="efficientnet_lite0", threshold=0.5,
                      preprocessing=Preprocessing(resize=96, crop=80, mean=(0.5,) * 3, std=(0.5,) * 3,
@@ -144,6 +144,7 @@ def test_views_command_writes_the_margin_chosen_on_validation_into_the_card(tmp_
     assert "held-out test split" in r.stdout and "never used to choose" in r.stdout
     assert r.stdout.count("|ROC-AUC change|") == 2
     views = read_card(ckpt).views
+    assert "## Views" in card_markdown(read_card(ckpt)) and "mirror_margin" in card_markdown(read_card(ckpt))
     assert 0 <= views["mirror_margin"] <= 1 and "validation" in views["chosen_on"]
     assert min(views["agreement_by_source"].values()) >= 0.995
     assert "mirror margin" in r.stdout

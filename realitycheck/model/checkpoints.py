@@ -505,6 +505,8 @@ def card_markdown(card: ModelCard, filename: str = "") -> str:
     ]
     if card.ood:
         lines += ["## Unfamiliar images", ""] + [f"- {k}: {_fmt(v)}" for k, v in card.ood.items()] + [""]
+    if card.views:
+        lines += ["## Views (which mirror images are scored)", ""] + [f"- {k}: {_fmt(v)}" for k, v in card.views.items()] + [""]
     if card.attribution:
         lines += ["## Generator attribution (a second head; never part of p_fake)", ""] + \
                  [f"- {k}: {_fmt(v)}" for k, v in card.attribution.items()] + [""]
