@@ -10,7 +10,7 @@ carries) or in a cache keyed by the checkpoint's SHA-256 (`~/.cache/realitycheck
 what first use writes). `manifest.json` there is the engine card: which graphs were exported,
 the calibration data of the INT8 one, and what each engine/precision measured against fp32
 PyTorch. An INT8 or bf16 engine is used only if it passed the gate (label agreement >= 99.5% and
-|dAUC| <= 0.002 on the held-out test split and on every source); a missing or corrupt file means
+|dAUC| <= 0.002 on the validation split and on every source); a missing or corrupt file means
 PyTorch with a note, never a crash.
 
 This module is what a Classifier needs at run time: read the card, pick and load a graph, export

@@ -4,7 +4,7 @@ Why apart from `engines`: a Classifier at run time only reads what this writes. 
 each engine with fp32 PyTorch through the Classifier's own scoring (`Classifier.scores(runner=...)`),
 so this module sits above `inference`, and `engines` below it needs nothing from either.
 An INT8 or bf16 engine becomes the default only if it passes `gate` (label agreement >= 99.5% and
-|dAUC| <= 0.002 on the held-out test split and on every source).
+|dAUC| <= 0.002 on the validation split and on every source; the test split is never read here).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from realitycheck.model.views import deciding
 
 GATE_AGREEMENT = 0.995  # label agreement with fp32 PyTorch, at least
 GATE_DAUC = 0.002  # |ROC-AUC change| against fp32 PyTorch, at most
+GATE_SPLIT = "val"  # the gate chooses the default engine, so it never reads the test split
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def quantize_int8(model, card, out: Path, calibration: Iterable[np.ndarray], *, 
                   keep_fp32: Sequence[str] | None = None, op_types: Sequence[str] | None = None) -> Path:
     """Static INT8 (QDQ, per-channel int8 weights, uint8 activations) calibrated on `calibration` batches.
 
-    `calibration` must come from training-split images: the gate measures on the test split.
+    `calibration` must come from training-split images: the gate measures on the validation split.
     `keep_fp32`: node-name prefixes left unquantized; by default the first convolution (where a
     detector of fine generator artefacts looks at raw pixels) and the classifier's dense layers,
     which cost little time and moved p_fake the most when quantized (Lite2 default, 2026-11-30);
@@ -186,7 +187,7 @@ def gate(reference: Sequence[float], engine: Sequence[float], labels: Sequence[s
     ref, new = np.asarray(reference, float), np.asarray(engine, float)
     y = np.array([lab == "fake" for lab in labels], int)
     src = np.asarray(sources)
-    checks = [_check("held-out test split (all sources)", ref, new, y, threshold)]
+    checks = [_check("validation split (all sources)", ref, new, y, threshold)]
     for s in sorted(set(src.tolist())):
         mine = src == s
         if len(set(y[mine].tolist())) == 2:
@@ -438,15 +439,16 @@ def _load_runners(variants: Sequence[tuple[str, str, str]], folder: Path, log: C
     return runners
 
 
-def _gate_on_test_split(ref, runners: dict, check: Sequence[str | os.PathLike], seed: int,
+def _gate_on_validation(ref, runners: dict, check: Sequence[str | os.PathLike], seed: int,
                         check_limit: int | None, ood, log: Callable[[str], None]) -> tuple[dict, list[dict]]:
     """(the manifest's check entry, one variant row per runner): each runner gated against fp32
-    PyTorch on the test split of `check`."""
-    items = labelled_files(check, "test", seed, check_limit)
+    PyTorch on the validation split of `check`. Validation, not test: the gate decides which engine
+    ships as the default, and nothing is chosen on the test split."""
+    items = labelled_files(check, GATE_SPLIT, seed, check_limit)
     if not items:
-        raise ValueError(f"no test-split images in {', '.join(map(str, check))}")
-    log(f"gate: {len(items)} test-split images from {len({r[2] for r in items})} sources")
-    info = {"folders": [str(c) for c in check], "split": f"test (hash split, seed {seed})",
+        raise ValueError(f"no validation-split images in {', '.join(map(str, check))}")
+    log(f"gate: {len(items)} validation-split images from {len({r[2] for r in items})} sources")
+    info = {"folders": [str(c) for c in check], "split": f"{GATE_SPLIT} (hash split, seed {seed})",
             "images": len(items), "limit_per_source": check_limit}
     p, scores, ok = probabilities(ref, runners, [r[0] for r in items])
     labels, sources = [r[1] for r in items], [r[2] for r in items]
@@ -480,8 +482,8 @@ def _parity_rows(ref, runners: dict) -> list[dict]:
 
 
 def _timing_batch(ref, check: Sequence[str | os.PathLike], seed: int) -> np.ndarray:
-    """The batch speeds are measured on: up to 16 test-split images of `check`, else random inputs."""
-    x = next(iter(preprocessed_batches(ref, [r[0] for r in labelled_files(check, "test", seed, 8)], 16)), None) \
+    """The batch speeds are measured on: up to 16 validation-split images of `check`, else random inputs."""
+    x = next(iter(preprocessed_batches(ref, [r[0] for r in labelled_files(check, GATE_SPLIT, seed, 8)], 16)), None) \
         if check else None
     if x is None:
         crop = ref.card.preprocessing.crop
@@ -564,7 +566,7 @@ def export(checkpoint: str | os.PathLike | None = None, *, model=None, card=None
     runners = _load_runners(variants, folder, log)
 
     if check:
-        manifest["check"], rows = _gate_on_test_split(ref, runners, check, seed, check_limit, ood, log)
+        manifest["check"], rows = _gate_on_validation(ref, runners, check, seed, check_limit, ood, log)
     else:
         rows = _parity_rows(ref, runners)
     x = _timing_batch(ref, check, seed)

@@ -942,9 +942,9 @@ def _add_export(sub) -> None:
     p.add_argument("--distill-images", type=int, default=2000, help="training-split images --int8-distill learns from")
     p.add_argument("--distill-epochs", type=int, default=3)
     p.add_argument("--check", action="append",
-                   help="labelled data (folder, NAME=FOLDER or manifest) whose test-split images gate each engine against fp32 PyTorch, overall and "
+                   help="labelled data (folder, NAME=FOLDER or manifest) whose validation-split images gate each engine against fp32 PyTorch, overall and "
                         "per source (repeatable); without it only fp32 graphs are accepted")
-    p.add_argument("--check-limit", type=int, help="at most N test images per source")
+    p.add_argument("--check-limit", type=int, help="at most N validation images per source")
     p.add_argument("--out", help="folder for the engine files (default: NAME.engines/ beside the checkpoint)")
     p.add_argument("--prune", action="store_true", help="keep only the files the chosen default engine needs")
     p.add_argument("--json", action="store_true", help="print the engine card as JSON")
