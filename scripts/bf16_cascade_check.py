@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from realitycheck.analysis.evaluate import labelled_items
 from realitycheck.model import engines
-from realitycheck.model.export import training_seed
+from realitycheck.model.export import labelled_files, training_seed
 from realitycheck.model.inference import load_classifier, prepare
 
 
@@ -55,7 +54,7 @@ def main() -> None:
     clf = load_classifier(a.weights, engine="torch")
     graph = engines.beside_dir(a.weights) / engines.FP32_FILE
     fast, exact = engines.GraphEngine("openvino", "bf16", graph), engines.GraphEngine("onnxruntime", "fp32", graph)
-    _, items = labelled_items([a.data], "val", training_seed(clf.card))
+    items = labelled_files([a.data], "val", training_seed(clf.card))
     if a.limit:
         items = [items[i] for i in np.random.default_rng(0).permutation(len(items))[:a.limit]]
     x = views_of(clf, items)

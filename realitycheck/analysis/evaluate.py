@@ -241,18 +241,6 @@ def with_sources(src: LabelledSource) -> list:
     return out
 
 
-def labelled_items(data: list[str], only_split: str | None = None, seed: int = 0) -> tuple[list, list]:
-    """(the source specs, their items (path, label, source, group)) of labelled sources (folders,
-    NAME=FOLDER, manifests), keeping only the hash split `only_split` (the one `train` uses) if given."""
-    from realitycheck.intake.data import collect_sources, parse_data_arg, split_of
-
-    specs = [s for d in data for s in parse_data_arg(d)]
-    items = collect_sources(specs)
-    if only_split:
-        items = [it for it in items if split_of(it[0], seed=seed, group=it[3]) == only_split]
-    return specs, items
-
-
 def evaluate_sources(clf: Classifier, data: list[str], *, only_split: str | None = None, seed: int = 0,
                      **kwargs) -> EvaluationResult:
     """Evaluate several labelled sources (folders, NAME=FOLDER, manifests) in one table with a source column.
@@ -260,7 +248,12 @@ def evaluate_sources(clf: Classifier, data: list[str], *, only_split: str | None
     `only_split` keeps the images whose hash split (the one `train` uses) is train, val or test:
     e.g. the held-out test share of every source.
     """
-    specs, items = labelled_items(data, only_split, seed)
+    from realitycheck.intake.data import collect_sources, parse_data_arg, split_of
+
+    specs = [s for d in data for s in parse_data_arg(d)]
+    items = collect_sources(specs)
+    if only_split:
+        items = [it for it in items if split_of(it[0], seed=seed, group=it[3]) == only_split]
     log = kwargs.get("log") or (lambda m: None)
     desc = "; ".join(f"{s.name}: {s.path}" for s in specs) + (f" [{only_split} split]" if only_split else "")
     log(f"sources: {desc} ({len(items)} images)")

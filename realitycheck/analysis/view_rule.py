@@ -5,7 +5,8 @@ threshold the mirror cannot change the verdict, so it is scored only where the f
 lies within a margin of the threshold (`views.needs_mirror`). The margin is the smallest at which the
 rule's verdicts agree with the two-view verdicts on at least `target` of every validation source (the
 image's verdict is its most suspicious view's, as in predict) and the ROC-AUC moves by at most 0.002
-(the export gate's bounds). The unfamiliar check reads the first view only, so its flags never change. `realitycheck views CKPT --data MANIFEST` runs `write_view_rule`.
+(the export gate's bounds). The unfamiliar check reads the first view only, so its flags never change.
+`realitycheck views CKPT --data MANIFEST` runs `write_view_rule`.
 """
 
 from __future__ import annotations
@@ -15,19 +16,18 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
 from realitycheck.model import checkpoints
 from realitycheck.model.checkpoints import ModelCard
 from realitycheck.model.decision import is_fake
 from realitycheck.model.export import GATE_AGREEMENT, GATE_DAUC
+from realitycheck.model.views import needs_mirror
 
 # the export gate's bounds for any faster path: label agreement at least, |ROC-AUC change| at most
 TARGET_AGREEMENT, MAX_DAUC = GATE_AGREEMENT, GATE_DAUC
 
 __all__ = ["TARGET_AGREEMENT", "image_scores", "agreement_by_source", "choose_mirror_margin", "auc_change",
-           "check_view_rule",
-           "write_view_rule"]
+           "check_view_rule", "write_view_rule"]
 
 
 def image_scores(p_first: np.ndarray, p_mirror: np.ndarray, image: np.ndarray, threshold: float,
@@ -36,8 +36,7 @@ def image_scores(p_first: np.ndarray, p_mirror: np.ndarray, image: np.ndarray, t
     the first p_fake, or the mean with the mirror's where the rule scores it; the image's, its most
     suspicious view's (`views.deciding`)."""
     p_first, p_mirror = np.asarray(p_first, float), np.asarray(p_mirror, float)
-    both = (p_first + p_mirror) / 2
-    p = both if margin is None else np.where(np.abs(p_first - threshold) < margin, both, p_first)
+    p = np.where(needs_mirror(p_first, threshold, margin), (p_first + p_mirror) / 2, p_first)
     out = np.full(int(image.max()) + 1 if len(image) else 0, -np.inf)
     np.maximum.at(out, image, p)
     return out
@@ -47,7 +46,7 @@ def agreement_by_source(p_first, p_mirror, image, sources, threshold: float, mar
     """Per source: images, verdicts that agree with the two-view verdicts, agreement, views mirrored."""
     rule = is_fake(image_scores(p_first, p_mirror, image, threshold, margin), threshold)
     two = is_fake(image_scores(p_first, p_mirror, image, threshold, None), threshold)
-    mirrored = np.ones(len(image), bool) if margin is None else np.abs(np.asarray(p_first) - threshold) < margin
+    mirrored = needs_mirror(p_first, threshold, margin)
     views_per_image = np.bincount(image, minlength=len(sources))
     mirrored_per_image = np.bincount(image, weights=mirrored, minlength=len(sources))
     t = pd.DataFrame({"source": list(sources), "agree": rule == two, "views": views_per_image,
@@ -77,11 +76,13 @@ def choose_mirror_margin(p_first, p_mirror, image, sources, threshold: float, ta
     return 1.0
 
 
-def view_pairs(clf, items: list[tuple[str, str, str]], workers: int | None = None):
+def view_pairs(clf, items: list[tuple], workers: int | None = None):
     """(p_first, p_mirror, image index per view, source per image, label per image) of `items`
-    [(path, source, label)] as `clf` views them (images that fail to decode are left out)."""
+    [(path, label, source)], as `export.labelled_files` gives them, as `clf` views them (images that
+    fail to decode are left out)."""
     firsts, mirrors, image, sources, labels = [], [], [], [], []
-    for (name, pf, pm), (_, source, label) in zip(clf.iter_view_pairs([it[0] for it in items], workers=workers), items):
+    for (_, pf, pm), (_, label, source) in zip(clf.iter_view_pairs([str(it[0]) for it in items], workers=workers),
+                                               items):
         if pf is None:
             continue
         firsts.append(pf), mirrors.append(pm)
@@ -103,10 +104,10 @@ def auc_change(p_first, p_mirror, image, labels, threshold: float, margin: float
                - float(roc_auc_score(y, image_scores(p_first, p_mirror, image, threshold, None))))
 
 
-def check_view_rule(weights: str | os.PathLike, items: list[tuple[str, str, str]], *,
+def check_view_rule(weights: str | os.PathLike, items: list[tuple], *,
                     workers: int | None = None) -> tuple[pd.DataFrame, float | None]:
     """(per source, how the card's rule agrees with two views; |ROC-AUC change|) on `items` [(path,
-    source, label)], e.g. the held-out test split."""
+    label, source)], e.g. the held-out test split."""
     from realitycheck.model.inference import load_classifier
 
     clf = load_classifier(weights, views="all", precision="fp32")
@@ -116,10 +117,10 @@ def check_view_rule(weights: str | os.PathLike, items: list[tuple[str, str, str]
             auc_change(p_first, p_mirror, image, labels, clf.threshold, m))
 
 
-def write_view_rule(weights: str | os.PathLike, items: list[tuple[str, str, str]], *, target: float = TARGET_AGREEMENT,
+def write_view_rule(weights: str | os.PathLike, items: list[tuple], *, target: float = TARGET_AGREEMENT,
                     workers: int | None = None, what: str = "validation images",
                     log: Callable[[str], None] = print) -> tuple[ModelCard, pd.DataFrame]:
-    """Choose the checkpoint's mirror margin on `items` (its VALIDATION images: path, source, label) at
+    """Choose the checkpoint's mirror margin on `items` (its VALIDATION images: path, label, source) at
     its card's threshold and write it into the card (the weights and every threshold stay)."""
     from realitycheck.model.inference import load_classifier
 
@@ -142,6 +143,5 @@ def write_view_rule(weights: str | os.PathLike, items: list[tuple[str, str, str]
         "mirrored_share": round(float(rows["mirrored"].sum() / rows["views"].sum()), 4),
         "abs_dauc": auc_change(p_first, p_mirror, image, labels, t, margin),
     }
-    half = next(iter(checkpoints.read_checkpoint(weights)[0].values())).dtype == torch.float16
-    checkpoints.save_checkpoint(weights, model, card, half=half, extras=extras)
+    checkpoints.save_checkpoint(weights, model, card, half=checkpoints.stored_half(weights), extras=extras)
     return card, rows

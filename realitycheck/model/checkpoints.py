@@ -270,6 +270,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCar
     return sd, card
 
 
+def stored_half(path: str | Path) -> bool:
+    """Whether the file keeps its weights in fp16, so a card-only rewrite can save it the same way."""
+    return next(iter(read_checkpoint(path)[0].values())).dtype == torch.float16
+
+
 def read_checkpoint_extras(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard, dict]:
     """Weights, card and the extra tensors a checkpoint carries (e.g. "ood": unfamiliarity statistics)."""
     path = Path(path)

@@ -342,18 +342,22 @@ class Classifier:
         unfamiliar check reads the first view's features only, so the mirror never changes it."""
         n = x.shape[0]
         logits, features = self._forward(x, precision, runner)
-        p = logits.float().softmax(1)[:, self.fake_index].cpu().numpy()
+        p = self._p_fake(logits)
         gen = self.attribution.probabilities(features) if self.attribution is not None else None
         if self.mirror_average and n:
             idx = np.flatnonzero(needs_mirror(p, self.threshold, self.mirror_margin))
             if len(idx):
                 flipped = np.asarray(x, dtype=np.float32)[idx][..., ::-1]
                 logits_m, features_m = self._forward(np.ascontiguousarray(flipped), precision, runner)
-                p[idx] = (p[idx] + logits_m.float().softmax(1)[:, self.fake_index].cpu().numpy()) / 2
+                p[idx] = (p[idx] + self._p_fake(logits_m)) / 2
                 if gen is not None:  # as p_fake: the image and its mirror image averaged
                     gen[idx] = (gen[idx] + self.attribution.probabilities(features_m)) / 2
         ood = self.ood.score(features) if self.ood is not None else None
         return p, ood, gen
+
+    def _p_fake(self, logits: torch.Tensor) -> np.ndarray:
+        """p_fake of each row of logits (softmax over the two classes, float32)."""
+        return logits.float().softmax(1)[:, self.fake_index].cpu().numpy()
 
     def _forward(self, x, precision: str | None, runner: engines.GraphEngine | None):
         """(logits as a torch tensor, penultimate features or None) of a batch of views, on the engine
@@ -487,8 +491,7 @@ class Classifier:
             firsts = mirrors = iter(())
             if good:
                 x = np.concatenate([np.asarray(pr.tensor, dtype=np.float32) for pr in good])
-                p = [logits.float().softmax(1)[:, self.fake_index].cpu().numpy()
-                     for logits, _ in (self._forward(v, None, None) for v in (x, np.ascontiguousarray(x[..., ::-1])))]
+                p = [self._p_fake(self._forward(v, None, None)[0]) for v in (x, np.ascontiguousarray(x[..., ::-1]))]
                 cut = np.cumsum([len(pr.tensor) for pr in good])[:-1]
                 firsts, mirrors = iter(np.split(p[0], cut)), iter(np.split(p[1], cut))
             for pr in chunk:

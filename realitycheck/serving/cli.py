@@ -447,21 +447,20 @@ def add_threshold_command(subparsers) -> None:
 
 
 def cmd_views(args) -> int:
-    from realitycheck.analysis.evaluate import labelled_items
     from realitycheck.analysis.view_rule import check_view_rule, write_view_rule
     from realitycheck.intake.data import DataError
     from realitycheck.model.checkpoints import CheckpointError, read_card
-    from realitycheck.model.export import training_seed
+    from realitycheck.model.export import labelled_files, training_seed
 
     if not Path(args.weights).is_file():
         raise UserError(f"{args.weights}: no such file")
     try:
         seed = training_seed(read_card(args.weights))
-        _, items = labelled_items(args.data, "val", seed)
+        items = labelled_files(args.data, "val", seed)
         if not items:
             raise UserError(f"{', '.join(args.data)}: no validation images (the hash split of seed {seed})")
-        card, rows = write_view_rule(args.weights, [(str(it[0]), it[2], it[1]) for it in items], target=args.target,
-                                     workers=args.workers, log=lambda m: print(m, file=sys.stderr))
+        card, rows = write_view_rule(args.weights, items, target=args.target, workers=args.workers,
+                                     log=lambda m: print(m, file=sys.stderr))
     except (CheckpointError, DataError, ValueError) as exc:
         raise UserError(str(exc)) from None
     v = card.views
@@ -470,8 +469,7 @@ def cmd_views(args) -> int:
           f"{args.target:.1%}; {_dauc_words(v['abs_dauc'])}")
     print(rows[["source", "images", "agreement", "mirrored_share"]].to_string(index=False))
     if args.test:
-        _, test = labelled_items(args.data, "test", seed)
-        rows, dauc = check_view_rule(args.weights, [(str(it[0]), it[2], it[1]) for it in test], workers=args.workers)
+        rows, dauc = check_view_rule(args.weights, labelled_files(args.data, "test", seed), workers=args.workers)
         print(f"held-out test split ({int(rows['images'].sum())} images; never used to choose): "
               f"{rows['mirrored'].sum() / rows['views'].sum():.1%} of the views mirrored; {_dauc_words(dauc)}")
         print(rows[["source", "images", "agreement", "mirrored_share"]].to_string(index=False))

@@ -662,8 +662,7 @@ def attach_attribution(weights: str | os.PathLike, data: list[str], out: str | o
         raise DataError("no attribution head fitted: the data must name at least two generator families "
                         "(manifest field `family` on its fake sources)")
     extras["attribution"] = head.to_tensors()
-    half = next(iter(checkpoints.read_checkpoint(weights)[0].values())).dtype == torch.float16
-    return checkpoints.save_checkpoint(out or weights, model, card, half=half, extras=extras)
+    return checkpoints.save_checkpoint(out or weights, model, card, half=checkpoints.stored_half(weights), extras=extras)
 
 
 def test_only(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
